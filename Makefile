@@ -1,0 +1,36 @@
+# strangler: the two commands a newcomer needs are `make run` and `make test`.
+SHELL := /bin/bash
+GO ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+.PHONY: all build run test lint bench clean
+
+all: build
+
+build: ## bin/strangler, bin/neworders, bin/legacyorders
+	@mkdir -p bin
+	$(GO) build -ldflags '$(LDFLAGS)' -o bin/ ./cmd/...
+
+run: build ## the demo: legacy simulator, proxy and traffic, no setup
+	./bin/strangler demo
+
+test: ## everything, with the race detector; installs what is missing
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
+	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 8m ./...
+
+lint: ## gofmt, go vet, staticcheck
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
+	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+bench: build ## proxies and peers under wrk, one table; Go benchmarks of the hot path
+	$(GO) test -run '^$$' -bench . -benchmem ./proxy/ ./router/
+	bash bench/run.sh
+
+clean:
+	rm -rf bin

@@ -1,0 +1,248 @@
+// Package config is strangler's configuration: the YAML schema as Go structs,
+// its defaults and validation, loading through viper, and live reload.
+//
+// A Config is immutable once Load returns it: derived state (parsed URLs,
+// CIDRs, weights in basis points) is computed during validation and the whole
+// value is swapped atomically on reload, so a request that started on one
+// Config finishes on it.
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"net/url"
+	"time"
+)
+
+// Config is the whole strangler configuration (SPEC §3). Field comments are the
+// user documentation; config/example.yaml shows every key.
+type Config struct {
+	// Listen is the client-facing address. Changing it requires a restart.
+	Listen string `mapstructure:"listen" json:"listen"`
+	// Admin configures the admin listener (/metrics, /healthz, /admin/*).
+	Admin Admin `mapstructure:"admin" json:"admin"`
+	// Upstreams are the two backends traffic is split between.
+	Upstreams Upstreams `mapstructure:"upstreams" json:"upstreams"`
+	// Sticky selects the request attribute that pins a user to a backend.
+	Sticky Sticky `mapstructure:"sticky" json:"sticky"`
+	// TrustedProxies are CIDRs (or single addresses) of proxies in front of
+	// strangler whose X-Forwarded-* headers are kept and appended to.
+	TrustedProxies []string `mapstructure:"trusted_proxies" json:"trusted_proxies"`
+	// Overrides lets trusted clients force a backend with a header.
+	Overrides Overrides `mapstructure:"overrides" json:"overrides"`
+	// Shadow bounds shadow traffic across all routes.
+	Shadow Shadow `mapstructure:"shadow" json:"shadow"`
+	// DivergenceStore configures where divergence samples are kept.
+	DivergenceStore DivergenceStore `mapstructure:"divergence_store" json:"divergence_store"`
+	// Tracing configures OpenTelemetry export.
+	Tracing Tracing `mapstructure:"tracing" json:"tracing"`
+	// Log configures the JSON logger.
+	Log Log `mapstructure:"log" json:"log"`
+	// Routes are matched like net/http.ServeMux patterns; a request matches at
+	// most one. Unmatched requests go to legacy untouched.
+	Routes []Route `mapstructure:"routes" json:"routes"`
+
+	trustedProxies []netip.Prefix
+}
+
+// Admin configures the admin listener.
+type Admin struct {
+	// Listen is the admin address. It defaults to loopback so the admin API is
+	// never exposed by accident. Changing it requires a restart.
+	Listen string `mapstructure:"listen" json:"listen"`
+	// TokenEnv names the environment variable that holds the bearer token for
+	// mutating admin calls. With the variable unset or empty, those calls
+	// answer 403.
+	TokenEnv string `mapstructure:"token_env" json:"token_env"`
+}
+
+// Upstreams holds the two backends.
+type Upstreams struct {
+	Legacy  Upstream `mapstructure:"legacy" json:"legacy"`
+	Newpath Upstream `mapstructure:"newpath" json:"newpath"`
+}
+
+// Upstream is one backend.
+type Upstream struct {
+	// URL is the backend's base URL (http or https); its path, if any, is
+	// prefixed to every request path.
+	URL string `mapstructure:"url" json:"url"`
+	// Timeout bounds one upstream call from dial to the end of the response
+	// headers; an expired timeout answers 504.
+	Timeout Duration `mapstructure:"timeout" json:"timeout"`
+	// PreserveHost sends the client's Host header upstream; false sends the
+	// upstream URL's host.
+	PreserveHost bool `mapstructure:"preserve_host" json:"preserve_host"`
+
+	parsed *url.URL
+}
+
+// ParsedURL returns URL parsed during validation.
+func (u *Upstream) ParsedURL() *url.URL { return u.parsed }
+
+// Sticky configures sticky bucket assignment (SPEC §4).
+type Sticky struct {
+	// Key is header:NAME, cookie:NAME, query:NAME, ip or none. With none, or
+	// when the key is absent from a request, each request draws at random.
+	Key string `mapstructure:"key" json:"key"`
+	// Salt is mixed into the bucket hash; changing it reshuffles every user.
+	Salt string `mapstructure:"salt" json:"salt"`
+
+	kind StickyKind
+	name string
+}
+
+// StickyKind is the source of a sticky key.
+type StickyKind int
+
+// The sticky key sources.
+const (
+	StickyNone StickyKind = iota
+	StickyHeader
+	StickyCookie
+	StickyQuery
+	StickyIP
+)
+
+// Source returns the parsed kind of Key and the header, cookie or query
+// parameter name it names.
+func (s *Sticky) Source() (StickyKind, string) { return s.kind, s.name }
+
+// Overrides configures the backend override header.
+type Overrides struct {
+	// Header forces the backend ("legacy" or "newpath") when sent from a
+	// client inside TrustedCIDRs. It is never forwarded upstream.
+	Header string `mapstructure:"header" json:"header"`
+	// TrustedCIDRs are the client networks whose override header is honoured.
+	TrustedCIDRs []string `mapstructure:"trusted_cidrs" json:"trusted_cidrs"`
+
+	trusted []netip.Prefix
+}
+
+// TrustedPrefixes returns TrustedCIDRs parsed during validation.
+func (o *Overrides) TrustedPrefixes() []netip.Prefix { return o.trusted }
+
+// Shadow bounds shadow traffic.
+type Shadow struct {
+	// MaxInFlight caps concurrent shadow calls; more are dropped and counted,
+	// never queued.
+	MaxInFlight int `mapstructure:"max_in_flight" json:"max_in_flight"`
+	// MaxBodyBytes caps the request and response bodies buffered for
+	// comparison; larger ones are forwarded but not compared.
+	MaxBodyBytes int64 `mapstructure:"max_body_bytes" json:"max_body_bytes"`
+	// Timeout bounds one shadow call, detached from the client.
+	Timeout Duration `mapstructure:"timeout" json:"timeout"`
+}
+
+// DivergenceStore configures divergence samples.
+type DivergenceStore struct {
+	// DatabaseURL, when set, also writes samples to Postgres.
+	DatabaseURL string `mapstructure:"database_url" json:"database_url"`
+	// SamplesPerRoute bounds the in-memory ring buffer of each route.
+	SamplesPerRoute int `mapstructure:"samples_per_route" json:"samples_per_route"`
+}
+
+// Tracing configures OpenTelemetry.
+type Tracing struct {
+	// Exporter is none, otlp or stdout. OTEL_* environment variables are
+	// respected by the otlp exporter.
+	Exporter string `mapstructure:"exporter" json:"exporter"`
+	// SampleRatio is the fraction of new traces recorded, 0..1.
+	SampleRatio float64 `mapstructure:"sample_ratio" json:"sample_ratio"`
+}
+
+// Log configures logging.
+type Log struct {
+	// Level is debug, info, warn or error.
+	Level string `mapstructure:"level" json:"level"`
+	// Access writes one JSON line per request.
+	Access bool `mapstructure:"access" json:"access"`
+}
+
+// Route is one migrated endpoint.
+type Route struct {
+	// Name labels the route in metrics and the admin API: [a-z0-9-]+, unique.
+	Name string `mapstructure:"name" json:"name"`
+	// Match is a net/http.ServeMux pattern such as "GET /orders/{id}".
+	Match string `mapstructure:"match" json:"match"`
+	// Weight is the percent of the route's traffic served by newpath,
+	// 0..100 with at most two decimals.
+	Weight float64 `mapstructure:"weight" json:"weight"`
+	// Shadow selects requests whose other side is also called and compared.
+	Shadow RouteShadow `mapstructure:"shadow" json:"shadow"`
+	// Compare says what of the two responses is compared.
+	Compare Compare `mapstructure:"compare" json:"compare"`
+	// Fallback lets legacy answer a safe-method request when newpath cannot
+	// (connect error, 502, 503, 504).
+	Fallback bool `mapstructure:"fallback" json:"fallback"`
+	// Guard rolls the route back by itself; nil means no guard.
+	Guard *Guard `mapstructure:"guard" json:"guard,omitempty"`
+
+	weightBasisPoints int
+}
+
+// WeightBasisPoints returns Weight × 100 as an integer, the unit sticky
+// buckets are compared against (SPEC §4).
+func (r *Route) WeightBasisPoints() int { return r.weightBasisPoints }
+
+// RouteShadow configures shadowing for one route.
+type RouteShadow struct {
+	// Percent of requests whose other side is also called and compared.
+	Percent float64 `mapstructure:"percent" json:"percent"`
+	// DryRun shadows unsafe methods to newpath with X-Strangler-Dry-Run: 1.
+	DryRun bool `mapstructure:"dry_run" json:"dry_run"`
+}
+
+// Compare configures the response comparison of one route.
+type Compare struct {
+	// Ignore lists schema paths never compared; * matches one segment and a
+	// path covers its subtree.
+	Ignore []string `mapstructure:"ignore" json:"ignore"`
+	// Headers lists the response headers compared (lower case).
+	Headers []string `mapstructure:"headers" json:"headers"`
+	// Unordered lists array paths compared as multisets.
+	Unordered []string `mapstructure:"unordered" json:"unordered"`
+	// NoisePercent of compared safe requests call legacy a second time to
+	// measure noise.
+	NoisePercent float64 `mapstructure:"noise_percent" json:"noise_percent"`
+}
+
+// Guard rolls a route back when newpath errs or diverges (SPEC §7).
+type Guard struct {
+	MaxErrorRate      float64  `mapstructure:"max_error_rate" json:"max_error_rate"`
+	MaxDivergenceRate float64  `mapstructure:"max_divergence_rate" json:"max_divergence_rate"`
+	MinSamples        int      `mapstructure:"min_samples" json:"min_samples"`
+	Window            Duration `mapstructure:"window" json:"window"`
+}
+
+// Duration is a time.Duration written as "10s" in YAML and JSON.
+type Duration time.Duration
+
+// String formats d like time.Duration.String.
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// MarshalText formats d like time.Duration.String.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// UnmarshalText parses d with time.ParseDuration.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf(`expected a duration such as "5s", got %q`, b)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// TrustedProxyPrefixes returns TrustedProxies parsed during validation.
+func (c *Config) TrustedProxyPrefixes() []netip.Prefix { return c.trustedProxies }
+
+// Route returns the route named name, or nil.
+func (c *Config) Route(name string) *Route {
+	for i := range c.Routes {
+		if c.Routes[i].Name == name {
+			return &c.Routes[i]
+		}
+	}
+	return nil
+}

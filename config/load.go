@@ -1,0 +1,284 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"sort"
+	"strings"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/viper"
+)
+
+// EnvPrefix prefixes environment overrides: STRANGLER_LISTEN,
+// STRANGLER_ADMIN_LISTEN, STRANGLER_UPSTREAMS_LEGACY_URL, ...
+const EnvPrefix = "STRANGLER"
+
+// defaults are the values of every key a file may leave out (SPEC §3). They
+// are registered with viper, which is also what lets an environment variable
+// override a key the file does not mention.
+func defaults() map[string]any {
+	return map[string]any{
+		"listen":                             "127.0.0.1:8080",
+		"admin.listen":                       "127.0.0.1:9090",
+		"admin.token_env":                    "STRANGLER_ADMIN_TOKEN",
+		"upstreams.legacy.url":               "",
+		"upstreams.legacy.timeout":           "30s",
+		"upstreams.legacy.preserve_host":     true,
+		"upstreams.newpath.url":              "",
+		"upstreams.newpath.timeout":          "30s",
+		"upstreams.newpath.preserve_host":    true,
+		"sticky.key":                         "none",
+		"sticky.salt":                        "strangler",
+		"trusted_proxies":                    []string{},
+		"overrides.header":                   "X-Strangler-Backend",
+		"overrides.trusted_cidrs":            []string{"127.0.0.0/8"},
+		"shadow.max_in_flight":               256,
+		"shadow.max_body_bytes":              1 << 20,
+		"shadow.timeout":                     "5s",
+		"divergence_store.database_url":      "",
+		"divergence_store.samples_per_route": 100,
+		"tracing.exporter":                   "none",
+		"tracing.sample_ratio":               1.0,
+		"log.level":                          "info",
+		"log.access":                         true,
+	}
+}
+
+// routeDefaults are a route's values when its entry leaves them out. viper
+// cannot default the fields of list elements, so they are merged into the raw
+// map before decoding.
+func routeDefaults() map[string]any {
+	return map[string]any{
+		"weight":   0,
+		"fallback": true,
+		"shadow":   map[string]any{"percent": 0, "dry_run": false},
+		"compare": map[string]any{
+			"ignore":        []any{},
+			"headers":       []any{"content-type"},
+			"unordered":     []any{},
+			"noise_percent": 0,
+		},
+	}
+}
+
+// Load reads, parses and validates the file at path, with STRANGLER_*
+// environment overrides applied. A *ValidationError lists every problem.
+func Load(path string) (*Config, []byte, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read config: %w", err)
+	}
+	cfg, err := Parse(data)
+	if err != nil {
+		return nil, data, err
+	}
+	return cfg, data, nil
+}
+
+// Parse parses and validates YAML config data, with STRANGLER_* environment
+// overrides applied.
+func Parse(data []byte) (*Config, error) {
+	v := viper.New()
+	v.SetConfigType("yaml")
+	for k, val := range defaults() {
+		v.SetDefault(k, val)
+	}
+	v.SetEnvPrefix(EnvPrefix)
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+	if err := v.ReadConfig(bytes.NewReader(data)); err != nil {
+		return nil, &ValidationError{Errors: []FieldError{{Path: "(yaml)", Problem: yamlProblem(err)}}}
+	}
+
+	raw := v.AllSettings()
+	var errs []FieldError
+	if routes, ok := raw["routes"]; ok {
+		list, ok := routes.([]any)
+		if !ok {
+			errs = append(errs, FieldError{Path: "routes", Problem: "must be a list of routes"})
+			delete(raw, "routes")
+		} else {
+			for i, r := range list {
+				m, ok := r.(map[string]any)
+				if !ok {
+					errs = append(errs, FieldError{Path: fmt.Sprintf("routes[%d]", i), Problem: "must be a mapping"})
+					continue
+				}
+				mergeDefaults(m, routeDefaults())
+			}
+		}
+	}
+	errs = append(errs, unknownKeys(raw, reflect.TypeOf(Config{}), "")...)
+
+	var cfg Config
+	dec, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
+		Result:           &cfg,
+		WeaklyTypedInput: true,
+		DecodeHook:       mapstructure.TextUnmarshallerHookFunc(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("config decoder: %w", err)
+	}
+	if err := dec.Decode(raw); err != nil {
+		errs = append(errs, decodeProblems(err)...)
+	}
+	// Validate the decoded part too, so one pass reports every problem; a
+	// key that failed to decode is not reported a second time.
+	reported := map[string]bool{}
+	for _, fe := range errs {
+		reported[fe.Path] = true
+	}
+	for _, fe := range cfg.validate() {
+		if !reported[fe.Path] {
+			errs = append(errs, fe)
+		}
+	}
+	if len(errs) > 0 {
+		sortErrors(errs)
+		return nil, &ValidationError{Errors: errs}
+	}
+	return &cfg, nil
+}
+
+// mergeDefaults fills the keys of m missing from def, recursing into nested
+// mappings the user gave partially.
+func mergeDefaults(m, def map[string]any) {
+	for k, dv := range def {
+		cur, ok := m[k]
+		if !ok || cur == nil {
+			m[k] = dv
+			continue
+		}
+		if dm, ok := dv.(map[string]any); ok {
+			if cm, ok := cur.(map[string]any); ok {
+				mergeDefaults(cm, dm)
+			}
+		}
+	}
+}
+
+// unknownKeys walks the raw settings against the schema and names every key
+// the schema does not have, with its full path (routes[1].wieght).
+func unknownKeys(raw any, t reflect.Type, path string) []FieldError {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	var errs []FieldError
+	switch t.Kind() {
+	case reflect.Struct:
+		m, ok := raw.(map[string]any)
+		if !ok || t == reflect.TypeOf(Duration(0)) {
+			return nil // a type error, reported by the decoder
+		}
+		fields := map[string]reflect.Type{}
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			if tag := strings.Split(f.Tag.Get("mapstructure"), ",")[0]; tag != "" && tag != "-" {
+				fields[tag] = f.Type
+			}
+		}
+		for k, v := range m {
+			p := joinPath(path, k)
+			ft, ok := fields[k]
+			if !ok {
+				errs = append(errs, FieldError{Path: p, Problem: "unknown key"})
+				continue
+			}
+			errs = append(errs, unknownKeys(v, ft, p)...)
+		}
+	case reflect.Slice:
+		list, ok := raw.([]any)
+		if !ok {
+			return nil
+		}
+		for i, v := range list {
+			errs = append(errs, unknownKeys(v, t.Elem(), fmt.Sprintf("%s[%d]", path, i))...)
+		}
+	}
+	return errs
+}
+
+func joinPath(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+// decodeProblems turns the decoder's joined errors into one FieldError each.
+func decodeProblems(err error) []FieldError {
+	var out []FieldError
+	var walk func(error)
+	walk = func(err error) {
+		switch e := err.(type) {
+		case interface{ Unwrap() []error }:
+			for _, inner := range e.Unwrap() {
+				walk(inner)
+			}
+		case *mapstructure.DecodeError:
+			if _, joined := e.Unwrap().(interface{ Unwrap() []error }); joined {
+				walk(e.Unwrap())
+				return
+			}
+			out = append(out, FieldError{Path: e.Name(), Problem: typeProblem(e.Unwrap())})
+		default:
+			if inner := errors.Unwrap(err); inner != nil {
+				walk(inner)
+				return
+			}
+			out = append(out, FieldError{Path: "(config)", Problem: err.Error()})
+		}
+	}
+	walk(err)
+	return out
+}
+
+// typeProblem rewrites the decoder's Go-type wording in the words of the
+// YAML file.
+func typeProblem(err error) string {
+	var ute *mapstructure.UnconvertibleTypeError
+	if errors.As(err, &ute) {
+		return fmt.Sprintf("expected %s, got %v", yamlKind(ute.Expected.Type()), ute.Value)
+	}
+	var pe *mapstructure.ParseError
+	if errors.As(err, &pe) {
+		return fmt.Sprintf("expected %s, got %q", yamlKind(pe.Expected.Type()), fmt.Sprint(pe.Value))
+	}
+	return err.Error()
+}
+
+func yamlKind(t reflect.Type) string {
+	switch {
+	case t == reflect.TypeOf(Duration(0)):
+		return `a duration such as "5s"`
+	case t.Kind() == reflect.Bool:
+		return "true or false"
+	case t.Kind() >= reflect.Int && t.Kind() <= reflect.Uint64:
+		return "an integer"
+	case t.Kind() == reflect.Float32 || t.Kind() == reflect.Float64:
+		return "a number"
+	case t.Kind() == reflect.String:
+		return "a string"
+	case t.Kind() == reflect.Slice:
+		return "a list"
+	default:
+		return "a mapping"
+	}
+}
+
+func yamlProblem(err error) string {
+	msg := err.Error()
+	// viper wraps the YAML parser's message; keep the part that names the line.
+	if i := strings.Index(msg, "yaml: "); i >= 0 {
+		msg = msg[i:]
+	}
+	return "invalid YAML: " + msg
+}
+
+func sortErrors(errs []FieldError) {
+	sort.SliceStable(errs, func(i, j int) bool { return errs[i].Path < errs[j].Path })
+}

@@ -1,0 +1,280 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"regexp"
+	"strings"
+)
+
+// FieldError is one problem with one key of the file.
+type FieldError struct {
+	// Path names the key: listen, upstreams.legacy.url, routes[1].weight.
+	Path    string
+	Problem string
+}
+
+func (e FieldError) Error() string { return e.Path + ": " + e.Problem }
+
+// ValidationError lists every problem of a file, so an operator fixes them
+// in one pass (like nginx -t).
+type ValidationError struct {
+	Errors []FieldError
+}
+
+func (e *ValidationError) Error() string {
+	lines := make([]string, len(e.Errors))
+	for i, fe := range e.Errors {
+		lines[i] = fe.Error()
+	}
+	return strings.Join(lines, "\n")
+}
+
+var (
+	routeNameRE = regexp.MustCompile(`^[a-z0-9-]+$`)
+	envNameRE   = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	// registeredAtRE strips the source locations ServeMux puts in its
+	// messages: they point into strangler, not into the operator's file.
+	registeredAtRE = regexp.MustCompile(` \(registered at [^)]*\)`)
+)
+
+// validate checks every key and builds the derived state. It reports all
+// problems rather than stopping at the first.
+func (c *Config) validate() []FieldError {
+	var errs []FieldError
+	add := func(path, format string, args ...any) {
+		errs = append(errs, FieldError{Path: path, Problem: fmt.Sprintf(format, args...)})
+	}
+
+	checkHostPort(add, "listen", c.Listen)
+	checkHostPort(add, "admin.listen", c.Admin.Listen)
+	if c.Admin.TokenEnv != "" && !envNameRE.MatchString(c.Admin.TokenEnv) {
+		add("admin.token_env", "%q is not an environment variable name", c.Admin.TokenEnv)
+	}
+
+	checkUpstream(add, "upstreams.legacy", &c.Upstreams.Legacy)
+	checkUpstream(add, "upstreams.newpath", &c.Upstreams.Newpath)
+
+	c.Sticky.kind, c.Sticky.name = parseSticky(add, c.Sticky.Key)
+
+	c.trustedProxies = parsePrefixes(add, "trusted_proxies", c.TrustedProxies)
+	if !validHeaderName(c.Overrides.Header) {
+		add("overrides.header", "%q is not a valid header name", c.Overrides.Header)
+	}
+	c.Overrides.trusted = parsePrefixes(add, "overrides.trusted_cidrs", c.Overrides.TrustedCIDRs)
+
+	if c.Shadow.MaxInFlight < 0 {
+		add("shadow.max_in_flight", "must be 0 or more, got %d", c.Shadow.MaxInFlight)
+	}
+	if c.Shadow.MaxBodyBytes < 0 {
+		add("shadow.max_body_bytes", "must be 0 or more, got %d", c.Shadow.MaxBodyBytes)
+	}
+	if c.Shadow.Timeout <= 0 {
+		add("shadow.timeout", "must be positive")
+	}
+
+	if u := c.DivergenceStore.DatabaseURL; u != "" {
+		p, err := url.Parse(u)
+		if err != nil || (p.Scheme != "postgres" && p.Scheme != "postgresql") {
+			add("divergence_store.database_url", "must be a postgres:// URL")
+		}
+	}
+	if c.DivergenceStore.SamplesPerRoute < 1 {
+		add("divergence_store.samples_per_route", "must be at least 1, got %d", c.DivergenceStore.SamplesPerRoute)
+	}
+
+	switch c.Tracing.Exporter {
+	case "none", "otlp", "stdout":
+	default:
+		add("tracing.exporter", "must be none, otlp or stdout, got %q", c.Tracing.Exporter)
+	}
+	if c.Tracing.SampleRatio < 0 || c.Tracing.SampleRatio > 1 {
+		add("tracing.sample_ratio", "must be between 0 and 1, got %v", c.Tracing.SampleRatio)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		add("log.level", "must be debug, info, warn or error, got %q", c.Log.Level)
+	}
+
+	c.validateRoutes(add)
+	return errs
+}
+
+func (c *Config) validateRoutes(add func(path, format string, args ...any)) {
+	names := map[string]int{}
+	// A throwaway ServeMux is the definition of pattern syntax and of a
+	// conflict: it panics on either, naming both patterns.
+	mux := http.NewServeMux()
+	for i := range c.Routes {
+		r := &c.Routes[i]
+		p := fmt.Sprintf("routes[%d]", i)
+		switch {
+		case r.Name == "":
+			add(p+".name", "required")
+		case !routeNameRE.MatchString(r.Name):
+			add(p+".name", "%q must match [a-z0-9-]+", r.Name)
+		case r.Name == "unmatched":
+			add(p+".name", `"unmatched" is reserved for requests no route matches`)
+		default:
+			if j, dup := names[r.Name]; dup {
+				add(p+".name", "duplicate route name %q (also routes[%d])", r.Name, j)
+			}
+			names[r.Name] = i
+		}
+		if r.Match == "" {
+			add(p+".match", "required")
+		} else if err := registerPattern(mux, r.Match); err != nil {
+			add(p+".match", "%v", err)
+		}
+		checkPercent(add, p+".weight", r.Weight)
+		r.weightBasisPoints = int(math.Round(r.Weight * 100))
+		if math.Abs(r.Weight*100-float64(r.weightBasisPoints)) > 1e-6 {
+			add(p+".weight", "at most two decimals, got %v", r.Weight)
+		}
+		checkPercent(add, p+".shadow.percent", r.Shadow.Percent)
+		checkPercent(add, p+".compare.noise_percent", r.Compare.NoisePercent)
+		checkPaths(add, p+".compare.ignore", r.Compare.Ignore)
+		checkPaths(add, p+".compare.unordered", r.Compare.Unordered)
+		for j, h := range r.Compare.Headers {
+			if !validHeaderName(h) {
+				add(fmt.Sprintf("%s.compare.headers[%d]", p, j), "%q is not a valid header name", h)
+			}
+			r.Compare.Headers[j] = strings.ToLower(h)
+		}
+		if g := r.Guard; g != nil {
+			gp := p + ".guard"
+			if g.MaxErrorRate < 0 || g.MaxErrorRate > 1 {
+				add(gp+".max_error_rate", "must be between 0 and 1, got %v", g.MaxErrorRate)
+			}
+			if g.MaxDivergenceRate < 0 || g.MaxDivergenceRate > 1 {
+				add(gp+".max_divergence_rate", "must be between 0 and 1, got %v", g.MaxDivergenceRate)
+			}
+			if g.MinSamples < 1 {
+				add(gp+".min_samples", "must be at least 1, got %d", g.MinSamples)
+			}
+			if g.Window <= 0 {
+				add(gp+".window", "must be positive")
+			}
+		}
+	}
+}
+
+// registerPattern adds pattern to mux, turning ServeMux's panic on a bad or
+// conflicting pattern into an error.
+func registerPattern(mux *http.ServeMux, pattern string) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			msg := registeredAtRE.ReplaceAllString(fmt.Sprint(r), "")
+			err = errors.New(strings.ReplaceAll(msg, ":\n", ": "))
+		}
+	}()
+	mux.Handle(pattern, http.NotFoundHandler())
+	return nil
+}
+
+func checkHostPort(add func(string, string, ...any), path, addr string) {
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		add(path, "%q is not a host:port address", addr)
+	}
+}
+
+func checkUpstream(add func(string, string, ...any), path string, u *Upstream) {
+	if u.URL == "" {
+		add(path+".url", "required")
+	} else {
+		p, err := url.Parse(u.URL)
+		switch {
+		case err != nil:
+			add(path+".url", "%q is not a URL", u.URL)
+		case p.Scheme != "http" && p.Scheme != "https":
+			add(path+".url", "%q must start with http:// or https://", u.URL)
+		case p.Host == "":
+			add(path+".url", "%q has no host", u.URL)
+		case p.RawQuery != "" || p.Fragment != "":
+			add(path+".url", "%q must not have a query or fragment", u.URL)
+		default:
+			u.parsed = p
+		}
+	}
+	if u.Timeout <= 0 {
+		add(path+".timeout", "must be positive")
+	}
+}
+
+func parseSticky(add func(string, string, ...any), key string) (StickyKind, string) {
+	switch key {
+	case "none", "":
+		return StickyNone, ""
+	case "ip":
+		return StickyIP, ""
+	}
+	kind, name, ok := strings.Cut(key, ":")
+	if ok && name != "" {
+		switch kind {
+		case "header":
+			if validHeaderName(name) {
+				return StickyHeader, http.CanonicalHeaderKey(name)
+			}
+		case "cookie":
+			return StickyCookie, name
+		case "query":
+			return StickyQuery, name
+		}
+	}
+	add("sticky.key", "must be header:NAME, cookie:NAME, query:NAME, ip or none, got %q", key)
+	return StickyNone, ""
+}
+
+func parsePrefixes(add func(string, string, ...any), path string, cidrs []string) []netip.Prefix {
+	out := make([]netip.Prefix, 0, len(cidrs))
+	for i, s := range cidrs {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		if a, err := netip.ParseAddr(s); err == nil {
+			out = append(out, netip.PrefixFrom(a, a.BitLen()))
+			continue
+		}
+		add(fmt.Sprintf("%s[%d]", path, i), "%q is not a CIDR or an IP address", s)
+	}
+	return out
+}
+
+func checkPercent(add func(string, string, ...any), path string, v float64) {
+	if v < 0 || v > 100 || math.IsNaN(v) {
+		add(path, "must be between 0 and 100, got %v", v)
+	}
+}
+
+func checkPaths(add func(string, string, ...any), path string, paths []string) {
+	for i, p := range paths {
+		if p != "/status" && p != "/body" && p != "/headers" &&
+			!strings.HasPrefix(p, "/body/") && !strings.HasPrefix(p, "/headers/") {
+			add(fmt.Sprintf("%s[%d]", path, i), "%q must be /status or start with /body or /headers", p)
+		}
+	}
+}
+
+// validHeaderName reports whether s is an RFC 9110 token.
+func validHeaderName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
