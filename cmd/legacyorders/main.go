@@ -1,0 +1,201 @@
+// Command legacyorders runs the legacy order backend simulator and the fake
+// inventory, payment, warehouse and mail services it calls, each on its own
+// listener, with the failure injection of SPEC.md §11 settable by flag.
+//
+// Usage:
+//
+//	legacyorders --listen 127.0.0.1:9001 --downstream-listen 127.0.0.1:9003 [--warehouse-down] ...
+//
+// Run legacyorders -h for every flag; docs/order-api.md describes the API.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/strangler-proxy/strangler/legacy"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "legacyorders:", err)
+		os.Exit(1)
+	}
+}
+
+// config is the parsed command line.
+type config struct {
+	listen            string
+	downstreamListen  string
+	databaseURL       string
+	latency           time.Duration
+	workers           int
+	downstreamTimeout time.Duration
+	shutdownTimeout   time.Duration
+	logLevel          slog.Level
+	faults            legacy.Faults
+}
+
+// parseFlags parses args; -h prints the usage to stderr and returns
+// flag.ErrHelp.
+func parseFlags(args []string, stderr io.Writer) (config, error) {
+	var cfg config
+	fs := flag.NewFlagSet("legacyorders", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.listen, "listen", "127.0.0.1:9001", "address of the legacy order API")
+	fs.StringVar(&cfg.downstreamListen, "downstream-listen", "127.0.0.1:9003", "address of the fake inventory, payment, warehouse and mail services")
+	fs.StringVar(&cfg.databaseURL, "database-url", "", "Postgres URL of the order store (not supported yet; the in-memory store is used)")
+	fs.DurationVar(&cfg.latency, "latency", 0, "delay added to every order API request, simulating the old code's own slowness")
+	fs.IntVar(&cfg.workers, "workers", 0, "order API requests served at once, like the old fixed worker pool (0: unbounded)")
+	fs.DurationVar(&cfg.downstreamTimeout, "downstream-timeout", legacy.DefaultDownstreamTimeout, "timeout of each call from the order API to a downstream service")
+	fs.DurationVar(&cfg.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long in-flight requests may finish after SIGINT or SIGTERM")
+	fs.TextVar(&cfg.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn or error")
+	// One flag triple per service. The flag says "payment", as operators
+	// say it; the control endpoint's JSON key is "payments", like its path.
+	for _, svc := range []struct {
+		flagName string
+		faults   *legacy.ServiceFaults
+	}{
+		{"inventory", &cfg.faults.Inventory},
+		{"payment", &cfg.faults.Payments},
+		{"warehouse", &cfg.faults.Warehouse},
+		{"mail", &cfg.faults.Mail},
+	} {
+		fs.BoolVar(&svc.faults.Down, svc.flagName+"-down", false, "the fake "+svc.flagName+" service answers 503 to every call")
+		fs.DurationVar(&svc.faults.Latency, svc.flagName+"-latency", 0, "delay of every call to the fake "+svc.flagName+" service")
+		fs.Float64Var(&svc.faults.ErrorRate, svc.flagName+"-error-rate", 0, "share of calls, 0 to 1, the fake "+svc.flagName+" service answers with 500")
+	}
+	if err := fs.Parse(args); err != nil {
+		return config{}, err
+	}
+	if fs.NArg() > 0 {
+		return config{}, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	return cfg, nil
+}
+
+// run starts both servers, prints their addresses, and serves until ctx
+// ends, then shuts them down gracefully: the order API first, so that its
+// in-flight chains can still reach the downstream services.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if cfg.databaseURL != "" {
+		return errors.New("--database-url: the Postgres order store is not supported yet; omit the flag to use the in-memory store")
+	}
+	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.logLevel}))
+
+	store, err := legacy.NewMemoryStore(legacy.DefaultSeed())
+	if err != nil {
+		return err
+	}
+	downstream, err := legacy.NewDownstream(legacy.DownstreamOptions{Faults: cfg.faults, Logger: logger})
+	if err != nil {
+		return err
+	}
+	downstreamLn, err := net.Listen("tcp", cfg.downstreamListen)
+	if err != nil {
+		return fmt.Errorf("downstream listener: %w", err)
+	}
+	defer downstreamLn.Close()
+	ordersLn, err := net.Listen("tcp", cfg.listen)
+	if err != nil {
+		return fmt.Errorf("order API listener: %w", err)
+	}
+	defer ordersLn.Close()
+	orders, err := legacy.NewServer(legacy.Options{
+		Store:             store,
+		DownstreamURL:     "http://" + dialAddress(downstreamLn.Addr()),
+		DownstreamTimeout: cfg.downstreamTimeout,
+		Logger:            logger,
+		Latency:           cfg.latency,
+		Workers:           cfg.workers,
+	})
+	if err != nil {
+		return err
+	}
+
+	ordersSrv := newHTTPServer(orders, logger)
+	downstreamSrv := newHTTPServer(downstream, logger)
+	// Each server goroutine ends when its server is shut down below; the
+	// buffer lets both report without a reader.
+	errc := make(chan error, 2)
+	go func() { errc <- serve(ordersSrv, ordersLn) }()
+	go func() { errc <- serve(downstreamSrv, downstreamLn) }()
+	fmt.Fprintf(stdout, "legacy order API listening on http://%s\n", ordersLn.Addr())
+	fmt.Fprintf(stdout, "downstream services listening on http://%s\n", downstreamLn.Addr())
+	logger.Info("legacyorders started", "listen", ordersLn.Addr().String(), "downstream_listen", downstreamLn.Addr().String(), "faults", cfg.faults)
+
+	running := 2
+	var serveErr error
+	select {
+	case <-ctx.Done():
+		logger.Info("shutting down", "grace", cfg.shutdownTimeout.String())
+	case serveErr = <-errc:
+		running--
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.shutdownTimeout)
+	defer cancel()
+	shutdownErr := errors.Join(shutdown(shutdownCtx, ordersSrv), shutdown(shutdownCtx, downstreamSrv))
+	for ; running > 0; running-- {
+		serveErr = errors.Join(serveErr, <-errc)
+	}
+	return errors.Join(serveErr, shutdownErr)
+}
+
+// newHTTPServer sets the timeouts every listener of this project sets, so
+// that a slow or idle client cannot hold a connection forever.
+func newHTTPServer(h http.Handler, logger *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+}
+
+// serve runs srv on ln until it is shut down, which is not an error.
+func serve(srv *http.Server, ln net.Listener) error {
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve %s: %w", ln.Addr(), err)
+	}
+	return nil
+}
+
+// shutdown drains srv, and closes what is left when the grace period ends.
+func shutdown(ctx context.Context, srv *http.Server) error {
+	if err := srv.Shutdown(ctx); err != nil {
+		closeErr := srv.Close()
+		return fmt.Errorf("shutdown: %w", errors.Join(err, closeErr))
+	}
+	return nil
+}
+
+// dialAddress turns a listener address into one the order API can dial: a
+// wildcard listen address ("[::]:9003") is reached over loopback.
+func dialAddress(addr net.Addr) string {
+	tcp, ok := addr.(*net.TCPAddr)
+	if !ok || !tcp.IP.IsUnspecified() {
+		return addr.String()
+	}
+	return net.JoinHostPort("127.0.0.1", fmt.Sprint(tcp.Port))
+}

@@ -1,0 +1,62 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/strangler-proxy/strangler/config"
+)
+
+func checkCmd() *cobra.Command {
+	var path string
+	cmd := &cobra.Command{
+		Use:   "check",
+		Short: "Validate a config file and print its effective routes (exit 1 listing every error)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return check(cmd.OutOrStdout(), cmd.ErrOrStderr(), path)
+		},
+	}
+	configFlag(cmd, &path)
+	return cmd
+}
+
+func check(stdout, stderr io.Writer, path string) error {
+	cfg, _, err := config.Load(path)
+	if err != nil {
+		var ve *config.ValidationError
+		if !errors.As(err, &ve) {
+			fmt.Fprintf(stderr, "%s: %v\n", path, err)
+			return errSilent
+		}
+		fmt.Fprintf(stderr, "%s: %d error(s):\n", path, len(ve.Errors))
+		for _, fe := range ve.Errors {
+			fmt.Fprintf(stderr, "  %s\n", fe.Error())
+		}
+		return errSilent
+	}
+	fmt.Fprintf(stdout, "%s: ok\n", path)
+	fmt.Fprintf(stdout, "listen %s, admin %s, legacy %s, newpath %s, sticky %s\n\n",
+		cfg.Listen, cfg.Admin.Listen, cfg.Upstreams.Legacy.URL, cfg.Upstreams.Newpath.URL, cfg.Sticky.Key)
+	printRoutes(stdout, cfg)
+	return nil
+}
+
+func printRoutes(w io.Writer, cfg *config.Config) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ROUTE\tMATCH\tWEIGHT\tSHADOW\tDRY-RUN\tFALLBACK\tGUARD")
+	for _, r := range cfg.Routes {
+		guard := "-"
+		if g := r.Guard; g != nil {
+			guard = fmt.Sprintf("err>%g div>%g n>=%d/%s", g.MaxErrorRate, g.MaxDivergenceRate, g.MinSamples, g.Window)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%g%%\t%g%%\t%t\t%t\t%s\n",
+			r.Name, r.Match, r.Weight, r.Shadow.Percent, r.Shadow.DryRun, r.Fallback, guard)
+	}
+	fmt.Fprintf(tw, "(unmatched)\t*\tlegacy\t-\t-\t-\t-\n")
+	_ = tw.Flush()
+}

@@ -1,0 +1,70 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime/debug"
+
+	"github.com/spf13/cobra"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = ""
+
+// errSilent reports failure whose message the command already printed.
+var errSilent = errors.New("")
+
+// run executes the command line and returns the process exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	root := &cobra.Command{
+		Use:           "strangler",
+		Short:         "A strangler-fig reverse proxy for migrating a legacy backend one endpoint at a time",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.AddCommand(serveCmd(), checkCmd(), versionCmd())
+	if err := root.ExecuteContext(ctx); err != nil {
+		if !errors.Is(err, errSilent) {
+			fmt.Fprintln(stderr, "strangler:", err)
+		}
+		return 1
+	}
+	return 0
+}
+
+// configFlag is --config, defaulting to $STRANGLER_CONFIG, then strangler.yaml.
+func configFlag(cmd *cobra.Command, path *string) {
+	def := os.Getenv("STRANGLER_CONFIG")
+	if def == "" {
+		def = "strangler.yaml"
+	}
+	cmd.Flags().StringVarP(path, "config", "c", def, "config file (env STRANGLER_CONFIG)")
+}
+
+func buildVersion() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+func versionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			fmt.Fprintln(cmd.OutOrStdout(), "strangler", buildVersion())
+			return nil
+		},
+	}
+}

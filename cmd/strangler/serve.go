@@ -1,0 +1,122 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+
+	"github.com/strangler-proxy/strangler/config"
+	"github.com/strangler-proxy/strangler/proxy"
+)
+
+func serveCmd() *cobra.Command {
+	var path string
+	var grace time.Duration
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the proxy",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			return serve(ctx, path, grace, cmd.ErrOrStderr(), nil)
+		},
+	}
+	configFlag(cmd, &path)
+	cmd.Flags().DurationVar(&grace, "shutdown-grace", 30*time.Second, "how long in-flight requests may take to finish after SIGTERM")
+	return cmd
+}
+
+// listening receives the bound addresses once both listeners are up; the
+// demo uses it to find ports chosen by the kernel.
+type listening func(proxyAddr, adminAddr string)
+
+// serve runs the proxy and its admin listener until ctx is done.
+func serve(ctx context.Context, path string, grace time.Duration, stderr io.Writer, ready listening) error {
+	level := new(slog.LevelVar)
+	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	rl, err := config.NewReloader(path, config.ReloaderOptions{Registerer: reg, Logger: logger})
+	if err != nil {
+		return err
+	}
+	cfg := rl.Current().Config
+	setLevel(level, cfg.Log.Level)
+
+	p := proxy.New(rl.Current(), proxy.Options{Registerer: reg, Logger: logger, Version: buildVersion()})
+	rl.Subscribe(p.Update)
+	rl.Subscribe(func(s *config.Snapshot) { setLevel(level, s.Config.Log.Level) })
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	adminLn, err := net.Listen("tcp", cfg.Admin.Listen)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("admin listen: %w", err)
+	}
+	logger.Info("strangler serving",
+		"version", buildVersion(), "config", path, "listen", ln.Addr().String(), "admin", adminLn.Addr().String(),
+		"legacy", cfg.Upstreams.Legacy.URL, "newpath", cfg.Upstreams.Newpath.URL, "routes", len(cfg.Routes))
+	if ready != nil {
+		ready(ln.Addr().String(), adminLn.Addr().String())
+	}
+
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = rl.Watch(watchCtx) })
+	wg.Go(func() {
+		for {
+			select {
+			case <-watchCtx.Done():
+				return
+			case <-hup:
+				_ = rl.Reload()
+			}
+		}
+	})
+
+	// Either server failing stops both.
+	srvCtx, stopServers := context.WithCancel(ctx)
+	defer stopServers()
+	admin := p.AdminHandler(proxy.AdminOptions{Gatherer: reg, Config: rl})
+	errs := make(chan error, 2)
+	go func() { errs <- proxy.Serve(srvCtx, proxy.NewServer(p, logger), ln, grace) }()
+	go func() { errs <- proxy.Serve(srvCtx, proxy.NewServer(admin, logger), adminLn, grace) }()
+	err = <-errs
+	stopServers()
+	if err2 := <-errs; err == nil {
+		err = err2
+	}
+	if err != nil {
+		logger.Error("server failed", "error", err.Error())
+	}
+	stopWatch()
+	wg.Wait()
+	logger.Info("strangler stopped")
+	return err
+}
+
+func setLevel(v *slog.LevelVar, level string) {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(level))
+	v.Set(l)
+}

@@ -1,0 +1,171 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/strangler-proxy/strangler/config"
+)
+
+// ConfigSource is what the admin API needs of a config.Reloader.
+type ConfigSource interface {
+	Current() *config.Snapshot
+	LastFailure() *config.ReloadFailure
+}
+
+var _ ConfigSource = (*config.Reloader)(nil)
+
+// AdminOptions configures the admin API.
+type AdminOptions struct {
+	// Gatherer serves /metrics.
+	Gatherer prometheus.Gatherer
+	// Config reports the configuration in force for /admin/config.
+	Config ConfigSource
+	// DialTimeout bounds the upstream reachability check of /readyz.
+	// Default 1s.
+	DialTimeout time.Duration
+}
+
+// AdminHandler serves the admin listener (SPEC §9): /metrics, /healthz,
+// /readyz, /admin/config and /admin/routes.
+func (p *Proxy) AdminHandler(opts AdminOptions) http.Handler {
+	if opts.DialTimeout <= 0 {
+		opts.DialTimeout = time.Second
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		p.serveReady(w, r, opts.DialTimeout)
+	})
+	mux.HandleFunc("GET /admin/config", func(w http.ResponseWriter, r *http.Request) {
+		serveConfig(w, opts.Config)
+	})
+	mux.HandleFunc("GET /admin/routes", p.serveRoutes)
+	return mux
+}
+
+// serveReady answers 200 when a config is loaded and both upstreams accept
+// TCP connections, else 503 naming what is missing.
+func (p *Proxy) serveReady(w http.ResponseWriter, r *http.Request, timeout time.Duration) {
+	st := p.state.Load()
+	ctx, cancel := context.WithTimeout(r.Context(), timeout)
+	defer cancel()
+	problems := map[string]string{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, u := range st.upstream {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := dialCheck(ctx, u.cfg.ParsedURL()); err != nil {
+				mu.Lock()
+				problems[u.backend.String()] = err.Error()
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(problems) > 0 {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "unavailable", "upstreams": problems})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "config_sha256": st.snap.SHA256})
+}
+
+func dialCheck(ctx context.Context, u *url.URL) error {
+	host := u.Host
+	if u.Port() == "" {
+		port := "80"
+		if u.Scheme == "https" {
+			port = "443"
+		}
+		host = net.JoinHostPort(u.Hostname(), port)
+	}
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", host)
+	if err != nil {
+		return err
+	}
+	return c.Close()
+}
+
+// configView is /admin/config.
+type configView struct {
+	SHA256     string         `json:"sha256"`
+	LoadedAt   time.Time      `json:"loaded_at"`
+	Config     *config.Config `json:"config"`
+	LastError  string         `json:"last_reload_error,omitempty"`
+	LastErrorA *time.Time     `json:"last_reload_error_at,omitempty"`
+}
+
+func serveConfig(w http.ResponseWriter, src ConfigSource) {
+	snap := src.Current()
+	cfg := *snap.Config
+	cfg.DivergenceStore.DatabaseURL = redactURL(cfg.DivergenceStore.DatabaseURL)
+	v := configView{SHA256: snap.SHA256, LoadedAt: snap.LoadedAt, Config: &cfg}
+	if f := src.LastFailure(); f != nil {
+		v.LastError = f.Err.Error()
+		v.LastErrorA = &f.At
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+// redactURL hides a URL's password; the token itself never is config.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "xxxxx"
+	}
+	return u.Redacted()
+}
+
+// routeView is one route of /admin/routes.
+type routeView struct {
+	Name            string  `json:"name"`
+	Match           string  `json:"match"`
+	Weight          float64 `json:"weight"`
+	EffectiveWeight float64 `json:"effective_weight"`
+	Guard           string  `json:"guard"`
+	Fallback        bool    `json:"fallback"`
+	ShadowPercent   float64 `json:"shadow_percent"`
+}
+
+func (p *Proxy) serveRoutes(w http.ResponseWriter, r *http.Request) {
+	st := p.state.Load()
+	views := make([]routeView, 0, len(st.routes))
+	for _, br := range st.routes {
+		guard := "none"
+		if br.cfg.Guard != nil {
+			guard = "armed"
+		}
+		views = append(views, routeView{
+			Name:            br.cfg.Name,
+			Match:           br.cfg.Match,
+			Weight:          br.cfg.Weight,
+			EffectiveWeight: float64(br.rt.effectiveBasisPoints.Load()) / 100,
+			Guard:           guard,
+			Fallback:        br.cfg.Fallback,
+			ShadowPercent:   br.cfg.Shadow.Percent,
+		})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"routes": views})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}

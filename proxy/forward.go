@@ -1,0 +1,313 @@
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/strangler-proxy/strangler/config"
+	"github.com/strangler-proxy/strangler/router"
+)
+
+// Headers strangler reads or sets.
+const (
+	headerRequestID = "X-Request-Id"
+	headerShadow    = "X-Strangler-Shadow"
+	headerDryRun    = "X-Strangler-Dry-Run"
+)
+
+// exchange is one client request's journey through the proxy. The forwarding
+// hooks find it in the request context.
+type exchange struct {
+	start       time.Time
+	in          *http.Request
+	st          *state
+	bound       *boundRoute // nil when unmatched
+	route       string
+	metrics     *routeMetrics
+	backend     router.Backend
+	peer        netip.Addr
+	trustedPeer bool
+	requestID   string
+	writer      statusWriter
+
+	upstreamStart time.Time
+	fallback      string // reason legacy answered instead of newpath
+	clientGone    bool
+	noAnswer      bool // no upstream answered; the proxy wrote the status
+}
+
+type exchangeKey struct{}
+
+func exchangeFrom(ctx context.Context) *exchange {
+	x, _ := ctx.Value(exchangeKey{}).(*exchange)
+	return x
+}
+
+// upstream is one backend of one state: its URL and the reverse proxy that
+// forwards to it over a shared, tuned transport.
+type upstream struct {
+	backend router.Backend
+	cfg     *config.Upstream
+	key     transportKey
+	proxy   *httputil.ReverseProxy
+}
+
+// transportKey identifies transports that can be shared across reloads: a
+// reload that changes neither keeps its warm connections.
+type transportKey struct {
+	scheme, host string
+	timeout      time.Duration
+}
+
+func (p *Proxy) newUpstream(b router.Backend, cfg *config.Upstream) *upstream {
+	u := &upstream{backend: b, cfg: cfg}
+	target := cfg.ParsedURL()
+	u.key = transportKey{scheme: target.Scheme, host: target.Host, timeout: time.Duration(cfg.Timeout)}
+	t, ok := p.transports[u.key]
+	if !ok {
+		t = newTransport(time.Duration(cfg.Timeout))
+		p.transports[u.key] = t
+	}
+	u.proxy = &httputil.ReverseProxy{
+		Rewrite:        u.rewrite,
+		Transport:      t,
+		BufferPool:     copyBuffers,
+		ModifyResponse: p.modifyResponse,
+		ErrorHandler:   p.handleError,
+		ErrorLog:       nil,
+	}
+	return u
+}
+
+// newTransport is tuned for a proxy's traffic to one host: many idle
+// connections kept warm, no transparent decompression (the client gets the
+// upstream's bytes), and timeout bounding dial and the wait for headers,
+// never a streaming body.
+func newTransport(timeout time.Duration) *http.Transport {
+	dialer := &net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
+	return &http.Transport{
+		Proxy:                 nil,
+		DialContext:           dialer.DialContext,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: timeout,
+		ExpectContinueTimeout: time.Second,
+		DisableCompression:    true,
+		ForceAttemptHTTP2:     true,
+	}
+}
+
+// copyBuffers spares each response a fresh 32 KiB copy buffer.
+var copyBuffers = &bufferPool{pool: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+
+type bufferPool struct{ pool sync.Pool }
+
+func (b *bufferPool) Get() []byte  { return *b.pool.Get().(*[]byte) }
+func (b *bufferPool) Put(p []byte) { b.pool.Put(&p) }
+
+var _ httputil.BufferPool = (*bufferPool)(nil)
+
+// rewrite builds the outbound request. httputil has already removed the
+// hop-by-hop headers (RFC 9110 §7.6.1, and those named in Connection) and
+// the inbound X-Forwarded-* headers.
+func (u *upstream) rewrite(pr *httputil.ProxyRequest) {
+	x := exchangeFrom(pr.In.Context())
+	pr.SetURL(u.cfg.ParsedURL())
+	if u.cfg.PreserveHost {
+		pr.Out.Host = pr.In.Host
+	}
+	h := pr.Out.Header
+	setForwarded(h, pr.In, x.peer, x.trustedPeer)
+	h.Set(headerRequestID, x.requestID)
+	// Headers that steer strangler itself never travel upstream from a
+	// client: a forged dry-run header would make newpath skip a real write.
+	h.Del(x.st.table.OverrideHeader())
+	h.Del(headerShadow)
+	h.Del(headerDryRun)
+	x.upstreamStart = time.Now()
+}
+
+// setForwarded writes X-Forwarded-For/-Proto/-Host. A trusted proxy's chain
+// is kept and its address appended; anyone else's values are dropped, so the
+// upstream sees exactly the peer address.
+func setForwarded(h http.Header, in *http.Request, peer netip.Addr, trusted bool) {
+	addr := ""
+	if peer.IsValid() {
+		addr = peer.String()
+	}
+	proto := "http"
+	if in.TLS != nil {
+		proto = "https"
+	}
+	host := in.Host
+	if trusted {
+		if prior := in.Header.Values("X-Forwarded-For"); len(prior) > 0 {
+			addr = joinComma(prior) + ", " + addr
+		}
+		if v := in.Header.Get("X-Forwarded-Proto"); v != "" {
+			proto = v
+		}
+		if v := in.Header.Get("X-Forwarded-Host"); v != "" {
+			host = v
+		}
+	}
+	h["X-Forwarded-For"] = []string{addr}
+	h["X-Forwarded-Proto"] = []string{proto}
+	h["X-Forwarded-Host"] = []string{host}
+}
+
+func joinComma(vs []string) string {
+	if len(vs) == 1 {
+		return vs[0]
+	}
+	out := vs[0]
+	for _, v := range vs[1:] {
+		out += ", " + v
+	}
+	return out
+}
+
+// errFallback asks the error handler to let legacy answer instead.
+type errFallback struct{ reason string }
+
+func (e errFallback) Error() string { return "newpath answered " + e.reason }
+
+func (p *Proxy) modifyResponse(res *http.Response) error {
+	x := exchangeFrom(res.Request.Context())
+	x.metrics.primary[x.backend].Observe(time.Since(x.upstreamStart).Seconds())
+	if x.canFallback() {
+		switch res.StatusCode {
+		case http.StatusBadGateway:
+			return errFallback{reasonStatus502}
+		case http.StatusServiceUnavailable:
+			return errFallback{reasonStatus503}
+		case http.StatusGatewayTimeout:
+			return errFallback{reasonStatus504}
+		}
+	}
+	return nil
+}
+
+// canFallback reports whether legacy may answer for newpath: a safe method
+// without a body, on a route with fallback on, not forced by an override.
+func (x *exchange) canFallback() bool {
+	if x.backend != router.Newpath || x.bound == nil || !x.bound.cfg.Fallback || x.fallback != "" {
+		return false
+	}
+	switch x.in.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions:
+	default:
+		return false
+	}
+	return x.in.Body == nil || x.in.Body == http.NoBody
+}
+
+// handleError answers a request that got no usable upstream response: 499
+// when the client left (logged, never an error), a fallback to legacy when
+// allowed, else 502 (connect refused, broken) or 504 (timeout).
+func (p *Proxy) handleError(w http.ResponseWriter, out *http.Request, err error) {
+	x := exchangeFrom(out.Context())
+	if x.in.Context().Err() != nil {
+		x.clientGone = true
+		return
+	}
+	var fb errFallback
+	reason, status := classify(err)
+	if errors.As(err, &fb) {
+		reason = fb.reason
+	} else {
+		x.metrics.primary[x.backend].Observe(time.Since(x.upstreamStart).Seconds())
+	}
+	if x.canFallback() {
+		x.fallback = reason
+		p.metrics.fallbacks.WithLabelValues(x.route, reason).Inc()
+		x.backend = router.Legacy
+		x.st.upstream[router.Legacy].proxy.ServeHTTP(w, x.in)
+		return
+	}
+	x.noAnswer = true
+	p.logger.Warn("upstream error",
+		"request_id", x.requestID, "route", x.route, "backend", x.backend.String(),
+		"reason", reason, "error", err.Error())
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(status)
+	_, _ = io.WriteString(w, http.StatusText(status)+"\n")
+}
+
+// classify names an upstream error and the status the client gets for it.
+func classify(err error) (reason string, status int) {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return reasonTimeout, http.StatusGatewayTimeout
+	}
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return reasonConnectError, http.StatusBadGateway
+	}
+	return reasonTransportError, http.StatusBadGateway
+}
+
+// requestID keeps a client's sane request id (at most 128 characters of
+// [A-Za-z0-9._-]) and otherwise makes one.
+func requestID(got string) string {
+	if saneRequestID(got) {
+		return got
+	}
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func saneRequestID(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// statusWriter records the status the client got. It unwraps for
+// http.ResponseController, so flushing and hijacking reach the connection.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	// 1xx answers are interim, except 101 which switches protocols.
+	if w.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Flush lets httputil flush streamed responses without a ResponseController
+// lookup.
+func (w *statusWriter) Flush() {
+	_ = http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -1,0 +1,239 @@
+// Package proxy is strangler's data plane and admin API: it forwards each
+// request to the backend the router assigns, falls back to legacy when
+// newpath cannot answer a safe request, and exports metrics and logs.
+package proxy
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/strangler-proxy/strangler/config"
+	"github.com/strangler-proxy/strangler/router"
+)
+
+// Options configures a Proxy. The zero value of each field is a documented
+// default.
+type Options struct {
+	// Registerer receives the proxy's metrics. Default: a new registry that
+	// nothing serves.
+	Registerer prometheus.Registerer
+	// Logger receives access and error logs. Default: slog.Default().
+	Logger *slog.Logger
+	// Version is reported by strangler_build_info.
+	Version string
+	// Now is the clock. Default: time.Now.
+	Now func() time.Time
+}
+
+// Proxy is the client-facing handler. Configuration changes arrive through
+// Update and are swapped in atomically: a request runs on the state it
+// loaded when it started.
+type Proxy struct {
+	logger  *slog.Logger
+	metrics *metrics
+	now     func() time.Time
+
+	state atomic.Pointer[state]
+
+	mu         sync.Mutex // guards the fields below; taken by Update only
+	routes     map[string]*routeRuntime
+	transports map[transportKey]*http.Transport
+}
+
+// state is everything a request needs, built once per configuration.
+type state struct {
+	snap     *config.Snapshot
+	cfg      *config.Config
+	table    *router.Table
+	routes   []*boundRoute // index-aligned with cfg.Routes
+	unmatch  *routeMetrics
+	upstream [2]*upstream
+	trusted  []netip.Prefix
+}
+
+// boundRoute is a route's configuration of one state with its runtime,
+// which outlives reloads.
+type boundRoute struct {
+	cfg *config.Route
+	rt  *routeRuntime
+}
+
+// routeRuntime is the state of a route that survives reloads, keyed by the
+// route's name.
+type routeRuntime struct {
+	name    string
+	metrics *routeMetrics
+	// effectiveBasisPoints is the weight after guards.
+	effectiveBasisPoints atomic.Int64
+}
+
+// New returns a Proxy serving snap.
+func New(snap *config.Snapshot, opts Options) *Proxy {
+	p := &Proxy{
+		logger:     opts.Logger,
+		now:        opts.Now,
+		routes:     map[string]*routeRuntime{},
+		transports: map[transportKey]*http.Transport{},
+	}
+	if p.logger == nil {
+		p.logger = slog.Default()
+	}
+	if p.now == nil {
+		p.now = time.Now
+	}
+	reg := opts.Registerer
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	p.metrics = newMetrics(reg, opts.Version)
+	p.Update(snap)
+	return p
+}
+
+// Update swaps in a new configuration. It is a config.Reloader subscriber.
+func (p *Proxy) Update(snap *config.Snapshot) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+
+	cfg := snap.Config
+	table, err := router.New(cfg)
+	if err != nil {
+		// Validation already registered every pattern in a ServeMux; a
+		// failure here is a bug, and the old state keeps serving.
+		p.logger.Error("build route table", "error", err.Error())
+		return
+	}
+	st := &state{
+		snap:    snap,
+		cfg:     cfg,
+		table:   table,
+		routes:  make([]*boundRoute, len(cfg.Routes)),
+		unmatch: p.runtimeFor("unmatched").metrics,
+		trusted: cfg.TrustedProxyPrefixes(),
+	}
+	seen := map[string]bool{"unmatched": true}
+	for i := range cfg.Routes {
+		rc := &cfg.Routes[i]
+		rt := p.runtimeFor(rc.Name)
+		st.routes[i] = &boundRoute{cfg: rc, rt: rt}
+		seen[rc.Name] = true
+		// Guards (a later change) lower the effective weight; until then it
+		// follows the configured one.
+		rt.effectiveBasisPoints.Store(int64(rc.WeightBasisPoints()))
+		p.metrics.weight.WithLabelValues(rc.Name).Set(rc.Weight / 100)
+		p.metrics.effective.WithLabelValues(rc.Name).Set(rc.Weight / 100)
+	}
+	for name := range p.routes {
+		if !seen[name] {
+			delete(p.routes, name)
+			p.metrics.forget(name)
+		}
+	}
+	used := map[transportKey]bool{}
+	for _, b := range backends {
+		u := p.newUpstream(b, upstreamConfig(cfg, b))
+		st.upstream[b] = u
+		used[u.key] = true
+	}
+	p.state.Store(st)
+	for k, t := range p.transports {
+		if !used[k] {
+			// In-flight requests on it finish; only idle connections go.
+			t.CloseIdleConnections()
+			delete(p.transports, k)
+		}
+	}
+}
+
+func (p *Proxy) runtimeFor(name string) *routeRuntime {
+	rt, ok := p.routes[name]
+	if !ok {
+		rt = &routeRuntime{name: name, metrics: p.metrics.forRoute(name)}
+		p.routes[name] = rt
+	}
+	return rt
+}
+
+func upstreamConfig(cfg *config.Config, b router.Backend) *config.Upstream {
+	if b == router.Newpath {
+		return &cfg.Upstreams.Newpath
+	}
+	return &cfg.Upstreams.Legacy
+}
+
+// ServeHTTP routes, assigns and forwards one client request.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	st := p.state.Load()
+	x := &exchange{
+		start:  p.now(),
+		st:     st,
+		peer:   peerAddr(r.RemoteAddr),
+		writer: statusWriter{ResponseWriter: w},
+	}
+	x.requestID = requestID(r.Header.Get("X-Request-Id"))
+	x.route = "unmatched"
+	x.metrics = st.unmatch
+	if i, ok := st.table.Match(r); ok {
+		br := st.routes[i]
+		x.bound = br
+		x.route = br.rt.name
+		x.metrics = br.rt.metrics
+		a := st.table.Assign(r, x.peer, int(br.rt.effectiveBasisPoints.Load()))
+		x.backend = a.Backend
+	}
+	x.trustedPeer = containsAddr(st.trusted, x.peer)
+
+	// The forwarding hooks find the exchange in the context; x.in is the
+	// inbound request they see, so a fallback can forward it again.
+	x.in = r.WithContext(context.WithValue(r.Context(), exchangeKey{}, x))
+	defer p.finish(x)
+	st.upstream[x.backend].proxy.ServeHTTP(&x.writer, x.in)
+}
+
+// finish records the request's metrics and access log line. It runs
+// deferred, so a response aborted mid-body (http.ErrAbortHandler) is still
+// counted.
+func (p *Proxy) finish(x *exchange) {
+	elapsed := p.now().Sub(x.start)
+	status := x.writer.status
+	class := codeClass(status)
+	switch {
+	case x.clientGone:
+		status, class = 499, codeClass(499)
+	case x.noAnswer:
+		class = codeError
+	case status == 0:
+		// The handler returned without writing: net/http sends 200.
+		status, class = http.StatusOK, codeClass(http.StatusOK)
+	}
+	x.metrics.requests[x.backend][class].Inc()
+	x.metrics.duration[x.backend].Observe(elapsed.Seconds())
+	if x.st.cfg.Log.Access {
+		p.accessLog(x, status, elapsed)
+	}
+}
+
+// peerAddr parses the connection's remote address.
+func peerAddr(remoteAddr string) netip.Addr {
+	ap, err := netip.ParseAddrPort(remoteAddr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
+
+func containsAddr(prefixes []netip.Prefix, a netip.Addr) bool {
+	for _, p := range prefixes {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
