@@ -1,0 +1,617 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"reflect"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// legacyAPI serves the response shapes a proxy must pass through untouched.
+func legacyAPI() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /orders/{id}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("X-Legacy", "yes")
+		w.Header().Add("Set-Cookie", "a=1")
+		w.Header().Add("Set-Cookie", "b=2")
+		fmt.Fprintf(w, `{"id":%q,"total_cents":1200}`, r.PathValue("id"))
+	})
+	mux.HandleFunc("POST /orders", func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusCreated)
+		fmt.Fprintf(w, `{"echo":%q,"len":%d}`, body, r.ContentLength)
+	})
+	mux.HandleFunc("GET /chunked", func(w http.ResponseWriter, r *http.Request) {
+		for i := 0; i < 5; i++ {
+			fmt.Fprintf(w, "chunk %d\n", i)
+			w.(http.Flusher).Flush()
+		}
+	})
+	mux.HandleFunc("GET /unknown-length", func(w http.ResponseWriter, r *http.Request) {
+		// An HTTP/1.0-style body delimited by closing the connection.
+		conn, buf, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			panic(err)
+		}
+		defer conn.Close()
+		buf.WriteString("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nbody until close\n")
+		buf.Flush()
+	})
+	mux.HandleFunc("DELETE /orders/{id}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Deleted", r.PathValue("id"))
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("GET /notfound", func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "nope", http.StatusNotFound)
+	})
+	return mux
+}
+
+// hopByHop are the headers RFC 9110 §7.6.1 says a proxy must not forward.
+var hopByHop = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+
+func comparableHeader(h http.Header) http.Header {
+	out := h.Clone()
+	out.Del("Date")
+	for _, k := range hopByHop {
+		out.Del(k)
+	}
+	return out
+}
+
+func TestWeightZeroIsTransparent(t *testing.T) {
+	h := newHarness(t, legacyAPI(), nil, `
+routes:
+  - { name: get-order, match: "GET /orders/{id}", weight: 0 }
+  - { name: create-order, match: "POST /orders", weight: 0 }
+`)
+	tests := []struct {
+		name, method, path, body string
+	}{
+		{"GET json", "GET", "/orders/42", ""},
+		{"POST with body", "POST", "/orders", `{"user_id":1,"item_id":"sku-1","quantity":2}`},
+		{"chunked", "GET", "/chunked", ""},
+		{"unknown length", "GET", "/unknown-length", ""},
+		{"204", "DELETE", "/orders/42", ""},
+		{"HEAD", "HEAD", "/orders/42", ""},
+		{"404", "GET", "/notfound", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			send := func(base string) (*http.Response, string) {
+				req, _ := http.NewRequest(tt.method, base+tt.path, strings.NewReader(tt.body))
+				if tt.body == "" {
+					req.Body = nil
+				}
+				res, err := http.DefaultTransport.RoundTrip(req)
+				if err != nil {
+					t.Fatalf("%s %s: %v", tt.method, base+tt.path, err)
+				}
+				defer res.Body.Close()
+				b, err := io.ReadAll(res.Body)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return res, string(b)
+			}
+			direct, directBody := send(h.legacy.URL)
+			proxied, proxiedBody := send(h.front.URL)
+			if proxied.StatusCode != direct.StatusCode {
+				t.Errorf("status = %d; want %d", proxied.StatusCode, direct.StatusCode)
+			}
+			if got, want := comparableHeader(proxied.Header), comparableHeader(direct.Header); !reflect.DeepEqual(got, want) {
+				t.Errorf("headers = %v; want %v", got, want)
+			}
+			if proxiedBody != directBody {
+				t.Errorf("body = %q; want %q", proxiedBody, directBody)
+			}
+		})
+	}
+}
+
+func TestSSEFirstEventArrivesBeforeStreamEnds(t *testing.T) {
+	release := make(chan struct{})
+	sse := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "data: first\n\n")
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+		fmt.Fprint(w, "data: last\n\n")
+	})
+	h := newHarness(t, sse, nil, "")
+	defer close(release)
+
+	res, err := h.front.Client().Get(h.front.URL + "/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	line, err := bufio.NewReader(res.Body).ReadString('\n')
+	if err != nil {
+		t.Fatalf("read first event: %v", err)
+	}
+	if line != "data: first\n" {
+		t.Errorf("first line = %q; want %q", line, "data: first\n")
+	}
+}
+
+// recorder is an upstream that keeps the last request it received.
+type recorder struct {
+	last  atomic.Pointer[http.Request]
+	body  atomic.Pointer[string]
+	count atomic.Int64
+}
+
+func (rec *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	b, _ := io.ReadAll(r.Body)
+	s := string(b)
+	rec.body.Store(&s)
+	rec.last.Store(r)
+	rec.count.Add(1)
+	w.Header().Set("Connection", "X-Upstream-Hop")
+	w.Header().Set("X-Upstream-Hop", "secret")
+	w.Header().Set("Keep-Alive", "timeout=5")
+	w.Header().Set("X-Served-By", "recorder")
+	fmt.Fprint(w, "ok")
+}
+
+func TestHopByHopHeadersAreRemovedBothWays(t *testing.T) {
+	rec := &recorder{}
+	h := newHarness(t, rec, nil, "")
+	req, _ := http.NewRequest("GET", h.front.URL+"/x", nil)
+	req.Header.Set("Connection", "X-Client-Hop, keep-alive")
+	req.Header.Set("X-Client-Hop", "1")
+	req.Header.Set("Keep-Alive", "timeout=5")
+	req.Header.Set("Proxy-Connection", "keep-alive")
+	req.Header.Set("Proxy-Authorization", "Basic Zm9vOmJhcg==")
+	req.Header.Set("Upgrade", "foo/1")
+	req.Header.Set("X-End-To-End", "kept")
+	res, _ := h.do(req)
+
+	got := rec.last.Load().Header
+	for _, k := range append(hopByHop, "X-Client-Hop") {
+		if v, ok := got[k]; ok {
+			t.Errorf("upstream received hop-by-hop header %s: %q", k, v)
+		}
+	}
+	if got.Get("X-End-To-End") != "kept" {
+		t.Errorf("end-to-end header lost; upstream got %v", got)
+	}
+	for _, k := range []string{"X-Upstream-Hop", "Keep-Alive"} {
+		if v := res.Header.Get(k); v != "" {
+			t.Errorf("client received hop-by-hop response header %s: %q", k, v)
+		}
+	}
+}
+
+func TestForwardedHeaders(t *testing.T) {
+	tests := []struct {
+		name        string
+		trusted     string
+		sentXFF     string
+		wantXFF     string
+		wantProto   string
+		sentProto   string
+		wantFwdHost string
+	}{
+		{name: "untrusted peer: spoofed chain dropped", trusted: "[]", sentXFF: "203.0.113.9", sentProto: "https", wantXFF: "127.0.0.1", wantProto: "http"},
+		{name: "untrusted peer without chain", trusted: "[]", wantXFF: "127.0.0.1", wantProto: "http"},
+		{name: "trusted peer: chain kept and peer appended", trusted: `["127.0.0.0/8"]`, sentXFF: "203.0.113.9, 198.51.100.2", sentProto: "https", wantXFF: "203.0.113.9, 198.51.100.2, 127.0.0.1", wantProto: "https"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rec := &recorder{}
+			h := newHarness(t, rec, nil, "trusted_proxies: "+tt.trusted+"\n")
+			req, _ := http.NewRequest("GET", h.front.URL+"/x", nil)
+			req.Host = "shop.example"
+			if tt.sentXFF != "" {
+				req.Header.Set("X-Forwarded-For", tt.sentXFF)
+			}
+			if tt.sentProto != "" {
+				req.Header.Set("X-Forwarded-Proto", tt.sentProto)
+			}
+			h.do(req)
+			got := rec.last.Load()
+			if v := got.Header.Values("X-Forwarded-For"); len(v) != 1 || v[0] != tt.wantXFF {
+				t.Errorf("X-Forwarded-For = %q; want exactly %q", v, tt.wantXFF)
+			}
+			if v := got.Header.Get("X-Forwarded-Proto"); v != tt.wantProto {
+				t.Errorf("X-Forwarded-Proto = %q; want %q", v, tt.wantProto)
+			}
+			if v := got.Header.Get("X-Forwarded-Host"); v != "shop.example" {
+				t.Errorf("X-Forwarded-Host = %q; want %q", v, "shop.example")
+			}
+			if got.Host != "shop.example" {
+				t.Errorf("Host = %q; want the client's (preserve_host defaults to true)", got.Host)
+			}
+		})
+	}
+}
+
+func TestPreserveHostFalseSendsUpstreamHost(t *testing.T) {
+	rec := &recorder{}
+	h := newHarness(t, rec, nil, "")
+	h.writeConfig("upstreams:\n  legacy: { url: \"{{legacy}}\", preserve_host: false }\n  newpath: { url: \"{{newpath}}\" }\n")
+	if err := h.reloader.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("GET", h.front.URL+"/x", nil)
+	req.Host = "shop.example"
+	h.do(req)
+	if got, want := rec.last.Load().Host, strings.TrimPrefix(h.legacy.URL, "http://"); got != want {
+		t.Errorf("Host = %q; want %q", got, want)
+	}
+}
+
+func TestRequestID(t *testing.T) {
+	tests := []struct {
+		name, sent string
+		kept       bool
+	}{
+		{"sane id is kept", "req-123_abc.DEF", true},
+		{"missing id is generated", "", false},
+		{"id with spaces is replaced", "bad id", false},
+		{"overlong id is replaced", strings.Repeat("a", 129), false},
+		{"injection attempt is replaced", "x\"}{", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rec := &recorder{}
+			h := newHarness(t, rec, nil, "")
+			req, _ := http.NewRequest("GET", h.front.URL+"/x", nil)
+			if tt.sent != "" {
+				req.Header.Set("X-Request-Id", tt.sent)
+			}
+			res, _ := h.do(req)
+			got := rec.last.Load().Header.Get("X-Request-Id")
+			if tt.kept && got != tt.sent {
+				t.Errorf("upstream X-Request-Id = %q; want %q", got, tt.sent)
+			}
+			if !tt.kept && (got == tt.sent || !saneRequestID(got)) {
+				t.Errorf("upstream X-Request-Id = %q; want a fresh sane id", got)
+			}
+			if v := res.Header.Get("X-Request-Id"); v != "" {
+				t.Errorf("client response carries X-Request-Id %q; want none added", v)
+			}
+			if !strings.Contains(h.logs.String(), `"request_id":"`+got+`"`) {
+				t.Errorf("access log does not carry request id %q", got)
+			}
+		})
+	}
+}
+
+func TestTraceparentReachesUpstream(t *testing.T) {
+	rec := &recorder{}
+	h := newHarness(t, rec, nil, "")
+	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	h.get("/x", "Traceparent", tp, "Tracestate", "vendor=1")
+	got := rec.last.Load().Header
+	if got.Get("Traceparent") != tp || got.Get("Tracestate") != "vendor=1" {
+		t.Errorf("upstream trace headers = %q, %q; want %q, %q", got.Get("Traceparent"), got.Get("Tracestate"), tp, "vendor=1")
+	}
+	if !strings.Contains(h.logs.String(), `"trace_id":"4bf92f3577b34da6a3ce929d0e0e4736"`) {
+		t.Error("access log lacks the trace id")
+	}
+}
+
+func TestOverrideHeader(t *testing.T) {
+	const routes = `
+routes:
+  - { name: get-order, match: "GET /orders/{id}", weight: 0 }
+`
+	tests := []struct {
+		name, trusted, value, wantServedBy string
+	}{
+		{"trusted client forces newpath", `["127.0.0.0/8"]`, "newpath", "newpath"},
+		{"untrusted client is ignored", `["10.0.0.0/8"]`, "newpath", "legacy"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var legacySaw, newpathSaw atomic.Value
+			seen := func(name string, v *atomic.Value) http.Handler {
+				return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					v.Store(r.Header.Get("X-Strangler-Backend") + "|")
+					w.Header().Set("X-Served-By", name)
+				})
+			}
+			h := newHarness(t, seen("legacy", &legacySaw), seen("newpath", &newpathSaw),
+				"overrides: { trusted_cidrs: "+tt.trusted+" }\n"+routes)
+			res, _ := h.get("/orders/1", "X-Strangler-Backend", tt.value)
+			if got := res.Header.Get("X-Served-By"); got != tt.wantServedBy {
+				t.Errorf("served by %q; want %q", got, tt.wantServedBy)
+			}
+			for _, v := range []*atomic.Value{&legacySaw, &newpathSaw} {
+				if s, _ := v.Load().(string); s != "" && s != "|" {
+					t.Errorf("upstream received the override header: %q", s)
+				}
+			}
+		})
+	}
+}
+
+func TestClientCannotForgeStranglerHeaders(t *testing.T) {
+	rec := &recorder{}
+	h := newHarness(t, rec, nil, "")
+	h.get("/x", "X-Strangler-Dry-Run", "1", "X-Strangler-Shadow", "1")
+	got := rec.last.Load().Header
+	for _, k := range []string{"X-Strangler-Dry-Run", "X-Strangler-Shadow"} {
+		if v := got.Get(k); v != "" {
+			t.Errorf("upstream received client-sent %s: %q", k, v)
+		}
+	}
+}
+
+// rawRequest writes a raw HTTP/1.1 request to the proxy and returns the
+// status line.
+func rawRequest(t *testing.T, addr, raw string) string {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, raw); err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("read response: %v", err)
+	}
+	res.Body.Close()
+	return res.Status
+}
+
+func TestContentLengthWithTransferEncodingIsNeverAmbiguousUpstream(t *testing.T) {
+	rec := &recorder{}
+	h := newHarness(t, rec, nil, "")
+	addr := strings.TrimPrefix(h.front.URL, "http://")
+	status := rawRequest(t, addr, "POST /orders HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"+
+		"5\r\nhello\r\n0\r\n\r\n")
+	if strings.HasPrefix(status, "400") {
+		return // refused outright: the upstream saw nothing
+	}
+	got := rec.last.Load()
+	if got == nil {
+		t.Fatalf("status %s and the upstream saw nothing", status)
+	}
+	if v := got.Header.Get("Content-Length"); v != "" {
+		t.Errorf("upstream received Content-Length %q beside chunked framing", v)
+	}
+	if body := *rec.body.Load(); body != "hello" {
+		t.Errorf("upstream body = %q; want the Transfer-Encoding framing's %q", body, "hello")
+	}
+}
+
+func TestMalformedRequestsGet4xx(t *testing.T) {
+	h := newHarness(t, &recorder{}, nil, "")
+	addr := strings.TrimPrefix(h.front.URL, "http://")
+	tests := []struct{ name, raw string }{
+		{"bad request line", "GARBAGE\r\n\r\n"},
+		{"two content lengths", "POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd"},
+		{"header too large", "GET /x HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", maxHeaderBytes+8192) + "\r\n\r\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if status := rawRequest(t, addr, tt.raw); status[0] != '4' {
+				t.Errorf("status = %s; want 4xx", status)
+			}
+		})
+	}
+}
+
+func TestNoUpstreamAnswer(t *testing.T) {
+	closed := httptest.NewServer(http.NotFoundHandler())
+	closed.Close()
+	block := make(chan struct{})
+	slow := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-block:
+		case <-r.Context().Done():
+		}
+	})
+	tests := []struct {
+		name       string
+		legacy     http.Handler
+		yaml       string
+		wantStatus int
+	}{
+		{"legacy down: 502", nil, "upstreams:\n  legacy: { url: \"" + closed.URL + "\" }\n  newpath: { url: \"{{newpath}}\" }\n", http.StatusBadGateway},
+		{"legacy slower than its timeout: 504", slow, "upstreams:\n  legacy: { url: \"{{legacy}}\", timeout: 100ms }\n  newpath: { url: \"{{newpath}}\" }\n", http.StatusGatewayTimeout},
+	}
+	defer close(block)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, tt.legacy, nil, tt.yaml)
+			res, _ := h.get("/orders/1")
+			if res.StatusCode != tt.wantStatus {
+				t.Errorf("status = %d; want %d", res.StatusCode, tt.wantStatus)
+			}
+			if v, _ := h.metric("strangler_requests_total", map[string]string{"route": "unmatched", "backend": "legacy", "code": "error"}); v != 1 {
+				t.Errorf(`strangler_requests_total{code="error"} = %v; want 1`, v)
+			}
+		})
+	}
+}
+
+func TestFallbackToLegacy(t *testing.T) {
+	closed := httptest.NewServer(http.NotFoundHandler())
+	closed.Close()
+	unavailable := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Served-By", "newpath")
+		http.Error(w, "down for maintenance", http.StatusServiceUnavailable)
+	})
+	const routes = `
+routes:
+  - { name: get-order, match: "GET /orders/{id}", weight: 100 }
+  - { name: no-fallback, match: "GET /items/{id}", weight: 100, fallback: false }
+  - { name: create-order, match: "POST /orders", weight: 100 }
+`
+	tests := []struct {
+		name, method, path string
+		newpath            http.Handler
+		newpathURL         string
+		wantStatus         int
+		wantServedBy       string
+		wantReason         string
+	}{
+		{"newpath down, GET", "GET", "/orders/1", nil, closed.URL, 200, "legacy", "connect_error"},
+		{"newpath 503, GET", "GET", "/orders/1", unavailable, "", 200, "legacy", "status_503"},
+		{"newpath down, POST is not retried on legacy", "POST", "/orders", nil, closed.URL, 502, "", ""},
+		{"newpath 503, POST passes the 503 through", "POST", "/orders", unavailable, "", 503, "newpath", ""},
+		{"fallback off", "GET", "/items/1", unavailable, "", 503, "newpath", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			legacy := &recorder{}
+			yaml := routes
+			if tt.newpathURL != "" {
+				yaml = "upstreams:\n  legacy: { url: \"{{legacy}}\" }\n  newpath: { url: \"" + tt.newpathURL + "\" }\n" + routes
+			}
+			h := newHarness(t, legacy, tt.newpath, yaml)
+			req, _ := http.NewRequest(tt.method, h.front.URL+tt.path, nil)
+			res, _ := h.do(req)
+			if res.StatusCode != tt.wantStatus {
+				t.Errorf("status = %d; want %d", res.StatusCode, tt.wantStatus)
+			}
+			servedBy := res.Header.Get("X-Served-By")
+			if servedBy == "recorder" {
+				servedBy = "legacy"
+			}
+			if servedBy != tt.wantServedBy {
+				t.Errorf("served by %q; want %q", servedBy, tt.wantServedBy)
+			}
+			if tt.method == "POST" && legacy.count.Load() != 0 {
+				t.Errorf("legacy received %d POSTs meant for newpath; want 0", legacy.count.Load())
+			}
+			if tt.wantReason != "" {
+				route := "get-order"
+				if v, _ := h.metric("strangler_fallbacks_total", map[string]string{"route": route, "reason": tt.wantReason}); v != 1 {
+					t.Errorf("strangler_fallbacks_total{reason=%q} = %v; want 1", tt.wantReason, v)
+				}
+				if v, _ := h.metric("strangler_requests_total", map[string]string{"route": route, "backend": "legacy", "code": "2xx"}); v != 1 {
+					t.Errorf(`requests_total{backend="legacy",code="2xx"} = %v; want 1`, v)
+				}
+			}
+		})
+	}
+}
+
+func TestPOSTIsNeverRetried(t *testing.T) {
+	for _, idemKey := range []string{"", "key-1"} {
+		t.Run("Idempotency-Key="+idemKey, func(t *testing.T) {
+			var attempts atomic.Int64
+			// An upstream that reads the request, then drops the connection
+			// without answering: the request may have taken effect.
+			dropper := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				attempts.Add(1)
+				_, _ = io.ReadAll(r.Body)
+				conn, _, err := http.NewResponseController(w).Hijack()
+				if err == nil {
+					conn.Close()
+				}
+			})
+			h := newHarness(t, dropper, nil, "")
+			// Warm a keep-alive connection first, so a retry would be
+			// tempting for the transport.
+			h.get("/warm")
+			attempts.Store(0)
+			req, _ := http.NewRequest("POST", h.front.URL+"/orders", strings.NewReader(`{"user_id":1}`))
+			if idemKey != "" {
+				req.Header.Set("Idempotency-Key", idemKey)
+			}
+			res, _ := h.do(req)
+			if res.StatusCode != http.StatusBadGateway {
+				t.Errorf("status = %d; want 502", res.StatusCode)
+			}
+			if n := attempts.Load(); n != 1 {
+				t.Errorf("upstream saw %d attempts; want exactly 1", n)
+			}
+		})
+	}
+}
+
+func TestClientGoneIsLogged499NotError(t *testing.T) {
+	entered := make(chan struct{})
+	slow := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(entered)
+		<-r.Context().Done()
+	})
+	h := newHarness(t, slow, nil, "")
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "GET", h.front.URL+"/slow", nil)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := h.front.Client().Do(req)
+		errc <- err
+	}()
+	<-entered
+	cancel()
+	<-errc
+	eventually(t, 5*time.Second, "access log with 499", func() bool {
+		return strings.Contains(h.logs.String(), `"status":499`)
+	})
+	if strings.Contains(h.logs.String(), `"level":"ERROR"`) || strings.Contains(h.logs.String(), "upstream error") {
+		t.Errorf("client disconnect logged as an error:\n%s", h.logs.String())
+	}
+	if v, _ := h.metric("strangler_requests_total", map[string]string{"route": "unmatched", "code": "error"}); v != 0 {
+		t.Errorf(`requests_total{code="error"} = %v; want 0 for a client that left`, v)
+	}
+}
+
+func TestMetricsExistAtZeroBeforeTraffic(t *testing.T) {
+	h := newHarness(t, nil, nil, `
+routes:
+  - { name: get-order, match: "GET /orders/{id}", weight: 12.5 }
+  - { name: create-order, match: "POST /orders" }
+`)
+	for _, route := range []string{"get-order", "create-order"} {
+		checks := []struct {
+			name   string
+			labels map[string]string
+			want   float64
+		}{
+			{"strangler_requests_total", map[string]string{"route": route, "backend": "legacy", "code": "2xx"}, 0},
+			{"strangler_requests_total", map[string]string{"route": route, "backend": "newpath", "code": "error"}, 0},
+			{"strangler_request_duration_seconds", map[string]string{"route": route, "backend": "newpath"}, 0},
+			{"strangler_upstream_request_duration_seconds", map[string]string{"route": route, "backend": "legacy", "role": "primary"}, 0},
+			{"strangler_fallbacks_total", map[string]string{"route": route, "reason": "connect_error"}, 0},
+			{"strangler_route_effective_weight_ratio", map[string]string{"route": route}, -1},
+			{"strangler_route_weight_ratio", map[string]string{"route": route}, -1},
+		}
+		for _, c := range checks {
+			v, ok := h.metric(c.name, c.labels)
+			if !ok {
+				t.Errorf("%s%v missing before traffic", c.name, c.labels)
+			} else if c.want >= 0 && v != c.want {
+				t.Errorf("%s%v = %v; want %v", c.name, c.labels, v, c.want)
+			}
+		}
+	}
+	if v, _ := h.metric("strangler_route_weight_ratio", map[string]string{"route": "get-order"}); v != 0.125 {
+		t.Errorf("strangler_route_weight_ratio{get-order} = %v; want 0.125", v)
+	}
+	for _, name := range []string{"strangler_config_last_reload_successful", "strangler_config_last_reload_success_timestamp_seconds"} {
+		if v, ok := h.metric(name, nil); !ok || v <= 0 {
+			t.Errorf("%s = %v (present %v); want > 0 after the first load", name, v, ok)
+		}
+	}
+	if _, ok := h.metric("strangler_config_reloads_total", map[string]string{"result": "failure"}); !ok {
+		t.Error(`strangler_config_reloads_total{result="failure"} missing`)
+	}
+	if v, ok := h.metric("strangler_build_info", map[string]string{"version": "test"}); !ok || v != 1 {
+		t.Errorf("strangler_build_info = %v; want 1", v)
+	}
+}
