@@ -47,7 +47,7 @@ routes:
 		want         string // route name, or "" for unmatched
 	}{
 		{"GET", "/orders/42", "get-order"},
-		{"HEAD", "/orders/42", "get-order"}, // ServeMux: GET also matches HEAD
+		{"HEAD", "/orders/42", "get-order"},  // ServeMux: GET also matches HEAD
 		{"GET", "/orders/latest", "special"}, // the more specific pattern wins
 		{"POST", "/orders/42/cancel", "cancel"},
 		{"GET", "/orders/42/cancel", ""},
