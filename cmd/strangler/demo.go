@@ -1,0 +1,345 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"github.com/spf13/cobra"
+
+	"github.com/strangler-proxy/strangler/legacy"
+)
+
+// demoOptions are the flags of `strangler demo`.
+type demoOptions struct {
+	listen, adminListen string
+	rate                float64
+	duration            time.Duration
+	dir                 string
+}
+
+func demoCmd() *cobra.Command {
+	var opts demoOptions
+	cmd := &cobra.Command{
+		Use:   "demo",
+		Short: "Run legacy, a newpath, the proxy and traffic in one process (make run)",
+		Long: `demo starts the legacy order simulator with its fake downstream services,
+a newpath stand-in, the proxy with a route for every order endpoint, and a
+traffic generator, and prints a live progress line. Ctrl-C stops everything.
+
+Until the rebuilt order service lands, the newpath upstream is a second
+legacy simulator sharing the same order store, so the split is real traffic
+to two processes that agree.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			return demo(ctx, opts, cmd.OutOrStdout())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&opts.listen, "listen", "127.0.0.1:8080", "proxy address (a free port is used if it is taken)")
+	f.StringVar(&opts.adminListen, "admin-listen", "127.0.0.1:9090", "admin address (a free port is used if it is taken)")
+	f.Float64Var(&opts.rate, "rate", 50, "requests per second the traffic generator sends")
+	f.DurationVar(&opts.duration, "duration", 0, "stop after this long (0: until Ctrl-C)")
+	f.StringVar(&opts.dir, "dir", "", "where the demo writes its config and logs (default: a new temp dir)")
+	return cmd
+}
+
+// demoRoutes is the proxy config of the demo: every order endpoint, reads
+// at 50%, writes at 10%.
+const demoRoutes = `
+listen: %q
+admin: { listen: %q }
+upstreams:
+  legacy: { url: %q, timeout: 10s }
+  newpath: { url: %q, timeout: 5s }
+sticky: { key: "header:X-User-Id", salt: "demo" }
+routes:
+  - name: get-order
+    match: "GET /orders/{id}"
+    weight: 50
+  - name: list-orders
+    match: "GET /orders"
+    weight: 50
+  - name: create-order
+    match: "POST /orders"
+    weight: 10
+  - name: cancel-order
+    match: "POST /orders/{id}/cancel"
+    weight: 10
+`
+
+func demo(ctx context.Context, opts demoOptions, stdout io.Writer) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if opts.duration > 0 {
+		ctx, cancel = context.WithTimeout(ctx, opts.duration)
+		defer cancel()
+	}
+	dir := opts.dir
+	if dir == "" {
+		d, err := os.MkdirTemp("", "strangler-demo-")
+		if err != nil {
+			return err
+		}
+		dir = d
+	}
+	logFile, err := os.Create(filepath.Join(dir, "demo.log"))
+	if err != nil {
+		return err
+	}
+	defer logFile.Close()
+	logger := slog.New(slog.NewJSONHandler(logFile, nil))
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	legacyURL, newpathURL, err := startBackends(ctx, &wg, logger)
+	if err != nil {
+		return err
+	}
+
+	cfgPath := filepath.Join(dir, "strangler.yaml")
+	cfg := fmt.Sprintf(demoRoutes, freeOr(opts.listen), freeOr(opts.adminListen), legacyURL, newpathURL)
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		return err
+	}
+	addrs := make(chan [2]string, 1)
+	serveErr := make(chan error, 1)
+	go func() {
+		serveErr <- serve(ctx, cfgPath, 5*time.Second, logFile, func(p, a string) { addrs <- [2]string{p, a} })
+	}()
+	var proxyAddr, adminAddr string
+	select {
+	case a := <-addrs:
+		proxyAddr, adminAddr = a[0], a[1]
+	case err := <-serveErr:
+		return fmt.Errorf("start proxy: %w", err)
+	}
+
+	fmt.Fprintf(stdout, `strangler demo
+  proxy         http://%[1]s/orders/ord_1
+  metrics       http://%[2]s/metrics
+  routes        http://%[2]s/admin/routes
+  config        http://%[2]s/admin/config   (edit %[3]s: weights reload live)
+  legacy        %[4]s
+  newpath       %[5]s   (stand-in: a second legacy simulator until the newpath lands)
+  logs          %[6]s
+Ctrl-C to stop.
+`, proxyAddr, adminAddr, cfgPath, legacyURL, newpathURL, logFile.Name())
+
+	wg.Go(func() { generateTraffic(ctx, "http://"+proxyAddr, opts.rate) })
+	reportProgress(ctx, stdout, "http://"+adminAddr+"/metrics")
+	cancel()
+	if err := <-serveErr; err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, "\nstopped.")
+	return nil
+}
+
+// startBackends serves the fake downstream services, legacy, and the
+// newpath stand-in on free loopback ports until ctx is done.
+func startBackends(ctx context.Context, wg *sync.WaitGroup, logger *slog.Logger) (legacyURL, newpathURL string, err error) {
+	store, err := legacy.NewMemoryStore(legacy.DefaultSeed())
+	if err != nil {
+		return "", "", err
+	}
+	downstream, err := legacy.NewDownstream(legacy.DownstreamOptions{Logger: logger})
+	if err != nil {
+		return "", "", err
+	}
+	downstreamURL, err := serveLoopback(ctx, wg, downstream)
+	if err != nil {
+		return "", "", err
+	}
+	var urls [2]string
+	for i := range urls {
+		orders, err := legacy.NewServer(legacy.Options{Store: store, DownstreamURL: downstreamURL, Logger: logger})
+		if err != nil {
+			return "", "", err
+		}
+		if urls[i], err = serveLoopback(ctx, wg, orders); err != nil {
+			return "", "", err
+		}
+	}
+	return urls[0], urls[1], nil
+}
+
+func serveLoopback(ctx context.Context, wg *sync.WaitGroup, h http.Handler) (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	wg.Go(func() { _ = srv.Serve(ln) })
+	wg.Go(func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	})
+	return "http://" + ln.Addr().String(), nil
+}
+
+// freeOr returns addr if it can be bound now, else a free loopback port.
+func freeOr(addr string) string {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "127.0.0.1:0"
+	}
+	ln.Close()
+	return addr
+}
+
+// generateTraffic sends a mix of order calls at rate per second until ctx
+// is done, as users 1..1000 identified by X-User-Id.
+func generateTraffic(ctx context.Context, base string, rate float64) {
+	client := &http.Client{Timeout: 10 * time.Second}
+	tick := time.NewTicker(time.Duration(float64(time.Second) / rate))
+	defer tick.Stop()
+	var inflight sync.WaitGroup
+	defer inflight.Wait()
+	sem := make(chan struct{}, 32)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		select {
+		case sem <- struct{}{}:
+		default:
+			continue // the backends are saturated: skip a beat, never pile up
+		}
+		inflight.Go(func() {
+			defer func() { <-sem }()
+			req := demoRequest(ctx, base)
+			res, err := client.Do(req)
+			if err != nil {
+				return
+			}
+			_, _ = io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+		})
+	}
+}
+
+func demoRequest(ctx context.Context, base string) *http.Request {
+	user := rand.IntN(legacy.SeedUserCount) + 1
+	var method, path, body string
+	switch n := rand.IntN(100); {
+	case n < 55:
+		method, path = "GET", fmt.Sprintf("/orders/ord_%d", rand.IntN(10)+1)
+	case n < 80:
+		method, path = "GET", fmt.Sprintf("/orders?user_id=%d", user)
+	case n < 95:
+		item := fmt.Sprintf("sku-%d", rand.IntN(legacy.SeedItemCount)+1)
+		if rand.IntN(10) == 0 {
+			item = "sku-oos"
+		}
+		method, path = "POST", "/orders"
+		body = fmt.Sprintf(`{"user_id":%d,"item_id":%q,"quantity":%d}`, user, item, rand.IntN(3)+1)
+	default:
+		method, path = "POST", fmt.Sprintf("/orders/ord_%d/cancel", rand.IntN(10)+1)
+	}
+	req, _ := http.NewRequestWithContext(ctx, method, base+path, strings.NewReader(body))
+	req.Header.Set("X-User-Id", fmt.Sprint(user))
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	return req
+}
+
+// reportProgress prints a progress line from the proxy's own metrics every
+// second until ctx is done.
+func reportProgress(ctx context.Context, w io.Writer, metricsURL string) {
+	// On a terminal the line rewrites itself; in a log it is one line a tick.
+	lineStart, lineEnd := "\r", "   "
+	if f, ok := w.(*os.File); !ok || !isTerminal(f) {
+		lineStart, lineEnd = "", "\n"
+	}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		p, err := scrapeProgress(ctx, metricsURL)
+		if err != nil {
+			if !errors.Is(err, context.Canceled) {
+				fmt.Fprintf(w, "%smetrics unavailable: %v%s", lineStart, err, lineEnd)
+			}
+			continue
+		}
+		fmt.Fprintf(w, "%srequests %d  legacy %d  newpath %d (%.1f%%)  errors %d  fallbacks %d%s",
+			lineStart, p.total, p.legacy, p.newpath, pct(p.newpath, p.total), p.errors, p.fallbacks, lineEnd)
+	}
+}
+
+func isTerminal(f *os.File) bool {
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+type progress struct{ total, legacy, newpath, errors, fallbacks int }
+
+func pct(a, b int) float64 {
+	if b == 0 {
+		return 0
+	}
+	return 100 * float64(a) / float64(b)
+}
+
+func scrapeProgress(ctx context.Context, url string) (progress, error) {
+	var p progress
+	req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return p, err
+	}
+	defer res.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(res.Body)
+	if err != nil {
+		return p, err
+	}
+	if f, ok := families["strangler_requests_total"]; ok {
+		for _, m := range f.GetMetric() {
+			n := int(m.GetCounter().GetValue())
+			p.total += n
+			for _, l := range m.GetLabel() {
+				switch {
+				case l.GetName() == "backend" && l.GetValue() == "legacy":
+					p.legacy += n
+				case l.GetName() == "backend" && l.GetValue() == "newpath":
+					p.newpath += n
+				case l.GetName() == "code" && (l.GetValue() == "5xx" || l.GetValue() == "error"):
+					p.errors += n
+				}
+			}
+		}
+	}
+	if f, ok := families["strangler_fallbacks_total"]; ok {
+		for _, m := range f.GetMetric() {
+			p.fallbacks += int(m.GetCounter().GetValue())
+		}
+	}
+	return p, nil
+}
