@@ -192,13 +192,13 @@ func (r *Reloader) checkRestartKeys(next *Config) error {
 	cur := r.current.Load().Config
 	var errs []FieldError
 	if next.Listen != cur.Listen {
-		errs = append(errs, FieldError{Path: "listen", Problem: fmt.Sprintf("changed from %q to %q: %v", cur.Listen, next.Listen, ErrRestartRequired)})
+		errs = append(errs, FieldError{Path: "listen", Problem: fmt.Sprintf("changed from %q to %q", cur.Listen, next.Listen)})
 	}
 	if next.Admin.Listen != cur.Admin.Listen {
-		errs = append(errs, FieldError{Path: "admin.listen", Problem: fmt.Sprintf("changed from %q to %q: %v", cur.Admin.Listen, next.Admin.Listen, ErrRestartRequired)})
+		errs = append(errs, FieldError{Path: "admin.listen", Problem: fmt.Sprintf("changed from %q to %q", cur.Admin.Listen, next.Admin.Listen)})
 	}
 	if errs != nil {
-		return &ValidationError{Errors: errs}
+		return fmt.Errorf("%w: %w", ErrRestartRequired, &ValidationError{Errors: errs})
 	}
 	return nil
 }

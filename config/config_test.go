@@ -1,0 +1,176 @@
+package config
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+const minimal = `
+upstreams:
+  legacy: { url: "http://127.0.0.1:9001" }
+  newpath: { url: "http://127.0.0.1:9002/api" }
+routes:
+  - name: get-order
+    match: "GET /orders/{id}"
+`
+
+func TestMinimalConfigGetsEveryDefault(t *testing.T) {
+	cfg, err := Parse([]byte(minimal))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"listen", cfg.Listen, "127.0.0.1:8080"},
+		{"admin.listen", cfg.Admin.Listen, "127.0.0.1:9090"},
+		{"admin.token_env", cfg.Admin.TokenEnv, "STRANGLER_ADMIN_TOKEN"},
+		{"upstreams.legacy.timeout", cfg.Upstreams.Legacy.Timeout, Duration(30 * time.Second)},
+		{"upstreams.newpath.preserve_host", cfg.Upstreams.Newpath.PreserveHost, true},
+		{"sticky.key", cfg.Sticky.Key, "none"},
+		{"sticky.salt", cfg.Sticky.Salt, "strangler"},
+		{"overrides.header", cfg.Overrides.Header, "X-Strangler-Backend"},
+		{"overrides.trusted_cidrs", strings.Join(cfg.Overrides.TrustedCIDRs, ","), "127.0.0.0/8"},
+		{"shadow.max_in_flight", cfg.Shadow.MaxInFlight, 256},
+		{"shadow.max_body_bytes", cfg.Shadow.MaxBodyBytes, int64(1 << 20)},
+		{"shadow.timeout", cfg.Shadow.Timeout, Duration(5 * time.Second)},
+		{"divergence_store.samples_per_route", cfg.DivergenceStore.SamplesPerRoute, 100},
+		{"tracing.exporter", cfg.Tracing.Exporter, "none"},
+		{"tracing.sample_ratio", cfg.Tracing.SampleRatio, 1.0},
+		{"log.level", cfg.Log.Level, "info"},
+		{"log.access", cfg.Log.Access, true},
+		{"routes[0].weight", cfg.Routes[0].Weight, 0.0},
+		{"routes[0].fallback", cfg.Routes[0].Fallback, true},
+		{"routes[0].shadow.percent", cfg.Routes[0].Shadow.Percent, 0.0},
+		{"routes[0].compare.headers", strings.Join(cfg.Routes[0].Compare.Headers, ","), "content-type"},
+		{"routes[0].guard", cfg.Routes[0].Guard == nil, true},
+		{"newpath parsed path", cfg.Upstreams.Newpath.ParsedURL().Path, "/api"},
+	}
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("%s = %v; want %v", c.name, c.got, c.want)
+		}
+	}
+}
+
+func TestPartialRouteSectionsKeepTheirOtherDefaults(t *testing.T) {
+	cfg, err := Parse([]byte(minimal + `    weight: 12.5
+    compare: { noise_percent: 5 }
+    fallback: false
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := cfg.Routes[0]
+	if r.WeightBasisPoints() != 1250 || r.Fallback || r.Compare.NoisePercent != 5 || len(r.Compare.Headers) != 1 {
+		t.Errorf("route = %+v; want weight 1250bp, fallback off, noise 5, default headers", r)
+	}
+}
+
+func TestEnvironmentOverrides(t *testing.T) {
+	t.Setenv("STRANGLER_LISTEN", "0.0.0.0:8081")
+	t.Setenv("STRANGLER_UPSTREAMS_LEGACY_URL", "http://legacy.internal:80")
+	t.Setenv("STRANGLER_SHADOW_MAX_IN_FLIGHT", "12")
+	t.Setenv("STRANGLER_LOG_ACCESS", "false")
+	cfg, err := Parse([]byte(minimal))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Listen != "0.0.0.0:8081" || cfg.Upstreams.Legacy.URL != "http://legacy.internal:80" ||
+		cfg.Shadow.MaxInFlight != 12 || cfg.Log.Access {
+		t.Errorf("env overrides not applied: listen %q legacy %q max_in_flight %d access %v",
+			cfg.Listen, cfg.Upstreams.Legacy.URL, cfg.Shadow.MaxInFlight, cfg.Log.Access)
+	}
+	t.Setenv("STRANGLER_SHADOW_MAX_IN_FLIGHT", "lots")
+	_, err = Parse([]byte(minimal))
+	var ve *ValidationError
+	if !errors.As(err, &ve) || !strings.Contains(err.Error(), "shadow.max_in_flight") {
+		t.Errorf("bad env value: err = %v; want a ValidationError naming shadow.max_in_flight", err)
+	}
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestReloaderCountsAndRefuses(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "strangler.yaml")
+	writeFile(t, path, minimal)
+	reg := prometheus.NewRegistry()
+	now := time.Unix(1700000000, 0)
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	rl, err := NewReloader(path, ReloaderOptions{Registerer: reg, Logger: logger, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var applied []*Snapshot
+	rl.Subscribe(func(s *Snapshot) { applied = append(applied, s) })
+	reloads := func(result string) float64 {
+		return testutil.ToFloat64(rl.metrics.reloads.WithLabelValues(result))
+	}
+	if got := testutil.ToFloat64(rl.metrics.successTS); got != 1700000000 {
+		t.Errorf("success timestamp = %v; want the load time", got)
+	}
+
+	// Same bytes: not a reload.
+	if err := rl.Reload(); err != nil || len(applied) != 0 || reloads("success") != 0 {
+		t.Errorf("unchanged file: err %v, applied %d, successes %v; want a no-op", err, len(applied), reloads("success"))
+	}
+
+	writeFile(t, path, strings.Replace(minimal, `"GET /orders/{id}"`, `"GET /orders/{id}"`+"\n    weight: 200", 1))
+	for i := 0; i < 3; i++ { // the poll sees the same broken file again
+		if err := rl.Reload(); err == nil {
+			t.Fatal("invalid file reloaded without error")
+		}
+	}
+	if reloads("failure") != 1 || testutil.ToFloat64(rl.metrics.successful) != 0 || len(applied) != 0 {
+		t.Errorf("after a broken file: failures %v, successful %v, applied %d; want 1, 0, 0",
+			reloads("failure"), testutil.ToFloat64(rl.metrics.successful), len(applied))
+	}
+	if rl.Current().Config.Routes[0].Weight != 0 {
+		t.Error("the broken file's weight is in force")
+	}
+
+	writeFile(t, path, "listen: \"127.0.0.1:1\"\n"+minimal)
+	err = rl.Reload()
+	if !errors.Is(err, ErrRestartRequired) || !strings.Contains(err.Error(), "listen: changed from") {
+		t.Errorf("listen change: err = %v; want restart required", err)
+	}
+
+	writeFile(t, path, strings.Replace(minimal, `"GET /orders/{id}"`, `"GET /orders/{id}"`+"\n    weight: 20", 1))
+	if err := rl.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if len(applied) != 1 || applied[0].Config.Routes[0].Weight != 20 || rl.LastFailure() != nil {
+		t.Errorf("valid edit: applied %d, failure %v; want the new weight applied once", len(applied), rl.LastFailure())
+	}
+	if testutil.ToFloat64(rl.metrics.successful) != 1 || reloads("success") != 1 {
+		t.Error("valid edit not counted as a successful reload")
+	}
+}
+
+func TestNewReloaderRefusesAnInvalidFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "strangler.yaml")
+	writeFile(t, path, "routes: 5\n")
+	_, err := NewReloader(path, ReloaderOptions{})
+	var ve *ValidationError
+	if !errors.As(err, &ve) {
+		t.Fatalf("err = %v; want a ValidationError", err)
+	}
+	if !strings.Contains(err.Error(), "upstreams.legacy.url: required") || !strings.Contains(err.Error(), "routes: ") {
+		t.Errorf("err = %v; want it to name the missing upstream and the bad routes", err)
+	}
+}
