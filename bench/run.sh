@@ -1,28 +1,34 @@
 #!/usr/bin/env bash
 # bench/run.sh: the harness behind `make bench` (SPEC.md §13).
 #
-# Starts two legacy simulators, then for each row of the table starts the
-# proxy under test in front of them, drives it with wrk, stops it, and finally
-# prints one markdown table with ratios against the bare httputil.ReverseProxy.
-# Everything runs on loopback; every process it starts is stopped on exit.
+# Starts two legacy simulators, then measures the rows in BENCH_REPEAT
+# interleaved rounds: in every round each row in turn starts the proxy under
+# test in front of them, drives it with wrk, and stops it. Finally it prints
+# one markdown table of the per-row medians across rounds, with ratios against
+# the bare httputil.ReverseProxy. Everything runs on loopback; every process it
+# starts is stopped on exit.
 #
 # Usage (from anywhere; it works from the repository root):
 #   bash bench/run.sh
-#   BENCH_DURATION=30s BENCH_CONNECTIONS=128 bash bench/run.sh
+#   BENCH_REPEAT=5 BENCH_DURATION=20s BENCH_CONNECTIONS=128 bash bench/run.sh
 #   BENCH_TARGETS="bare strangler-split" bash bench/run.sh
 #
 # Adding a row: write a run_<key> function that starts what it needs, calls
 # bench_target "row name" URL, and stops what it started; then add <key> to
-# ALL_TARGETS below. See run_nginx_split for the pattern.
+# ALL_TARGETS below. See run_nginx_split for the pattern. The function runs
+# once per round, so it must start from nothing and leave nothing behind.
 set -euo pipefail
 
 # The request every row sends: ord_1..ord_10 are seeded by legacy.DefaultSeed
 # (legacy/seed.go, docs/order-api.md) in every legacyorders at start.
 BENCH_PATH=${BENCH_PATH:-/orders/ord_1}
-BENCH_DURATION=${BENCH_DURATION:-10s}
+BENCH_DURATION=${BENCH_DURATION:-8s}
 BENCH_CONNECTIONS=${BENCH_CONNECTIONS:-64}
 BENCH_THREADS=${BENCH_THREADS:-2}
-BENCH_WARMUP=${BENCH_WARMUP:-3s}
+BENCH_WARMUP=${BENCH_WARMUP:-2s}
+# Rounds: every row is measured once per round, and the table reports the
+# median across rounds.
+BENCH_REPEAT=${BENCH_REPEAT:-3}
 # How long a started process may take to become ready, in seconds.
 BENCH_READY_TIMEOUT=${BENCH_READY_TIMEOUT:-20}
 
@@ -35,8 +41,14 @@ cd "$REPO_ROOT"
 STRANGLER_BIN=${STRANGLER_BIN:-$REPO_ROOT/bin/strangler}
 LEGACYORDERS_BIN=${LEGACYORDERS_BIN:-$REPO_ROOT/bin/legacyorders}
 
-# Rows of the result table, filled by bench_target: "name|rps|p50 ms|p99 ms".
-RESULTS=()
+# Row names in table order, filled by bench_target on first sight.
+ROW_NAMES=()
+# Per row name, one "rps p50_ms p99_ms" sample per round, joined by ";".
+declare -A SAMPLES=()
+# Per row name, one "VmRSS_MB VmHWM_MB" pair per round, joined by ";".
+declare -A RSS=()
+# The current round, 1..BENCH_REPEAT.
+ROUND=0
 # Process groups started by this script (each child runs in its own session).
 STARTED_PGIDS=()
 NOTES=()
@@ -186,22 +198,25 @@ ensure_binaries() {
 
 # free_ports N: prints N distinct TCP ports no socket uses, from below the
 # kernel's ephemeral range so that wrk's own client ports never collide.
+# awk reads /proc/net/tcp in large blocks: bash's read, byte by byte, takes
+# seconds once earlier rows have left thousands of TIME_WAIT sockets.
 free_ports() {
-	local want=$1 used=" " f port candidate
-	local -a fields
+	local want=$1 used candidate hex f
+	local -a files=()
 	for f in /proc/net/tcp /proc/net/tcp6; do
-		[[ -r $f ]] || continue
-		while read -r -a fields; do
-			[[ ${fields[1]} == *:* ]] || continue
-			port=$((16#${fields[1]##*:}))
-			used+="$port "
-		done <"$f"
+		[[ ! -r $f ]] || files+=("$f")
 	done
+	# The local ports in use, as the upper-case hex of /proc/net/tcp.
+	used=" "
+	if ((${#files[@]} > 0)); then
+		used+=$(awk 'FNR > 1 { n = split($2, a, ":"); printf "%s ", a[n] }' "${files[@]}")
+	fi
 	local out=()
 	while ((${#out[@]} < want)); do
 		candidate=$((20000 + RANDOM % 12000))
-		[[ $used != *" $candidate "* ]] || continue
-		used+="$candidate "
+		printf -v hex '%04X' "$candidate"
+		[[ $used != *" $hex "* ]] || continue
+		used+="$hex "
 		out+=("$candidate")
 	done
 	echo "${out[*]}"
@@ -258,27 +273,29 @@ parse_wrk() {
 }
 
 # bench_target NAME URL: checks URL answers 2xx, warms it up, measures it with
-# wrk and records one row of the table.
+# wrk and records this round's sample of the row NAME.
 bench_target() {
 	local name=$1 url=$2 code out slug
 	code=$(http_status "$url" -H "X-User-Id: 1")
 	[[ $code == 2* ]] || die "$name: GET $url answered $code, want 2xx (is BENCH_PATH=$BENCH_PATH a seeded order?)"
 
-	slug=${name//[^A-Za-z0-9]/_}
+	slug=${name//[^A-Za-z0-9]/_}-r$ROUND
 	local wrk_args=(-t "$BENCH_THREADS" -c "$BENCH_CONNECTIONS" -s "$BENCH_TMP/users.lua")
-	log "$name: warm-up $BENCH_WARMUP"
+	log "round $ROUND/$BENCH_REPEAT: $name: warm-up $BENCH_WARMUP"
 	wrk "${wrk_args[@]}" -d "$BENCH_WARMUP" "$url" >"$BENCH_TMP/wrk-$slug-warmup.txt" 2>&1 ||
 		die "$name: wrk warm-up failed: $(cat "$BENCH_TMP/wrk-$slug-warmup.txt")"
-	log "$name: wrk --latency -d $BENCH_DURATION $url"
+	log "round $ROUND/$BENCH_REPEAT: $name: wrk --latency -d $BENCH_DURATION $url"
 	wrk "${wrk_args[@]}" -d "$BENCH_DURATION" --latency "$url" >"$BENCH_TMP/wrk-$slug.txt" 2>&1 ||
 		die "$name: wrk failed: $(cat "$BENCH_TMP/wrk-$slug.txt")"
 	out=$(parse_wrk "$BENCH_TMP/wrk-$slug.txt") ||
 		die "$name: cannot parse wrk output: $(cat "$BENCH_TMP/wrk-$slug.txt")"
 	local rps p50 p99 non2xx sockerr
 	read -r rps p50 p99 non2xx sockerr <<<"$out"
-	RESULTS+=("$name|$rps|$p50|$p99")
-	((non2xx == 0)) || NOTES+=("$name: $non2xx non-2xx/3xx responses")
-	((sockerr == 0)) || NOTES+=("$name: $sockerr socket errors (connect/read/write/timeout)")
+	log "round $ROUND/$BENCH_REPEAT: $name: $rps req/s, p50 $p50 ms, p99 $p99 ms"
+	[[ -v "SAMPLES[$name]" ]] || ROW_NAMES+=("$name")
+	SAMPLES[$name]+="${SAMPLES[$name]:+;}$rps $p50 $p99"
+	((non2xx == 0)) || NOTES+=("$name (round $ROUND): $non2xx non-2xx/3xx responses")
+	((sockerr == 0)) || NOTES+=("$name (round $ROUND): $sockerr socket errors (connect/read/write/timeout)")
 }
 
 # ---------------------------------------------------------------- upstreams
@@ -420,10 +437,13 @@ routes:
 EOF
 }
 
-# strangler_rss PID: prints VmRSS and VmHWM of PID in MB.
-strangler_rss() {
-	awk '/^VmRSS:/ { rss = $2 } /^VmHWM:/ { hwm = $2 }
-		END { printf "VmRSS %.1f MB (peak VmHWM %.1f MB)", rss / 1024, hwm / 1024 }' "/proc/$1/status"
+# record_rss NAME PID: records VmRSS and VmHWM of PID (in MB) after this
+# round's run of the row NAME; print_table sums them up under the table.
+record_rss() {
+	local name=$1 pair
+	pair=$(awk '/^VmRSS:/ { rss = $2 } /^VmHWM:/ { hwm = $2 }
+		END { printf "%.1f %.1f", rss / 1024, hwm / 1024 }' "/proc/$2/status")
+	RSS[$name]+="${RSS[$name]:+;}$pair"
 }
 
 run_strangler_split() {
@@ -436,7 +456,7 @@ run_strangler_split() {
 	pid=$STARTED_PID
 	wait_ready "strangler" "$pid" "$BENCH_TMP/strangler.log" "http://127.0.0.1:$admin/healthz" 200
 	bench_target "strangler split 10%" "http://127.0.0.1:$port$BENCH_PATH"
-	NOTES+=("strangler split 10%: $(strangler_rss "$pid") after its run")
+	record_rss "strangler split 10%" "$pid"
 	stop_bg "$pid"
 }
 
@@ -447,43 +467,98 @@ ratio() {
 	awk -v a="$1" -v b="$2" 'BEGIN { if (b == "" || b + 0 == 0) print "n/a"; else printf "%.2f\n", a / b }'
 }
 
-print_table() {
-	local row name rps p50 p99 base_rps='' base_p99=''
-	for row in "${RESULTS[@]}"; do
-		IFS='|' read -r name rps p50 p99 <<<"$row"
-		if [[ $name == "bare httputil.ReverseProxy" ]]; then
-			base_rps=$rps
-			base_p99=$p99
-		fi
-	done
+# summarize COLUMN SAMPLES: of field COLUMN (1 = rps, 2 = p50, 3 = p99) of
+# the ";"-joined samples, prints "median min max". The median of an even
+# count is the mean of the middle two.
+summarize() {
+	local col=$1 sample
+	local -a samples fields
+	IFS=';' read -r -a samples <<<"$2"
+	for sample in "${samples[@]}"; do
+		read -r -a fields <<<"$sample"
+		printf '%s\n' "${fields[col - 1]}"
+	done | sort -g | awk '
+		{ v[NR] = $1 }
+		END {
+			if (NR % 2) m = v[(NR + 1) / 2]; else m = (v[NR / 2] + v[NR / 2 + 1]) / 2
+			printf "%s %s %s\n", m, v[1], v[NR]
+		}'
+}
 
-	local -a cells=("target" "req/s" "p50 ms" "p99 ms" "req/s vs bare" "p99 vs bare")
-	local ncol=${#cells[@]} i
+# rss_note NAME: one line on the row's VmRSS after each run and its peak.
+rss_note() {
+	awk -v name="$1" -v pairs="${RSS[$1]}" 'BEGIN {
+		n = split(pairs, p, ";")
+		for (i = 1; i <= n; i++) {
+			split(p[i], f, " ")
+			rss = rss (i > 1 ? " / " : "") sprintf("%.1f", f[1])
+			if (f[2] + 0 > hwm) hwm = f[2] + 0
+		}
+		printf "%s: VmRSS %s MB after each run (peak VmHWM %.1f MB)\n", name, rss, hwm
+	}'
+}
+
+# text_width S: the number of characters of S (printf pads by bytes, and
+# the runs column holds a multi-byte en dash).
+text_width() {
+	local LC_ALL=C
+	local s=$1
+	local cont=${s//[^$'\x80'-$'\xbf']/}
+	echo $((${#s} - ${#cont}))
+}
+
+# pad WIDTH left|right S: S padded with spaces to WIDTH characters.
+pad() {
+	local n
+	n=$(($1 - $(text_width "$3")))
+	((n > 0)) || n=0
+	if [[ $2 == left ]]; then
+		printf '%s%*s' "$3" "$n" ''
+	else
+		printf '%*s%s' "$n" '' "$3"
+	fi
+}
+
+print_table() {
+	local name base_rps='' base_p99='' rps rmin rmax p50 p99 _
+	if [[ -v "SAMPLES[bare httputil.ReverseProxy]" ]]; then
+		read -r base_rps _ _ <<<"$(summarize 1 "${SAMPLES[bare httputil.ReverseProxy]}")"
+		read -r base_p99 _ _ <<<"$(summarize 3 "${SAMPLES[bare httputil.ReverseProxy]}")"
+	fi
+
+	local -a cells=("target" "req/s" "runs" "p50 ms" "p99 ms" "req/s vs bare" "p99 vs bare")
+	local ncol=${#cells[@]} i w
 	local -a widths=()
-	for ((i = 0; i < ncol; i++)); do widths[i]=${#cells[i]}; done
+	for ((i = 0; i < ncol; i++)); do widths[i]=$(text_width "${cells[i]}"); done
 	local -a lines=("$(IFS='|'; echo "${cells[*]}")")
-	for row in "${RESULTS[@]}"; do
-		IFS='|' read -r name rps p50 p99 <<<"$row"
-		cells=("$name" "$(printf '%.0f' "$rps")" "$(printf '%.2f' "$p50")" "$(printf '%.2f' "$p99")"
+	for name in "${ROW_NAMES[@]}"; do
+		read -r rps rmin rmax <<<"$(summarize 1 "${SAMPLES[$name]}")"
+		read -r p50 _ _ <<<"$(summarize 2 "${SAMPLES[$name]}")"
+		read -r p99 _ _ <<<"$(summarize 3 "${SAMPLES[$name]}")"
+		cells=("$name" "$(printf '%.0f' "$rps")" "$(printf '%.0f–%.0f' "$rmin" "$rmax")"
+			"$(printf '%.2f' "$p50")" "$(printf '%.2f' "$p99")"
 			"$(ratio "$rps" "$base_rps")" "$(ratio "$p99" "$base_p99")")
 		for ((i = 0; i < ncol; i++)); do
-			((${#cells[i]} <= widths[i])) || widths[i]=${#cells[i]}
+			w=$(text_width "${cells[i]}")
+			((w <= widths[i])) || widths[i]=$w
 		done
 		lines+=("$(IFS='|'; echo "${cells[*]}")")
 	done
 
-	printf '\nnproc=%s  date=%s  %s  wrk -t%s -c%s -d%s --latency (warm-up %s)  GET %s\n\n' \
+	local rounds="$BENCH_REPEAT rounds"
+	((BENCH_REPEAT > 1)) || rounds="1 round"
+	printf '\nnproc=%s  date=%s  %s  wrk -t%s -c%s -d%s --latency (warm-up %s)  %s, medians  GET %s\n\n' \
 		"$(nproc)" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(go env GOVERSION)" \
-		"$BENCH_THREADS" "$BENCH_CONNECTIONS" "$BENCH_DURATION" "$BENCH_WARMUP" "$BENCH_PATH"
+		"$BENCH_THREADS" "$BENCH_CONNECTIONS" "$BENCH_DURATION" "$BENCH_WARMUP" "$rounds" "$BENCH_PATH"
 	local n=0 line sep
 	for line in "${lines[@]}"; do
 		IFS='|' read -r -a cells <<<"$line"
 		printf '|'
 		for ((i = 0; i < ncol; i++)); do
 			if ((i == 0)); then
-				printf ' %-*s |' "${widths[i]}" "${cells[i]}"
+				printf ' %s |' "$(pad "${widths[i]}" left "${cells[i]}")"
 			else
-				printf ' %*s |' "${widths[i]}" "${cells[i]}"
+				printf ' %s |' "$(pad "${widths[i]}" right "${cells[i]}")"
 			fi
 		done
 		printf '\n'
@@ -496,6 +571,9 @@ print_table() {
 			printf '\n'
 		fi
 		n=$((n + 1))
+	done
+	for name in "${ROW_NAMES[@]}"; do
+		[[ ! -v "RSS[$name]" ]] || NOTES+=("$(rss_note "$name")")
 	done
 	if ((${#NOTES[@]} > 0)); then
 		printf '\n'
@@ -510,6 +588,7 @@ main() {
 	for key in $BENCH_TARGETS; do
 		[[ " $ALL_TARGETS " == *" $key "* ]] || die "unknown target $key in BENCH_TARGETS; known: $ALL_TARGETS"
 	done
+	[[ $BENCH_REPEAT =~ ^[1-9][0-9]*$ ]] || die "BENCH_REPEAT=$BENCH_REPEAT: want a positive integer"
 	ensure_tools
 	ensure_binaries
 
@@ -525,8 +604,14 @@ main() {
 	write_wrk_script
 	start_upstreams
 
-	for key in $BENCH_TARGETS; do
-		"run_${key//-/_}"
+	# Interleaved rounds: every row once per round, so that the drift of a
+	# noisy machine falls on every row alike instead of on whichever row
+	# happened to run during a slow minute.
+	for ((ROUND = 1; ROUND <= BENCH_REPEAT; ROUND++)); do
+		log "round $ROUND/$BENCH_REPEAT"
+		for key in $BENCH_TARGETS; do
+			"run_${key//-/_}"
+		done
 	done
 	print_table
 }
