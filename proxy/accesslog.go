@@ -17,7 +17,7 @@ func (p *Proxy) accessLog(x *exchange, status int, elapsed time.Duration) {
 		slog.String("path", x.in.URL.Path),
 		slog.Int("status", status),
 		slog.Float64("duration_ms", float64(elapsed.Microseconds())/1000),
-		slog.String("shadow", "off"),
+		slog.String("shadow", x.shadow),
 		slog.String("fallback", x.fallback),
 	}
 	p.logger.LogAttrs(context.Background(), slog.LevelInfo, "request", attrs[:]...)

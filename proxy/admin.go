@@ -3,9 +3,12 @@ package proxy
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"net/url"
+	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -52,6 +55,7 @@ func (p *Proxy) AdminHandler(opts AdminOptions) http.Handler {
 		serveConfig(w, opts.Config)
 	})
 	mux.HandleFunc("GET /admin/routes", p.serveRoutes)
+	mux.HandleFunc("GET /admin/divergences", p.serveDivergences)
 	return mux
 }
 
@@ -139,6 +143,12 @@ type routeView struct {
 	Guard           string  `json:"guard"`
 	Fallback        bool    `json:"fallback"`
 	ShadowPercent   float64 `json:"shadow_percent"`
+	DryRun          bool    `json:"dry_run"`
+	NoisePercent    float64 `json:"noise_percent"`
+	// Comparisons counts results since the route was configured.
+	Comparisons ComparisonCounts `json:"comparisons"`
+	// Fields are the fields that ever differed, with their noise verdicts.
+	Fields []FieldVerdict `json:"fields"`
 }
 
 func (p *Proxy) serveRoutes(w http.ResponseWriter, r *http.Request) {
@@ -149,7 +159,12 @@ func (p *Proxy) serveRoutes(w http.ResponseWriter, r *http.Request) {
 		if br.cfg.Guard != nil {
 			guard = "armed"
 		}
+		counts, fields := br.rt.cmp.report()
 		views = append(views, routeView{
+			DryRun:          br.cfg.Shadow.DryRun,
+			NoisePercent:    br.cfg.Compare.NoisePercent,
+			Comparisons:     counts,
+			Fields:          fields,
 			Name:            br.cfg.Name,
 			Match:           br.cfg.Match,
 			Weight:          br.cfg.Weight,
@@ -160,6 +175,45 @@ func (p *Proxy) serveRoutes(w http.ResponseWriter, r *http.Request) {
 		})
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"routes": views})
+}
+
+// serveDivergences answers recent mismatch samples, newest first, of one
+// route (?route=NAME) or of all, at most ?limit=N (default 50).
+func (p *Proxy) serveDivergences(w http.ResponseWriter, r *http.Request) {
+	limit := 50
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "limit must be a positive integer"})
+			return
+		}
+		limit = n
+	}
+	name := r.URL.Query().Get("route")
+	st := p.state.Load()
+	var samples []Sample
+	found := name == ""
+	for _, br := range st.routes {
+		if name != "" && br.rt.name != name {
+			continue
+		}
+		found = true
+		br.rt.cmp.mu.Lock()
+		samples = append(samples, br.rt.cmp.samples.newest(limit)...)
+		br.rt.cmp.mu.Unlock()
+	}
+	if !found {
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": fmt.Sprintf("no route named %q", name)})
+		return
+	}
+	sort.SliceStable(samples, func(i, j int) bool { return samples[i].Time.After(samples[j].Time) })
+	if len(samples) > limit {
+		samples = samples[:limit]
+	}
+	if samples == nil {
+		samples = []Sample{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"samples": samples})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -38,6 +38,8 @@ type exchange struct {
 	trustedPeer bool
 	requestID   string
 	writer      statusWriter
+	shadow      string     // the access log's shadow field
+	job         *shadowJob // nil unless the other side is called too
 
 	upstreamStart time.Time
 	fallback      string // reason legacy answered instead of newpath
@@ -118,24 +120,30 @@ func (b *bufferPool) Put(p []byte) { b.pool.Put(&p) }
 
 var _ httputil.BufferPool = (*bufferPool)(nil)
 
-// rewrite builds the outbound request. httputil has already removed the
-// hop-by-hop headers (RFC 9110 §7.6.1, and those named in Connection) and
-// the inbound X-Forwarded-* headers.
+// rewrite builds the outbound primary request. httputil has already
+// removed the hop-by-hop headers (RFC 9110 §7.6.1, and those named in
+// Connection) and the inbound X-Forwarded-* headers.
 func (u *upstream) rewrite(pr *httputil.ProxyRequest) {
 	x := exchangeFrom(pr.In.Context())
+	u.prepare(pr, x.peer, x.trustedPeer, x.requestID, x.st.table.OverrideHeader())
+	x.upstreamStart = time.Now()
+}
+
+// prepare points an outbound request at u and sets the headers every call
+// of a request carries, primary, shadow and noise alike.
+func (u *upstream) prepare(pr *httputil.ProxyRequest, peer netip.Addr, trusted bool, requestID, overrideHeader string) {
 	pr.SetURL(u.cfg.ParsedURL())
 	if u.cfg.PreserveHost {
 		pr.Out.Host = pr.In.Host
 	}
 	h := pr.Out.Header
-	setForwarded(h, pr.In, x.peer, x.trustedPeer)
-	h.Set(headerRequestID, x.requestID)
+	setForwarded(h, pr.In, peer, trusted)
+	h.Set(headerRequestID, requestID)
 	// Headers that steer strangler itself never travel upstream from a
 	// client: a forged dry-run header would make newpath skip a real write.
-	h.Del(x.st.table.OverrideHeader())
+	h.Del(overrideHeader)
 	h.Del(headerShadow)
 	h.Del(headerDryRun)
-	x.upstreamStart = time.Now()
 }
 
 // setForwarded writes X-Forwarded-For/-Proto/-Host. A trusted proxy's chain
@@ -185,7 +193,7 @@ func (e errFallback) Error() string { return "newpath answered " + e.reason }
 
 func (p *Proxy) modifyResponse(res *http.Response) error {
 	x := exchangeFrom(res.Request.Context())
-	x.metrics.primary[x.backend].Observe(time.Since(x.upstreamStart).Seconds())
+	x.metrics.upstream[x.backend][rolePrimary].Observe(time.Since(x.upstreamStart).Seconds())
 	if x.canFallback() {
 		switch res.StatusCode {
 		case http.StatusBadGateway:
@@ -195,6 +203,9 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 		case http.StatusGatewayTimeout:
 			return errFallback{reasonStatus504}
 		}
+	}
+	if x.job != nil {
+		x.capturePrimary(res)
 	}
 	return nil
 }
@@ -227,7 +238,7 @@ func (p *Proxy) handleError(w http.ResponseWriter, out *http.Request, err error)
 	if errors.As(err, &fb) {
 		reason = fb.reason
 	} else {
-		x.metrics.primary[x.backend].Observe(time.Since(x.upstreamStart).Seconds())
+		x.metrics.upstream[x.backend][rolePrimary].Observe(time.Since(x.upstreamStart).Seconds())
 	}
 	if x.canFallback() {
 		x.fallback = reason

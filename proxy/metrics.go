@@ -39,6 +39,26 @@ var fallbackReasons = []string{reasonConnectError, reasonTimeout, reasonTranspor
 
 var backends = [...]router.Backend{router.Legacy, router.Newpath}
 
+// Roles of an upstream call, the values of the role label.
+const (
+	rolePrimary = iota
+	roleShadow
+	roleNoise
+)
+
+var roles = [...]string{"primary", "shadow", "noise"}
+
+// Comparison results, the values of strangler_comparisons_total{result}.
+const (
+	resultMatch = iota
+	resultMismatch
+	resultNoise
+	resultError
+	resultSkipped
+)
+
+var results = [...]string{"match", "mismatch", "noise", "error", "skipped"}
+
 // metrics are the proxy's Prometheus metrics (SPEC §8), registered on an
 // injected registry.
 type metrics struct {
@@ -48,6 +68,13 @@ type metrics struct {
 	fallbacks *prometheus.CounterVec
 	weight    *prometheus.GaugeVec
 	effective *prometheus.GaugeVec
+
+	shadowRequests   *prometheus.CounterVec
+	shadowInFlight   prometheus.Gauge
+	comparisons      *prometheus.CounterVec
+	fieldDifferences *prometheus.CounterVec
+	noiseDifferences *prometheus.CounterVec
+	noiseProbes      *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, version string) *metrics {
@@ -78,22 +105,50 @@ func newMetrics(reg prometheus.Registerer, version string) *metrics {
 			Name: "strangler_route_effective_weight_ratio",
 			Help: "Share of the route's traffic served by newpath after guards.",
 		}, []string{"route"}),
+		shadowRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "strangler_shadow_requests_total",
+			Help: "Requests selected for shadowing by route, shadow target and outcome (exclusive).",
+		}, []string{"route", "target", "outcome"}),
+		shadowInFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "strangler_shadow_in_flight",
+			Help: "Shadow calls and comparisons in flight.",
+		}),
+		comparisons: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "strangler_comparisons_total",
+			Help: "Requests selected for comparison by route and result.",
+		}, []string{"route", "result"}),
+		fieldDifferences: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "strangler_field_differences_total",
+			Help: "Comparisons (legacy vs newpath) in which a field differed, by schema path and kind.",
+		}, []string{"route", "field", "kind"}),
+		noiseDifferences: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "strangler_noise_differences_total",
+			Help: "Noise probes (legacy vs legacy) in which a field differed, by schema path and kind.",
+		}, []string{"route", "field", "kind"}),
+		noiseProbes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "strangler_noise_probes_total",
+			Help: "Requests sent to legacy a second time to measure noise.",
+		}, []string{"route"}),
 	}
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "strangler_build_info",
 		Help: "Build information; always 1.",
 	}, []string{"version", "goversion"})
 	buildInfo.WithLabelValues(version, runtime.Version()).Set(1)
-	reg.MustRegister(m.requests, m.duration, m.upstream, m.fallbacks, m.weight, m.effective, buildInfo)
+	reg.MustRegister(m.requests, m.duration, m.upstream, m.fallbacks, m.weight, m.effective, buildInfo,
+		m.shadowRequests, m.shadowInFlight, m.comparisons, m.fieldDifferences, m.noiseDifferences, m.noiseProbes)
 	return m
 }
 
 // routeMetrics are one route's series, resolved once so the request path
 // does no label lookups.
 type routeMetrics struct {
-	requests [2][len(codeClasses)]prometheus.Counter
-	duration [2]prometheus.Observer
-	primary  [2]prometheus.Observer
+	requests    [2][len(codeClasses)]prometheus.Counter
+	duration    [2]prometheus.Observer
+	upstream    [2][len(roles)]prometheus.Observer
+	shadow      [2][len(shadowOutcomes)]prometheus.Counter // by target
+	comparisons [len(results)]prometheus.Counter
+	noiseProbes prometheus.Counter
 }
 
 // forRoute resolves, and so exports at 0, every series of a route.
@@ -104,8 +159,17 @@ func (m *metrics) forRoute(route string) *routeMetrics {
 			rm.requests[b][c] = m.requests.WithLabelValues(route, b.String(), class)
 		}
 		rm.duration[b] = m.duration.WithLabelValues(route, b.String())
-		rm.primary[b] = m.upstream.WithLabelValues(route, b.String(), "primary")
+		for r, role := range roles {
+			rm.upstream[b][r] = m.upstream.WithLabelValues(route, b.String(), role)
+		}
+		for o, outcome := range shadowOutcomes {
+			rm.shadow[b][o] = m.shadowRequests.WithLabelValues(route, b.String(), outcome)
+		}
 	}
+	for r, result := range results {
+		rm.comparisons[r] = m.comparisons.WithLabelValues(route, result)
+	}
+	rm.noiseProbes = m.noiseProbes.WithLabelValues(route)
 	for _, reason := range fallbackReasons {
 		m.fallbacks.WithLabelValues(route, reason)
 	}
@@ -121,4 +185,9 @@ func (m *metrics) forget(route string) {
 	m.fallbacks.DeletePartialMatch(l)
 	m.weight.DeletePartialMatch(l)
 	m.effective.DeletePartialMatch(l)
+	m.shadowRequests.DeletePartialMatch(l)
+	m.comparisons.DeletePartialMatch(l)
+	m.fieldDifferences.DeletePartialMatch(l)
+	m.noiseDifferences.DeletePartialMatch(l)
+	m.noiseProbes.DeletePartialMatch(l)
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/strangler-proxy/strangler/config"
+	"github.com/strangler-proxy/strangler/proxy/diff"
 	"github.com/strangler-proxy/strangler/router"
 )
 
@@ -42,6 +43,13 @@ type Proxy struct {
 
 	state atomic.Pointer[state]
 
+	// Shadows outlive their requests: p.shadows tracks them, stopShadows
+	// cancels them at shutdown, shadowInFlight bounds them.
+	shadows        sync.WaitGroup
+	stopShadows    context.Context
+	cancelShadows  context.CancelFunc
+	shadowInFlight atomic.Int64
+
 	mu         sync.Mutex // guards the fields below; taken by Update only
 	routes     map[string]*routeRuntime
 	transports map[transportKey]*http.Transport
@@ -61,8 +69,9 @@ type state struct {
 // boundRoute is a route's configuration of one state with its runtime,
 // which outlives reloads.
 type boundRoute struct {
-	cfg *config.Route
-	rt  *routeRuntime
+	cfg      *config.Route
+	rt       *routeRuntime
+	comparer *diff.Comparer // nil when the compare options do not compile
 }
 
 // routeRuntime is the state of a route that survives reloads, keyed by the
@@ -72,6 +81,7 @@ type routeRuntime struct {
 	metrics *routeMetrics
 	// effectiveBasisPoints is the weight after guards.
 	effectiveBasisPoints atomic.Int64
+	cmp                  compareState
 }
 
 // New returns a Proxy serving snap.
@@ -88,6 +98,7 @@ func New(snap *config.Snapshot, opts Options) *Proxy {
 	if p.now == nil {
 		p.now = time.Now
 	}
+	p.stopShadows, p.cancelShadows = context.WithCancel(context.Background())
 	reg := opts.Registerer
 	if reg == nil {
 		reg = prometheus.NewRegistry()
@@ -122,7 +133,14 @@ func (p *Proxy) Update(snap *config.Snapshot) {
 	for i := range cfg.Routes {
 		rc := &cfg.Routes[i]
 		rt := p.runtimeFor(rc.Name)
-		st.routes[i] = &boundRoute{cfg: rc, rt: rt}
+		comparer, err := newComparer(rc)
+		if err != nil {
+			p.logger.Error("compile compare options; comparisons of this route count as errors", "route", rc.Name, "error", err.Error())
+		}
+		st.routes[i] = &boundRoute{cfg: rc, rt: rt, comparer: comparer}
+		rt.cmp.mu.Lock()
+		rt.cmp.samples.resize(cfg.DivergenceStore.SamplesPerRoute)
+		rt.cmp.mu.Unlock()
 		seen[rc.Name] = true
 		// Guards (a later change) lower the effective weight; until then it
 		// follows the configured one.
@@ -178,8 +196,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writer: statusWriter{ResponseWriter: w},
 	}
 	x.requestID = requestID(r.Header.Get("X-Request-Id"))
-	x.route = "unmatched"
-	x.metrics = st.unmatch
+	x.trustedPeer = containsAddr(st.trusted, x.peer)
+	// The forwarding hooks find the exchange in the context; x.in is the
+	// inbound request they see, so a fallback can forward it again.
+	x.in = r.WithContext(context.WithValue(r.Context(), exchangeKey{}, x))
+	x.route, x.metrics, x.shadow = "unmatched", st.unmatch, "off"
 	if i, ok := st.table.Match(r); ok {
 		br := st.routes[i]
 		x.bound = br
@@ -187,12 +208,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		x.metrics = br.rt.metrics
 		a := st.table.Assign(r, x.peer, int(br.rt.effectiveBasisPoints.Load()))
 		x.backend = a.Backend
+		x.shadow = p.planShadow(x)
 	}
-	x.trustedPeer = containsAddr(st.trusted, x.peer)
-
-	// The forwarding hooks find the exchange in the context; x.in is the
-	// inbound request they see, so a fallback can forward it again.
-	x.in = r.WithContext(context.WithValue(r.Context(), exchangeKey{}, x))
 	defer p.finish(x)
 	st.upstream[x.backend].proxy.ServeHTTP(&x.writer, x.in)
 }
@@ -201,6 +218,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // deferred, so a response aborted mid-body (http.ErrAbortHandler) is still
 // counted.
 func (p *Proxy) finish(x *exchange) {
+	if x.job != nil {
+		x.finishPrimary()
+	}
 	elapsed := p.now().Sub(x.start)
 	status := x.writer.status
 	class := codeClass(status)

@@ -73,15 +73,21 @@ routes:
   - name: get-order
     match: "GET /orders/{id}"
     weight: 50
+    shadow: { percent: 100 }
+    compare: { noise_percent: 10 }
   - name: list-orders
     match: "GET /orders"
     weight: 50
+    shadow: { percent: 100 }
+    compare: { noise_percent: 10 }
   - name: create-order
     match: "POST /orders"
     weight: 10
+    shadow: { percent: 100 }
   - name: cancel-order
     match: "POST /orders/{id}/cancel"
     weight: 10
+    shadow: { percent: 100 }
 `
 
 func demo(ctx context.Context, opts demoOptions, stdout io.Writer) error {
@@ -288,8 +294,10 @@ func reportProgress(ctx context.Context, w io.Writer, metricsURL string) {
 			}
 			continue
 		}
-		fmt.Fprintf(w, "%srequests %d  legacy %d  newpath %d (%.1f%%)  errors %d  fallbacks %d%s",
-			lineStart, p.total, p.legacy, p.newpath, pct(p.newpath, p.total), p.errors, p.fallbacks, lineEnd)
+		fmt.Fprintf(w, "%srequests %d  legacy %d  newpath %d (%.1f%%)  errors %d  fallbacks %d  compared %d  match %.1f%%  noise %.1f%%  mismatch %.1f%%  divergent fields %d%s",
+			lineStart, p.total, p.legacy, p.newpath, pct(p.newpath, p.total), p.errors, p.fallbacks,
+			p.compared, pct(p.results["match"], p.compared), pct(p.results["noise"], p.compared), pct(p.results["mismatch"], p.compared),
+			p.fields, lineEnd)
 	}
 }
 
@@ -298,7 +306,11 @@ func isTerminal(f *os.File) bool {
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
-type progress struct{ total, legacy, newpath, errors, fallbacks int }
+type progress struct {
+	total, legacy, newpath, errors, fallbacks int
+	compared, fields                          int // compared: match + noise + mismatch
+	results                                   map[string]int
+}
 
 func pct(a, b int) float64 {
 	if b == 0 {
@@ -308,7 +320,7 @@ func pct(a, b int) float64 {
 }
 
 func scrapeProgress(ctx context.Context, url string) (progress, error) {
-	var p progress
+	p := progress{results: map[string]int{}}
 	req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -335,6 +347,27 @@ func scrapeProgress(ctx context.Context, url string) (progress, error) {
 				}
 			}
 		}
+	}
+	if f, ok := families["strangler_comparisons_total"]; ok {
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "result" {
+					p.results[l.GetValue()] += int(m.GetCounter().GetValue())
+				}
+			}
+		}
+		p.compared = p.results["match"] + p.results["noise"] + p.results["mismatch"]
+	}
+	if f, ok := families["strangler_field_differences_total"]; ok {
+		fields := map[string]bool{}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "field" {
+					fields[l.GetValue()] = true
+				}
+			}
+		}
+		p.fields = len(fields)
 	}
 	if f, ok := families["strangler_fallbacks_total"]; ok {
 		for _, m := range f.GetMetric() {

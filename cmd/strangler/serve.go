@@ -109,6 +109,10 @@ func serve(ctx context.Context, path string, grace time.Duration, stderr io.Writ
 	if err != nil {
 		logger.Error("server failed", "error", err.Error())
 	}
+	// The clients are answered; let in-flight comparisons finish.
+	drainCtx, cancelDrain := context.WithTimeout(context.Background(), grace)
+	p.DrainShadows(drainCtx)
+	cancelDrain()
 	stopWatch()
 	wg.Wait()
 	logger.Info("strangler stopped")

@@ -1,0 +1,343 @@
+package proxy
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/andybalholm/brotli"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/strangler-proxy/strangler/config"
+	"github.com/strangler-proxy/strangler/proxy/diff"
+	"github.com/strangler-proxy/strangler/router"
+)
+
+// maxFieldLabels bounds the distinct field label values of one route
+// (SPEC §6); later fields are labelled "other".
+const maxFieldLabels = 200
+
+// maxSampleDifferences bounds the differences a sample keeps.
+const maxSampleDifferences = 20
+
+// Noise verdict thresholds (SPEC §6): a field is noisy when its noise rate
+// explains its raw rate.
+const (
+	noisyAbsolute = 0.001
+	noisyRelative = 0.2
+)
+
+// newComparer compiles a route's compare options.
+func newComparer(rc *config.Route) (*diff.Comparer, error) {
+	return diff.New(diff.Options{
+		Headers:   rc.Compare.Headers,
+		Ignore:    rc.Compare.Ignore,
+		Unordered: rc.Compare.Unordered,
+		Decode:    decodeBrotli,
+	})
+}
+
+// decodeBrotli undoes Content-Encoding: br for the differ, which knows gzip
+// and deflate from the standard library.
+func decodeBrotli(encoding string, body []byte) ([]byte, error) {
+	if encoding != "br" {
+		return nil, fmt.Errorf("unsupported content encoding %q", encoding)
+	}
+	return io.ReadAll(io.LimitReader(brotli.NewReader(bytes.NewReader(body)), maxDecodedBody))
+}
+
+// maxDecodedBody bounds what a compressed body may expand to before it is
+// compared: a small compressed response must not cost the proxy gigabytes.
+const maxDecodedBody = 16 << 20
+
+// compareState is a route's comparison record: result counts, per-field
+// raw and noise counts with their bounded labels, and recent mismatches.
+// It survives reloads with the route.
+type compareState struct {
+	mu       sync.Mutex
+	results  [len(results)]int64
+	compared int64 // comparisons that ran the differ: the raw-rate denominator
+	probes   int64 // noise probes compared: the noise-rate denominator
+	fields   map[string]*fieldCount
+	samples  sampleRing
+}
+
+type fieldCount struct{ raw, noise int64 }
+
+// skip counts a request selected for shadowing whose shadow never ran.
+func (rt *routeRuntime) skip(target router.Backend, outcome string) {
+	rt.metrics.shadow[target][outcomeIndex(outcome)].Inc()
+	rt.count(resultSkipped)
+}
+
+// count counts a comparison result.
+func (rt *routeRuntime) count(result int) {
+	rt.metrics.comparisons[result].Inc()
+	rt.cmp.mu.Lock()
+	rt.cmp.results[result]++
+	rt.cmp.mu.Unlock()
+}
+
+// compare judges one request's two answers and records the verdict.
+func (p *Proxy) compare(job *shadowJob, shadowRes, noiseRes *captured) {
+	rt := job.route.rt
+	if job.fellBack || shadowRes.outcome != outcomeSent {
+		rt.count(resultError)
+		return
+	}
+	if !shadowRes.complete || !job.primaryRes.complete || job.route.comparer == nil {
+		rt.count(resultSkipped) // too large to compare, or the client left
+		return
+	}
+	legacy, newpath := &job.primaryRes, shadowRes
+	if job.primary == router.Newpath {
+		legacy, newpath = shadowRes, &job.primaryRes
+	}
+	raw, err := job.route.comparer.Compare(legacy.response(), newpath.response())
+	if err != nil {
+		rt.count(resultError)
+		p.logger.Debug("compare failed", "request_id", job.requestID, "route", rt.name, "error", err.Error())
+		return
+	}
+	var noise []diff.Difference
+	probed := noiseRes != nil && noiseRes.outcome == outcomeSent && noiseRes.complete
+	if probed {
+		if noise, err = job.route.comparer.Compare(legacy.response(), noiseRes.response()); err != nil {
+			probed, noise = false, nil
+		}
+	}
+	result, real := rt.judge(p.metrics, raw, noise, probed)
+	rt.count(result)
+	if result != resultMismatch {
+		return
+	}
+	s := Sample{
+		Time:          time.Now().UTC(),
+		Route:         rt.name,
+		Method:        job.in.Method,
+		Path:          job.in.URL.Path,
+		RequestID:     job.requestID,
+		TraceID:       job.traceID,
+		LegacyStatus:  legacy.status,
+		NewpathStatus: newpath.status,
+	}
+	fields := make([]string, 0, len(real))
+	for i, d := range real {
+		if i < maxSampleDifferences {
+			s.Differences = append(s.Differences, SampleDifference(d))
+		}
+		fields = append(fields, d.Path)
+	}
+	rt.cmp.mu.Lock()
+	rt.cmp.samples.add(s)
+	rt.cmp.mu.Unlock()
+	p.logger.Info("divergence", "request_id", job.requestID, "trace_id", job.traceID, "route", rt.name,
+		"method", s.Method, "path", s.Path, "fields", fields)
+}
+
+// judge counts a comparison's raw and noise differences by field and kind,
+// and returns its result with the differences that are real: not masked by
+// this request's own noise probe, and not in a field whose noise rate
+// explains its raw rate.
+func (rt *routeRuntime) judge(m *metrics, raw, noise []diff.Difference, probed bool) (int, []diff.Difference) {
+	c := &rt.cmp
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.compared++
+	if probed {
+		c.probes++
+	}
+	rawLabels, _ := rt.countFields(m.fieldDifferences, raw, func(f *fieldCount) { f.raw++ })
+	_, masked := rt.countFields(m.noiseDifferences, noise, func(f *fieldCount) { f.noise++ })
+	if len(raw) == 0 {
+		return resultMatch, nil
+	}
+	var real []diff.Difference
+	for i, d := range raw {
+		label := rawLabels[i]
+		if masked[label] || c.noisy(label) {
+			continue
+		}
+		real = append(real, d)
+	}
+	if len(real) == 0 {
+		return resultNoise, nil
+	}
+	return resultMismatch, real
+}
+
+// countFields counts each distinct (field, kind) of diffs once in vec, and
+// each distinct field once through bump. It returns the label of each
+// difference and the set of labels. c.mu is held.
+func (rt *routeRuntime) countFields(vec *prometheus.CounterVec, diffs []diff.Difference, bump func(*fieldCount)) ([]string, map[string]bool) {
+	c := &rt.cmp
+	labels := make([]string, len(diffs))
+	set := make(map[string]bool, len(diffs))
+	kinds := make(map[[2]string]bool, len(diffs))
+	for i, d := range diffs {
+		label := c.label(d.Path)
+		labels[i] = label
+		if !set[label] {
+			set[label] = true
+			bump(c.fields[label])
+		}
+		if k := [2]string{label, string(d.Kind)}; !kinds[k] {
+			kinds[k] = true
+			vec.WithLabelValues(rt.name, label, string(d.Kind)).Inc()
+		}
+	}
+	return labels, set
+}
+
+// noisy applies the verdict rule of SPEC §6 to a field. c.mu is held.
+func (c *compareState) noisy(label string) bool {
+	f := c.fields[label]
+	if f == nil || c.compared == 0 {
+		return false
+	}
+	rawRate := float64(f.raw) / float64(c.compared)
+	noiseRate := 0.0
+	if c.probes > 0 {
+		noiseRate = float64(f.noise) / float64(c.probes)
+	}
+	d := rawRate - noiseRate
+	return d <= noisyAbsolute || d/(rawRate+noiseRate) <= noisyRelative
+}
+
+// label returns the metric label of a schema path: the path itself for the
+// first maxFieldLabels distinct paths of the route, "other" after. c.mu is
+// held.
+func (c *compareState) label(path string) string {
+	if _, ok := c.fields[path]; ok {
+		return path
+	}
+	if c.fields == nil {
+		c.fields = map[string]*fieldCount{}
+	}
+	if len(c.fields) >= maxFieldLabels {
+		path = "other"
+	}
+	if _, ok := c.fields[path]; !ok {
+		c.fields[path] = &fieldCount{}
+	}
+	return path
+}
+
+// Sample is one mismatch kept for engineers (SPEC §6).
+type Sample struct {
+	Time          time.Time          `json:"time"`
+	Route         string             `json:"route"`
+	Method        string             `json:"method"`
+	Path          string             `json:"path"`
+	RequestID     string             `json:"request_id"`
+	TraceID       string             `json:"trace_id,omitempty"`
+	LegacyStatus  int                `json:"legacy_status"`
+	NewpathStatus int                `json:"newpath_status"`
+	Differences   []SampleDifference `json:"differences"`
+}
+
+// SampleDifference is one differing field of a sample, values cut to 256
+// bytes.
+type SampleDifference struct {
+	Path    string    `json:"field"`
+	At      string    `json:"at"`
+	Kind    diff.Kind `json:"kind"`
+	Legacy  string    `json:"legacy"`
+	Newpath string    `json:"newpath"`
+}
+
+// sampleRing keeps the newest samples of a route.
+type sampleRing struct {
+	buf  []Sample
+	next int
+	n    int
+}
+
+func (r *sampleRing) resize(capacity int) {
+	if capacity == len(r.buf) {
+		return
+	}
+	old := r.newest(r.n)
+	r.buf, r.next, r.n = make([]Sample, capacity), 0, 0
+	for i := len(old) - 1; i >= 0; i-- {
+		r.add(old[i])
+	}
+}
+
+func (r *sampleRing) add(s Sample) {
+	if len(r.buf) == 0 {
+		return
+	}
+	r.buf[r.next] = s
+	r.next = (r.next + 1) % len(r.buf)
+	if r.n < len(r.buf) {
+		r.n++
+	}
+}
+
+// newest returns up to limit samples, newest first.
+func (r *sampleRing) newest(limit int) []Sample {
+	if limit > r.n {
+		limit = r.n
+	}
+	out := make([]Sample, 0, limit)
+	for i := 0; i < limit; i++ {
+		out = append(out, r.buf[(r.next-1-i+2*len(r.buf))%len(r.buf)])
+	}
+	return out
+}
+
+// FieldVerdict is one field of a route in /admin/routes.
+type FieldVerdict struct {
+	Field     string  `json:"field"`
+	Raw       int64   `json:"raw_differences"`
+	Noise     int64   `json:"noise_differences"`
+	RawRate   float64 `json:"raw_rate"`
+	NoiseRate float64 `json:"noise_rate"`
+	Verdict   string  `json:"verdict"` // noisy or real
+}
+
+// ComparisonCounts are a route's comparison results.
+type ComparisonCounts struct {
+	Match       int64 `json:"match"`
+	Mismatch    int64 `json:"mismatch"`
+	Noise       int64 `json:"noise"`
+	Error       int64 `json:"error"`
+	Skipped     int64 `json:"skipped"`
+	NoiseProbes int64 `json:"noise_probes"`
+}
+
+// report returns the route's comparison counts and field verdicts, the
+// fields with the most raw differences first.
+func (c *compareState) report() (ComparisonCounts, []FieldVerdict) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	counts := ComparisonCounts{
+		Match: c.results[resultMatch], Mismatch: c.results[resultMismatch], Noise: c.results[resultNoise],
+		Error: c.results[resultError], Skipped: c.results[resultSkipped], NoiseProbes: c.probes,
+	}
+	verdicts := make([]FieldVerdict, 0, len(c.fields))
+	for name, f := range c.fields {
+		v := FieldVerdict{Field: name, Raw: f.raw, Noise: f.noise, Verdict: "real"}
+		if c.compared > 0 {
+			v.RawRate = float64(f.raw) / float64(c.compared)
+		}
+		if c.probes > 0 {
+			v.NoiseRate = float64(f.noise) / float64(c.probes)
+		}
+		if c.noisy(name) {
+			v.Verdict = "noisy"
+		}
+		verdicts = append(verdicts, v)
+	}
+	sort.Slice(verdicts, func(i, j int) bool {
+		if verdicts[i].Raw != verdicts[j].Raw {
+			return verdicts[i].Raw > verdicts[j].Raw
+		}
+		return verdicts[i].Field < verdicts[j].Field
+	})
+	return counts, verdicts
+}

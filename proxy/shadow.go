@@ -1,0 +1,376 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/strangler-proxy/strangler/proxy/diff"
+	"github.com/strangler-proxy/strangler/router"
+)
+
+// Shadow outcomes, the values of strangler_shadow_requests_total{outcome}.
+// They are exclusive: each request selected for shadowing ends in exactly one.
+const (
+	outcomeSent                = "sent"    // the other side answered
+	outcomeFailed              = "failed"  // it could not be reached or broke
+	outcomeTimeout             = "timeout" // it did not answer within shadow.timeout
+	outcomeDroppedSaturated    = "dropped_saturated"
+	outcomeDroppedBodyTooLarge = "dropped_body_too_large"
+	outcomeSkippedUnsafe       = "skipped_unsafe"
+)
+
+var shadowOutcomes = [...]string{outcomeSent, outcomeFailed, outcomeTimeout, outcomeDroppedSaturated, outcomeDroppedBodyTooLarge, outcomeSkippedUnsafe}
+
+func outcomeIndex(outcome string) int {
+	for i, o := range shadowOutcomes {
+		if o == outcome {
+			return i
+		}
+	}
+	panic("unknown shadow outcome " + outcome)
+}
+
+func safeMethod(method string) bool {
+	return method == http.MethodGet || method == http.MethodHead || method == http.MethodOptions
+}
+
+// shadowJob is one request's comparison: the primary's answer captured as it
+// streams to the client, the other side's answer, and for a noise probe
+// legacy's second answer. The request goroutine writes the primary fields
+// and then closes primaryDone; the shadow goroutine reads them only after.
+type shadowJob struct {
+	route     *boundRoute
+	primary   router.Backend
+	target    router.Backend
+	noise     bool
+	dryRun    bool
+	in        *http.Request // a frozen copy of the inbound request: its own header map
+	body      []byte        // the request body, buffered for replay
+	requestID string
+	traceID   string
+	peer      netip.Addr
+	trusted   bool
+	upstream  [2]*upstream
+	override  string
+	maxBody   int64
+	timeout   time.Duration
+	start     time.Time
+
+	primaryDone chan struct{}
+	primaryRes  captured
+	fellBack    bool // newpath could not answer; legacy did
+}
+
+// captured is one upstream answer held for comparison.
+type captured struct {
+	status   int
+	header   http.Header
+	body     *bytes.Buffer
+	complete bool   // the whole body was read, within max_body_bytes
+	outcome  string // for a shadow or noise call
+	err      error
+}
+
+func (c *captured) response() diff.Response {
+	return diff.Response{Status: c.status, Header: c.header, Body: c.body.Bytes()}
+}
+
+// planShadow decides whether the other side of x is also called, and if so
+// dispatches it. It returns the access log's shadow field.
+func (p *Proxy) planShadow(x *exchange) string {
+	rc := x.bound.cfg
+	if rc.Shadow.Percent <= 0 || rand.Float64()*100 >= rc.Shadow.Percent {
+		return "off"
+	}
+	rt := x.bound.rt
+	target := x.backend.Other()
+	safe := safeMethod(x.in.Method)
+	// Legacy never receives a shadowed write; newpath only as a dry run.
+	if !safe && (target != router.Newpath || !rc.Shadow.DryRun) {
+		rt.skip(target, outcomeSkippedUnsafe)
+		return outcomeSkippedUnsafe
+	}
+	cfg := x.st.cfg.Shadow
+	body, ok := bufferBody(x.in, cfg.MaxBodyBytes)
+	if !ok {
+		rt.skip(target, outcomeDroppedBodyTooLarge)
+		return outcomeDroppedBodyTooLarge
+	}
+	if !p.acquireShadow(cfg.MaxInFlight) {
+		rt.skip(target, outcomeDroppedSaturated)
+		return outcomeDroppedSaturated
+	}
+	in := x.in.Clone(context.WithoutCancel(x.in.Context()))
+	in.Body = nil
+	job := &shadowJob{
+		route:       x.bound,
+		primary:     x.backend,
+		target:      target,
+		noise:       safe && rc.Compare.NoisePercent > 0 && rand.Float64()*100 < rc.Compare.NoisePercent,
+		dryRun:      !safe,
+		in:          in,
+		body:        body,
+		requestID:   x.requestID,
+		traceID:     traceID(x.in.Header.Get("Traceparent")),
+		peer:        x.peer,
+		trusted:     x.trustedPeer,
+		upstream:    x.st.upstream,
+		override:    x.st.table.OverrideHeader(),
+		maxBody:     cfg.MaxBodyBytes,
+		timeout:     time.Duration(cfg.Timeout),
+		start:       x.start,
+		primaryDone: make(chan struct{}),
+	}
+	job.primaryRes.body = getBuffer()
+	x.job = job
+	p.shadows.Go(func() { p.runShadow(job) })
+	return "shadowed"
+}
+
+// bufferBody reads the request body for replay to the other side, up to max
+// bytes. A larger body is forwarded streaming to the primary, unread, and
+// not shadowed.
+func bufferBody(in *http.Request, max int64) ([]byte, bool) {
+	if in.Body == nil || in.Body == http.NoBody {
+		return nil, true
+	}
+	if in.ContentLength > max {
+		return nil, false
+	}
+	buf, err := io.ReadAll(io.LimitReader(in.Body, max+1))
+	if int64(len(buf)) > max || err != nil {
+		// Replay what was read, then the rest, to the primary.
+		in.Body = readCloser{io.MultiReader(bytes.NewReader(buf), in.Body), in.Body}
+		return nil, false
+	}
+	in.Body = io.NopCloser(bytes.NewReader(buf))
+	return buf, true
+}
+
+type readCloser struct {
+	io.Reader
+	io.Closer
+}
+
+// acquireShadow takes one of max shadow slots, or reports that all are
+// busy: excess shadows are dropped, never queued.
+func (p *Proxy) acquireShadow(max int) bool {
+	if n := p.shadowInFlight.Add(1); n > int64(max) {
+		p.shadowInFlight.Add(-1)
+		return false
+	}
+	p.metrics.shadowInFlight.Inc()
+	return true
+}
+
+func (p *Proxy) releaseShadow() {
+	p.shadowInFlight.Add(-1)
+	p.metrics.shadowInFlight.Dec()
+}
+
+// runShadow is the goroutine of one shadowJob, owned by p.shadows: it calls
+// the other side (and legacy again for a noise probe) on a context detached
+// from the client, waits for the primary to finish streaming, and compares.
+// It ends within about twice shadow.timeout, or at once when the proxy
+// drains shadows on shutdown.
+func (p *Proxy) runShadow(job *shadowJob) {
+	defer p.releaseShadow()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(job.in.Context()), job.timeout)
+	defer cancel()
+	stop := context.AfterFunc(p.stopShadows, cancel)
+	defer stop()
+
+	var noiseRes *captured
+	var wg sync.WaitGroup
+	if job.noise {
+		wg.Go(func() { noiseRes = p.call(ctx, job, router.Legacy, roleNoise) })
+	}
+	shadowRes := p.call(ctx, job, job.target, roleShadow)
+	wg.Wait()
+	rt := job.route.rt
+	rt.metrics.shadow[job.target][outcomeIndex(shadowRes.outcome)].Inc()
+	if noiseRes != nil {
+		rt.metrics.noiseProbes.Inc()
+	}
+	defer putBuffer(shadowRes.body)
+	if noiseRes != nil {
+		defer putBuffer(noiseRes.body)
+	}
+
+	// The primary may still be streaming to a slow client.
+	wait := time.NewTimer(job.timeout)
+	defer wait.Stop()
+	select {
+	case <-job.primaryDone:
+		defer putBuffer(job.primaryRes.body)
+	case <-wait.C:
+		rt.count(resultSkipped)
+		return
+	case <-p.stopShadows.Done():
+		rt.count(resultSkipped)
+		return
+	}
+	p.compare(job, shadowRes, noiseRes)
+}
+
+// call sends job's request to backend b with the shadow headers and reads
+// the answer up to max_body_bytes.
+func (p *Proxy) call(ctx context.Context, job *shadowJob, b router.Backend, role int) *captured {
+	u := job.upstream[b]
+	res := &captured{body: getBuffer()}
+	out := job.in.Clone(ctx)
+	out.RequestURI = ""
+	out.Close = false
+	if len(job.body) > 0 {
+		out.Body = io.NopCloser(bytes.NewReader(job.body))
+		out.ContentLength = int64(len(job.body))
+	} else {
+		out.Body = nil
+		out.ContentLength = 0
+	}
+	removeHopByHopHeaders(out.Header)
+	for _, h := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+		out.Header.Del(h)
+	}
+	pr := &httputil.ProxyRequest{In: job.in, Out: out}
+	u.prepare(pr, job.peer, job.trusted, job.requestID, job.override)
+	out.Header.Set(headerShadow, "1")
+	if job.dryRun && b == router.Newpath {
+		out.Header.Set(headerDryRun, "1")
+	}
+
+	start := time.Now()
+	resp, err := u.proxy.Transport.RoundTrip(out)
+	job.route.rt.metrics.upstream[b][role].Observe(time.Since(start).Seconds())
+	if err != nil {
+		res.err = err
+		res.outcome = outcomeFailed
+		var ne net.Error
+		if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+			res.outcome = outcomeTimeout
+		}
+		return res
+	}
+	defer resp.Body.Close()
+	res.status = resp.StatusCode
+	res.header = resp.Header
+	n, err := io.Copy(res.body, io.LimitReader(resp.Body, job.maxBody+1))
+	switch {
+	case err != nil && ctx.Err() != nil:
+		res.outcome, res.err = outcomeTimeout, err
+	case err != nil:
+		res.outcome, res.err = outcomeFailed, err
+	default:
+		res.outcome = outcomeSent
+		res.complete = n <= job.maxBody
+	}
+	return res
+}
+
+// removeHopByHopHeaders deletes the headers a proxy must not forward
+// (RFC 9110 §7.6.1): those named in Connection and the fixed list.
+func removeHopByHopHeaders(h http.Header) {
+	for _, v := range h.Values("Connection") {
+		for _, name := range bytes.Split([]byte(v), []byte{','}) {
+			if name = bytes.TrimSpace(name); len(name) > 0 {
+				h.Del(string(name))
+			}
+		}
+	}
+	for _, name := range []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"} {
+		h.Del(name)
+	}
+}
+
+// teeBody copies the primary's body into the job as it streams to the
+// client, up to max bytes.
+type teeBody struct {
+	io.ReadCloser
+	job *shadowJob
+}
+
+func (t *teeBody) Read(b []byte) (int, error) {
+	n, err := t.ReadCloser.Read(b)
+	res := &t.job.primaryRes
+	if n > 0 && res.body != nil {
+		if int64(res.body.Len()+n) > t.job.maxBody {
+			putBuffer(res.body)
+			res.body = nil // too large to compare; stop copying
+		} else {
+			res.body.Write(b[:n])
+		}
+	}
+	if err == io.EOF && res.body != nil {
+		res.complete = true
+	}
+	return n, err
+}
+
+// capturePrimary starts capturing the primary response of x's shadow job.
+func (x *exchange) capturePrimary(res *http.Response) {
+	job := x.job
+	job.primaryRes.status = res.StatusCode
+	job.primaryRes.header = res.Header.Clone()
+	if res.Body == nil || res.Body == http.NoBody {
+		job.primaryRes.complete = true
+		return
+	}
+	res.Body = &teeBody{ReadCloser: res.Body, job: job}
+}
+
+// finishPrimary hands the captured primary to the shadow goroutine.
+func (x *exchange) finishPrimary() {
+	job := x.job
+	if x.fallback != "" || x.noAnswer || x.clientGone {
+		job.fellBack = x.fallback != "" || x.noAnswer
+		job.primaryRes.complete = false
+	}
+	if job.primaryRes.body == nil {
+		job.primaryRes.body = getBuffer()
+		job.primaryRes.complete = false
+	}
+	close(job.primaryDone)
+}
+
+// DrainShadows waits for in-flight shadows and comparisons until ctx is
+// done, then cancels the rest; they count as skipped comparisons. It is
+// part of shutdown, after the servers stopped accepting.
+func (p *Proxy) DrainShadows(ctx context.Context) {
+	done := make(chan struct{})
+	go func() {
+		p.shadows.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return
+	case <-ctx.Done():
+	}
+	n := p.shadowInFlight.Load()
+	p.cancelShadows()
+	<-done
+	p.logger.Warn("dropped in-flight comparisons at shutdown", "count", n)
+}
+
+var buffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+func getBuffer() *bytes.Buffer { return buffers.Get().(*bytes.Buffer) }
+
+// putBuffer returns b to the pool unless it grew large: a few huge buffers
+// kept forever would pin memory.
+func putBuffer(b *bytes.Buffer) {
+	if b == nil || b.Cap() > 1<<20 {
+		return
+	}
+	b.Reset()
+	buffers.Put(b)
+}

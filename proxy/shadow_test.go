@@ -1,0 +1,619 @@
+package proxy
+
+import (
+	"bytes"
+	"compress/gzip"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+// orderBackend answers GET /orders/{id} with body(id) as JSON.
+func orderBackend(body func(id int) map[string]any) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, _ := strconv.Atoi(strings.TrimPrefix(r.URL.Path, "/orders/"))
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(body(id))
+	})
+}
+
+// sendOrders GETs /orders/0 .. /orders/n-1 through the proxy from 8
+// clients, each with its own X-User-Id.
+func sendOrders(t *testing.T, h *harness, n int) {
+	t.Helper()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for c := 0; c < 8; c++ {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				req, _ := http.NewRequest("GET", h.front.URL+"/orders/"+strconv.Itoa(i), nil)
+				req.Header.Set("X-User-Id", strconv.Itoa(i))
+				res, err := h.front.Client().Do(req)
+				if err != nil {
+					t.Errorf("GET /orders/%d: %v", i, err)
+					return
+				}
+				_, _ = io.Copy(io.Discard, res.Body)
+				res.Body.Close()
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// comparisons returns the route's comparison counts by result.
+func (h *harness) comparisons(route string) map[string]float64 {
+	out := map[string]float64{}
+	for _, r := range results {
+		out[r], _ = h.metric("strangler_comparisons_total", map[string]string{"route": route, "result": r})
+	}
+	return out
+}
+
+// waitCompared waits until n comparisons of route have a result.
+func (h *harness) waitCompared(route string, n int) map[string]float64 {
+	h.t.Helper()
+	var got map[string]float64
+	eventually(h.t, 30*time.Second, fmt.Sprintf("%d comparisons of %s", n, route), func() bool {
+		got = h.comparisons(route)
+		total := 0.0
+		for _, v := range got {
+			total += v
+		}
+		return total >= float64(n)
+	})
+	return got
+}
+
+// fieldSeries returns the label sets of a route's series of a metric.
+func (h *harness) fieldSeries(name, route string) []map[string]string {
+	families, err := h.reg.Gather()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	var out []map[string]string
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			labels := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				labels[lp.GetName()] = lp.GetValue()
+			}
+			if labels["route"] == route {
+				out = append(out, labels)
+			}
+		}
+	}
+	return out
+}
+
+func (h *harness) adminJSON(path string, v any) {
+	h.t.Helper()
+	admin := h.proxy.AdminHandler(AdminOptions{Gatherer: h.reg, Config: h.reloader})
+	req, _ := http.NewRequest("GET", path, nil)
+	rec := &responseRecorder{header: http.Header{}}
+	admin.ServeHTTP(rec, req)
+	if rec.status != http.StatusOK {
+		h.t.Fatalf("GET %s: %d %s", path, rec.status, rec.body.String())
+	}
+	if err := json.Unmarshal(rec.body.Bytes(), v); err != nil {
+		h.t.Fatalf("GET %s: %v", path, err)
+	}
+}
+
+type responseRecorder struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (r *responseRecorder) Header() http.Header         { return r.header }
+func (r *responseRecorder) Write(b []byte) (int, error) { return r.body.Write(b) }
+func (r *responseRecorder) WriteHeader(code int)        { r.status = code }
+
+const shadowAll = `
+sticky: { key: "header:X-User-Id" }
+routes:
+  - name: get-order
+    match: "GET /orders/{id}"
+    shadow: { percent: 100 }
+`
+
+func TestMismatchRateAndSamples(t *testing.T) {
+	legacy := orderBackend(func(id int) map[string]any {
+		return map[string]any{"id": id, "total_cents": 1000, "items": []any{map[string]any{"sku": "sku-1", "price_cents": 500}}}
+	})
+	newpath := orderBackend(func(id int) map[string]any {
+		total := 1000
+		if id%10 < 3 { // 30% of orders
+			total = 1001
+		}
+		return map[string]any{"id": id, "total_cents": total, "items": []any{map[string]any{"sku": "sku-1", "price_cents": 500}}}
+	})
+	h := newHarness(t, legacy, newpath, shadowAll)
+	const n = 2000
+	sendOrders(t, h, n)
+	got := h.waitCompared("get-order", n)
+
+	if rate := got["mismatch"] / n; rate < 0.27 || rate > 0.33 {
+		t.Errorf("mismatch rate = %.3f (%v); want 0.30 ± 0.03", rate, got)
+	}
+	if got["match"]+got["mismatch"] != n {
+		t.Errorf("results = %v; want only match and mismatch", got)
+	}
+	series := h.fieldSeries("strangler_field_differences_total", "get-order")
+	if len(series) != 1 || series[0]["field"] != "/body/total_cents" || series[0]["kind"] != "value" {
+		t.Errorf("field difference series = %v; want exactly /body/total_cents value", series)
+	}
+	if v, _ := h.metric("strangler_shadow_requests_total", map[string]string{"route": "get-order", "target": "newpath", "outcome": "sent"}); v != n {
+		t.Errorf(`shadow_requests_total{outcome="sent"} = %v; want %d`, v, n)
+	}
+	if v, _ := h.metric("strangler_upstream_request_duration_seconds", map[string]string{"route": "get-order", "backend": "newpath", "role": "shadow"}); v != n {
+		t.Errorf(`upstream duration {role="shadow"} count = %v; want %d`, v, n)
+	}
+
+	var div struct{ Samples []Sample }
+	h.adminJSON("/admin/divergences?route=get-order&limit=5", &div)
+	if len(div.Samples) != 5 {
+		t.Fatalf("samples = %d; want 5", len(div.Samples))
+	}
+	s := div.Samples[0]
+	if len(s.Differences) != 1 || s.Differences[0].Legacy != "1000" || s.Differences[0].Newpath != "1001" ||
+		s.Differences[0].Path != "/body/total_cents" || s.RequestID == "" || s.LegacyStatus != 200 || s.NewpathStatus != 200 {
+		t.Errorf("sample = %+v; want /body/total_cents 1000 vs 1001 with request id and statuses", s)
+	}
+	for i := 1; i < len(div.Samples); i++ {
+		if div.Samples[i].Time.After(div.Samples[i-1].Time) {
+			t.Error("samples are not newest first")
+		}
+	}
+}
+
+func randomHex() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func TestNoiseCancellation(t *testing.T) {
+	body := func(status string) func(int) map[string]any {
+		return func(id int) map[string]any {
+			return map[string]any{"id": id, "status": status, "request_uuid": randomHex(), "served_at": time.Now().Format(time.RFC3339Nano)}
+		}
+	}
+	newpathStatus := func(id int) map[string]any {
+		m := body("fulfilled")(id)
+		if id%5 == 0 { // a real difference on 20% of orders
+			m["status"] = "paid"
+		}
+		return m
+	}
+	h := newHarness(t, orderBackend(body("fulfilled")), orderBackend(newpathStatus), `
+sticky: { key: "header:X-User-Id" }
+routes:
+  - name: get-order
+    match: "GET /orders/{id}"
+    shadow: { percent: 100 }
+    compare: { noise_percent: 20 }
+`)
+	const n = 1000
+	sendOrders(t, h, n)
+	got := h.waitCompared("get-order", n)
+
+	// Until the first noise probe lands, nothing is known to be noise: a
+	// handful of early comparisons may count as mismatches.
+	if rate := got["mismatch"] / n; rate < 0.17 || rate > 0.25 {
+		t.Errorf("mismatch rate = %.3f (%v); want about the 20%% real differences", rate, got)
+	}
+	if rate := got["noise"] / n; rate < 0.75 {
+		t.Errorf("noise rate = %.3f (%v); want about 80%%", rate, got)
+	}
+	probes, _ := h.metric("strangler_noise_probes_total", map[string]string{"route": "get-order"})
+	if probes < 0.15*n || probes > 0.25*n {
+		t.Errorf("noise probes = %v; want about 20%% of %d", probes, n)
+	}
+
+	var routes struct{ Routes []routeView }
+	h.adminJSON("/admin/routes", &routes)
+	verdicts := map[string]string{}
+	for _, f := range routes.Routes[0].Fields {
+		verdicts[f.Field] = f.Verdict
+	}
+	want := map[string]string{"/body/request_uuid": "noisy", "/body/served_at": "noisy", "/body/status": "real"}
+	for field, v := range want {
+		if verdicts[field] != v {
+			t.Errorf("verdict of %s = %q; want %q (all: %v)", field, verdicts[field], v, verdicts)
+		}
+	}
+
+	var div struct{ Samples []Sample }
+	h.adminJSON("/admin/divergences?route=get-order&limit=20", &div)
+	for _, s := range div.Samples[:10] {
+		for _, d := range s.Differences {
+			if d.Path != "/body/status" {
+				t.Errorf("a recent mismatch sample lists noisy field %s", d.Path)
+			}
+		}
+	}
+}
+
+func TestIgnoreAndUnorderedThroughTheProxy(t *testing.T) {
+	order := func(price int, tags []string) map[string]any {
+		return map[string]any{
+			"items": []any{
+				map[string]any{"sku": "a", "price_cents": 100, "updated_at": randomHex()},
+				map[string]any{"sku": "b", "price_cents": price, "updated_at": randomHex()},
+			},
+			"tags": tags,
+		}
+	}
+	legacy := orderBackend(func(int) map[string]any { return order(200, []string{"x", "y", "z"}) })
+	newpath := orderBackend(func(id int) map[string]any {
+		price := 200
+		if id == 3 {
+			price = 250
+		}
+		return order(price, []string{"z", "x", "y"})
+	})
+	h := newHarness(t, legacy, newpath, `
+routes:
+  - name: get-order
+    match: "GET /orders/{id}"
+    shadow: { percent: 100 }
+    compare:
+      ignore: ["/body/items/*/updated_at"]
+      unordered: ["/body/tags"]
+`)
+	sendOrders(t, h, 10)
+	got := h.waitCompared("get-order", 10)
+	if got["match"] != 9 || got["mismatch"] != 1 {
+		t.Errorf("results = %v; want 9 match, 1 mismatch", got)
+	}
+	series := h.fieldSeries("strangler_field_differences_total", "get-order")
+	if len(series) != 1 || series[0]["field"] != "/body/items/*/price_cents" {
+		t.Errorf("field series = %v; want only /body/items/*/price_cents", series)
+	}
+}
+
+func gzipped(b []byte) []byte {
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	zw.Write(b)
+	zw.Close()
+	return buf.Bytes()
+}
+
+func TestEncodingsAndNonJSONBodies(t *testing.T) {
+	const doc = `{"id":1,"total_cents":1200,"items":[1,2,3]}`
+	tests := []struct {
+		name            string
+		legacy, newpath http.HandlerFunc
+		want            string
+	}{
+		{"gzip vs identity, equal JSON", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Content-Encoding", "gzip")
+			w.Write(gzipped([]byte(doc)))
+		}, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, "{ \"items\": [1, 2, 3.0], \"total_cents\": 1.2e3, \"id\": 1 }")
+		}, "match"},
+		{"text bodies equal", func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, "<html>ok</html>")
+		}, func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, "<html>ok</html>")
+		}, "match"},
+		{"text bodies differ", func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, "<html>ok</html>")
+		}, func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, "<html>OK</html>")
+		}, "mismatch"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, tt.legacy, tt.newpath, shadowAll)
+			h.get("/orders/1")
+			got := h.waitCompared("get-order", 1)
+			if got[tt.want] != 1 {
+				t.Errorf("results = %v; want one %s", got, tt.want)
+			}
+			if tt.want == "mismatch" {
+				series := h.fieldSeries("strangler_field_differences_total", "get-order")
+				if len(series) != 1 || series[0]["field"] != "/body" {
+					t.Errorf("field series = %v; want /body", series)
+				}
+			}
+		})
+	}
+}
+
+// writeRecorder counts the requests an upstream receives and keeps the
+// headers and body of the last.
+type writeRecorder struct {
+	mu     sync.Mutex
+	n      int
+	header http.Header
+	body   string
+}
+
+func (wr *writeRecorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	b, _ := io.ReadAll(r.Body)
+	wr.mu.Lock()
+	wr.n++
+	wr.header = r.Header.Clone()
+	wr.body = string(b)
+	wr.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	io.WriteString(w, `{"status":"paid"}`)
+}
+
+func (wr *writeRecorder) snapshot() (int, http.Header, string) {
+	wr.mu.Lock()
+	defer wr.mu.Unlock()
+	return wr.n, wr.header, wr.body
+}
+
+func TestUnsafeMethodsAreShadowedOnlyAsDryRunsToNewpath(t *testing.T) {
+	tests := []struct {
+		name          string
+		weight        int
+		dryRun        bool
+		wantShadowed  bool
+		target        string
+		wantOutcome   string
+		wantPrimaryOn string
+	}{
+		{"POST without dry_run is never shadowed", 0, false, false, "newpath", "skipped_unsafe", "legacy"},
+		{"POST with dry_run reaches newpath marked", 0, true, true, "newpath", "sent", "legacy"},
+		{"legacy never receives a shadowed POST", 100, true, false, "legacy", "skipped_unsafe", "newpath"},
+	}
+	const body = `{"user_id":1,"item_id":"sku-1","quantity":1}`
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			legacy, newpath := &writeRecorder{}, &writeRecorder{}
+			h := newHarness(t, legacy, newpath, fmt.Sprintf(`
+routes:
+  - name: create-order
+    match: "POST /orders"
+    weight: %d
+    shadow: { percent: 100, dry_run: %t }
+`, tt.weight, tt.dryRun))
+			req, _ := http.NewRequest("POST", h.front.URL+"/orders", strings.NewReader(body))
+			req.Header.Set("X-Request-Id", "req-42")
+			h.do(req)
+			h.waitCompared("create-order", 1)
+			if v, _ := h.metric("strangler_shadow_requests_total", map[string]string{"route": "create-order", "target": tt.target, "outcome": tt.wantOutcome}); v != 1 {
+				t.Errorf("shadow_requests_total{target=%q,outcome=%q} = %v; want 1", tt.target, tt.wantOutcome, v)
+			}
+			primary, shadow := legacy, newpath
+			if tt.wantPrimaryOn == "newpath" {
+				primary, shadow = newpath, legacy
+			}
+			if n, _, got := primary.snapshot(); n != 1 || got != body {
+				t.Errorf("primary received %d requests, body %q; want 1 with the body", n, got)
+			}
+			n, hdr, got := shadow.snapshot()
+			if !tt.wantShadowed {
+				if n != 0 {
+					t.Errorf("%s received %d shadowed writes; want 0", tt.target, n)
+				}
+				return
+			}
+			if n != 1 || got != body {
+				t.Fatalf("newpath received %d shadow requests, body %q; want 1 with the body", n, got)
+			}
+			for k, v := range map[string]string{"X-Strangler-Dry-Run": "1", "X-Strangler-Shadow": "1", "X-Request-Id": "req-42"} {
+				if hdr.Get(k) != v {
+					t.Errorf("shadow request %s = %q; want %q", k, hdr.Get(k), v)
+				}
+			}
+		})
+	}
+}
+
+func TestShadowAndNoiseCallsCarryTheRequestHeaders(t *testing.T) {
+	var mu sync.Mutex
+	var seen []http.Header
+	record := func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.Header.Clone())
+		mu.Unlock()
+		io.WriteString(w, `{}`)
+	}
+	h := newHarness(t, http.HandlerFunc(record), http.HandlerFunc(record), `
+routes:
+  - name: get-order
+    match: "GET /orders/{id}"
+    shadow: { percent: 100 }
+    compare: { noise_percent: 100 }
+`)
+	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	h.get("/orders/1", "X-Request-Id", "abc-1", "Traceparent", tp)
+	h.waitCompared("get-order", 1)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != 3 {
+		t.Fatalf("upstreams saw %d calls; want primary, shadow and noise", len(seen))
+	}
+	shadows := 0
+	for _, hdr := range seen {
+		if hdr.Get("X-Request-Id") != "abc-1" || hdr.Get("Traceparent") != tp {
+			t.Errorf("call headers %v; want the request id and traceparent on every call", hdr)
+		}
+		if hdr.Get("X-Strangler-Shadow") == "1" {
+			shadows++
+		}
+		if hdr.Get("X-Forwarded-For") != "127.0.0.1" {
+			t.Errorf("X-Forwarded-For = %q; want the peer", hdr.Get("X-Forwarded-For"))
+		}
+	}
+	if shadows != 2 {
+		t.Errorf("%d calls marked X-Strangler-Shadow; want 2 (shadow and noise)", shadows)
+	}
+}
+
+func TestRequestBodyOverTheCapIsForwardedButNotShadowed(t *testing.T) {
+	legacy, newpath := &writeRecorder{}, &writeRecorder{}
+	h := newHarness(t, legacy, newpath, `
+shadow: { max_body_bytes: 1024 }
+routes:
+  - name: create-order
+    match: "POST /orders"
+    shadow: { percent: 100, dry_run: true }
+`)
+	big := strings.Repeat("x", 4096)
+	for _, known := range []bool{true, false} { // Content-Length known, and chunked
+		var r io.Reader = strings.NewReader(big)
+		if !known {
+			r = io.MultiReader(r) // hides the length: sent chunked
+		}
+		req, _ := http.NewRequest("POST", h.front.URL+"/orders", r)
+		h.do(req)
+	}
+	h.waitCompared("create-order", 2)
+	if n, _, got := legacy.snapshot(); n != 2 || got != big {
+		t.Errorf("legacy received %d requests with a %d-byte body; want 2 with the whole %d bytes", n, len(got), len(big))
+	}
+	if n, _, _ := newpath.snapshot(); n != 0 {
+		t.Errorf("newpath received %d shadows of an oversized body; want 0", n)
+	}
+	if v, _ := h.metric("strangler_shadow_requests_total", map[string]string{"route": "create-order", "target": "newpath", "outcome": "dropped_body_too_large"}); v != 2 {
+		t.Errorf("dropped_body_too_large = %v; want 2", v)
+	}
+}
+
+func TestHangingNewpathIsBoundedAndLeaksNothing(t *testing.T) {
+	leaks := goleak.IgnoreCurrent()
+	release := make(chan struct{})
+	var hung atomic.Int64
+	hang := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hung.Add(1)
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	h := newHarness(t, orderBackend(func(id int) map[string]any { return map[string]any{"id": id} }), hang, `
+shadow: { max_in_flight: 4, timeout: 300ms }
+routes:
+  - name: get-order
+    match: "GET /orders/{id}"
+    shadow: { percent: 100 }
+`)
+	var maxSeen atomic.Int64
+	stopWatching := make(chan struct{})
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		for {
+			if n := h.proxy.shadowInFlight.Load(); n > maxSeen.Load() {
+				maxSeen.Store(n)
+			}
+			select {
+			case <-stopWatching:
+				return
+			default:
+				time.Sleep(time.Millisecond)
+			}
+		}
+	}()
+	const n = 40
+	sendOrders(t, h, n) // the client never waits on the hung shadows
+	got := h.waitCompared("get-order", n)
+	close(stopWatching)
+	<-watched
+
+	if m := maxSeen.Load(); m > 4 {
+		t.Errorf("%d shadows in flight at once; want at most max_in_flight 4", m)
+	}
+	timeouts, _ := h.metric("strangler_shadow_requests_total", map[string]string{"route": "get-order", "target": "newpath", "outcome": "timeout"})
+	dropped, _ := h.metric("strangler_shadow_requests_total", map[string]string{"route": "get-order", "target": "newpath", "outcome": "dropped_saturated"})
+	if timeouts == 0 || dropped == 0 || timeouts+dropped != n {
+		t.Errorf("timeouts %v + dropped_saturated %v; want both > 0, summing to %d (results %v)", timeouts, dropped, n, got)
+	}
+	if got["error"] != timeouts || got["skipped"] != dropped {
+		t.Errorf("results = %v; want error = timeouts and skipped = dropped", got)
+	}
+
+	close(release)
+	h.proxy.shadows.Wait()
+	if v, _ := h.metric("strangler_shadow_in_flight", nil); v != 0 {
+		t.Errorf("strangler_shadow_in_flight = %v after the hang; want 0", v)
+	}
+	h.front.Close()
+	h.legacy.Close()
+	h.newpath.Close()
+	for _, u := range h.proxy.state.Load().upstream {
+		u.proxy.Transport.(*http.Transport).CloseIdleConnections()
+	}
+	goleak.VerifyNone(t, leaks)
+}
+
+func TestFieldSeriesAreBounded(t *testing.T) {
+	var calls atomic.Int64
+	backend := func(body func(call int64) map[string]any) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(body(calls.Add(1)))
+		})
+	}
+	t.Run("10,000 data-like keys are one field", func(t *testing.T) {
+		prices := func(call int64) map[string]any {
+			m := map[string]int{}
+			for i := 0; i < 10000; i++ {
+				m[fmt.Sprintf("%d-%d", call, i)] = i // every call has its own keys
+			}
+			return map[string]any{"prices": m}
+		}
+		h := newHarness(t, backend(prices), backend(prices), shadowAll)
+		sendOrders(t, h, 5)
+		h.waitCompared("get-order", 5)
+		for _, s := range h.fieldSeries("strangler_field_differences_total", "get-order") {
+			if s["field"] != "/body/prices/{key}" {
+				t.Errorf("series with field %q; want only /body/prices/{key}", s["field"])
+			}
+		}
+	})
+	t.Run("at most 200 field labels, then other", func(t *testing.T) {
+		named := func(call int64) map[string]any {
+			// 10 groups of 30 named fields: 300 schema paths, none data-like.
+			groups := map[string]any{}
+			for g := 0; g < 10; g++ {
+				m := map[string]int64{}
+				for i := 0; i < 30; i++ {
+					m[fmt.Sprintf("field_%02d", i)] = call // every field differs
+				}
+				groups[fmt.Sprintf("group_%d", g)] = m
+			}
+			return groups
+		}
+		h := newHarness(t, backend(named), backend(named), shadowAll)
+		sendOrders(t, h, 5)
+		h.waitCompared("get-order", 5)
+		series := h.fieldSeries("strangler_field_differences_total", "get-order")
+		fields := map[string]bool{}
+		for _, s := range series {
+			fields[s["field"]] = true
+		}
+		if len(series) != maxFieldLabels+1 || !fields["other"] {
+			t.Errorf("%d field series (other present: %v); want %d named fields and other", len(series), fields["other"], maxFieldLabels)
+		}
+	})
+}
