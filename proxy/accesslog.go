@@ -10,7 +10,7 @@ import (
 func (p *Proxy) accessLog(x *exchange, status int, elapsed time.Duration) {
 	attrs := [...]slog.Attr{
 		slog.String("request_id", x.requestID),
-		slog.String("trace_id", traceID(x.in.Header.Get("Traceparent"))),
+		slog.String("trace_id", traceIDOf(x.in.Context())),
 		slog.String("route", x.route),
 		slog.String("backend", x.backend.String()),
 		slog.String("method", x.in.Method),
@@ -21,13 +21,4 @@ func (p *Proxy) accessLog(x *exchange, status int, elapsed time.Duration) {
 		slog.String("fallback", x.fallback),
 	}
 	p.logger.LogAttrs(context.Background(), slog.LevelInfo, "request", attrs[:]...)
-}
-
-// traceID returns the trace id of a W3C traceparent header
-// (version-traceid-parentid-flags), or "".
-func traceID(traceparent string) string {
-	if len(traceparent) < 55 || traceparent[2] != '-' || traceparent[35] != '-' {
-		return ""
-	}
-	return traceparent[3:35]
 }

@@ -81,16 +81,15 @@ func (rt *routeRuntime) count(result int) {
 	rt.cmp.mu.Unlock()
 }
 
-// compare judges one request's two answers and records the verdict.
-func (p *Proxy) compare(job *shadowJob, shadowRes, noiseRes *captured) {
+// compare judges one request's two answers, records field counts and a
+// sample of a mismatch, and returns the result.
+func (p *Proxy) compare(job *shadowJob, shadowRes, noiseRes *captured) int {
 	rt := job.route.rt
 	if job.fellBack || shadowRes.outcome != outcomeSent {
-		rt.count(resultError)
-		return
+		return resultError
 	}
 	if !shadowRes.complete || !job.primaryRes.complete || job.route.comparer == nil {
-		rt.count(resultSkipped) // too large to compare, or the client left
-		return
+		return resultSkipped // too large to compare, or the client left
 	}
 	legacy, newpath := &job.primaryRes, shadowRes
 	if job.primary == router.Newpath {
@@ -98,9 +97,8 @@ func (p *Proxy) compare(job *shadowJob, shadowRes, noiseRes *captured) {
 	}
 	raw, err := job.route.comparer.Compare(legacy.response(), newpath.response())
 	if err != nil {
-		rt.count(resultError)
 		p.logger.Debug("compare failed", "request_id", job.requestID, "route", rt.name, "error", err.Error())
-		return
+		return resultError
 	}
 	var noise []diff.Difference
 	probed := noiseRes != nil && noiseRes.outcome == outcomeSent && noiseRes.complete
@@ -110,9 +108,8 @@ func (p *Proxy) compare(job *shadowJob, shadowRes, noiseRes *captured) {
 		}
 	}
 	result, real := rt.judge(p.metrics, raw, noise, probed)
-	rt.count(result)
 	if result != resultMismatch {
-		return
+		return result
 	}
 	s := Sample{
 		Time:          time.Now().UTC(),
@@ -136,6 +133,7 @@ func (p *Proxy) compare(job *shadowJob, shadowRes, noiseRes *captured) {
 	rt.cmp.mu.Unlock()
 	p.logger.Info("divergence", "request_id", job.requestID, "trace_id", job.traceID, "route", rt.name,
 		"method", s.Method, "path", s.Path, "fields", fields)
+	return resultMismatch
 }
 
 // judge counts a comparison's raw and noise differences by field and kind,

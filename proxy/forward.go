@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/strangler-proxy/strangler/config"
 	"github.com/strangler-proxy/strangler/router"
 )
@@ -27,6 +29,7 @@ const (
 // exchange is one client request's journey through the proxy. The forwarding
 // hooks find it in the request context.
 type exchange struct {
+	proxy       *Proxy
 	start       time.Time
 	in          *http.Request
 	st          *state
@@ -41,6 +44,8 @@ type exchange struct {
 	shadow      string     // the access log's shadow field
 	job         *shadowJob // nil unless the other side is called too
 
+	span          trace.Span // the server span
+	upstreamSpan  trace.Span // the primary call's client span
 	upstreamStart time.Time
 	fallback      string // reason legacy answered instead of newpath
 	clientGone    bool
@@ -126,6 +131,7 @@ var _ httputil.BufferPool = (*bufferPool)(nil)
 func (u *upstream) rewrite(pr *httputil.ProxyRequest) {
 	x := exchangeFrom(pr.In.Context())
 	u.prepare(pr, x.peer, x.trustedPeer, x.requestID, x.st.table.OverrideHeader())
+	_, x.upstreamSpan = x.proxy.startClientSpan(pr.In.Context(), pr.Out.Header, u.backend.String(), "primary")
 	x.upstreamStart = time.Now()
 }
 
@@ -194,6 +200,7 @@ func (e errFallback) Error() string { return "newpath answered " + e.reason }
 func (p *Proxy) modifyResponse(res *http.Response) error {
 	x := exchangeFrom(res.Request.Context())
 	x.metrics.upstream[x.backend][rolePrimary].Observe(time.Since(x.upstreamStart).Seconds())
+	endSpan(x.upstreamSpan, res.StatusCode, nil)
 	if x.canFallback() {
 		switch res.StatusCode {
 		case http.StatusBadGateway:
@@ -231,6 +238,7 @@ func (p *Proxy) handleError(w http.ResponseWriter, out *http.Request, err error)
 	x := exchangeFrom(out.Context())
 	if x.in.Context().Err() != nil {
 		x.clientGone = true
+		endSpan(x.upstreamSpan, 0, err)
 		return
 	}
 	var fb errFallback
@@ -239,6 +247,7 @@ func (p *Proxy) handleError(w http.ResponseWriter, out *http.Request, err error)
 		reason = fb.reason
 	} else {
 		x.metrics.upstream[x.backend][rolePrimary].Observe(time.Since(x.upstreamStart).Seconds())
+		endSpan(x.upstreamSpan, 0, err)
 	}
 	if x.canFallback() {
 		x.fallback = reason

@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"go.opentelemetry.io/otel/trace/noop"
 )
 
 // legacyAPI serves the response shapes a proxy must pass through untouched.
@@ -294,16 +296,27 @@ func TestRequestID(t *testing.T) {
 }
 
 func TestTraceparentReachesUpstream(t *testing.T) {
-	rec := &recorder{}
-	h := newHarness(t, rec, nil, "")
 	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-	h.get("/x", "Traceparent", tp, "Tracestate", "vendor=1")
-	got := rec.last.Load().Header
-	if got.Get("Traceparent") != tp || got.Get("Tracestate") != "vendor=1" {
-		t.Errorf("upstream trace headers = %q, %q; want %q, %q", got.Get("Traceparent"), got.Get("Tracestate"), tp, "vendor=1")
-	}
-	if !strings.Contains(h.logs.String(), `"trace_id":"4bf92f3577b34da6a3ce929d0e0e4736"`) {
-		t.Error("access log lacks the trace id")
+	for _, tracing := range []bool{false, true} {
+		t.Run(fmt.Sprintf("tracing=%v", tracing), func(t *testing.T) {
+			rec := &recorder{}
+			h := newHarness(t, rec, nil, "")
+			if !tracing {
+				h.proxy.tracer = noop.NewTracerProvider().Tracer("") // the default: exporter none
+			}
+			h.get("/x", "Traceparent", tp, "Tracestate", "vendor=1")
+			got := rec.last.Load().Header
+			want := tp
+			if tracing { // the upstream continues from the proxy's client span
+				want = tp[:36] + h.spans.Ended()[0].SpanContext().SpanID().String() + "-01"
+			}
+			if got.Get("Traceparent") != want || got.Get("Tracestate") != "vendor=1" {
+				t.Errorf("upstream trace headers = %q, %q; want %q, %q", got.Get("Traceparent"), got.Get("Tracestate"), want, "vendor=1")
+			}
+			if !strings.Contains(h.logs.String(), `"trace_id":"4bf92f3577b34da6a3ce929d0e0e4736"`) {
+				t.Error("access log lacks the trace id")
+			}
+		})
 	}
 }
 

@@ -16,6 +16,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/strangler-proxy/strangler/config"
 )
@@ -31,6 +33,7 @@ type harness struct {
 	logs     *syncBuffer
 	reloader *config.Reloader
 	cfgPath  string
+	spans    *tracetest.SpanRecorder
 }
 
 // syncBuffer is a bytes.Buffer safe for the logger and the test to share.
@@ -84,7 +87,9 @@ func newHarness(t *testing.T, legacy, newpath http.Handler, yaml string) *harnes
 		t.Fatalf("load config: %v", err)
 	}
 	h.reloader = rl
-	h.proxy = New(rl.Current(), Options{Registerer: h.reg, Logger: logger, Version: "test"})
+	h.spans = tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(h.spans))
+	h.proxy = New(rl.Current(), Options{Registerer: h.reg, Logger: logger, Version: "test", TracerProvider: tp})
 	rl.Subscribe(h.proxy.Update)
 	h.front = httptest.NewUnstartedServer(h.proxy)
 	h.front.Config = NewServer(h.proxy, logger)

@@ -13,6 +13,12 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/strangler-proxy/strangler/config"
 	"github.com/strangler-proxy/strangler/proxy/diff"
@@ -31,6 +37,9 @@ type Options struct {
 	Version string
 	// Now is the clock. Default: time.Now.
 	Now func() time.Time
+	// TracerProvider makes the proxy's spans. Default: a no-op provider,
+	// which still propagates an inbound traceparent.
+	TracerProvider trace.TracerProvider
 }
 
 // Proxy is the client-facing handler. Configuration changes arrive through
@@ -40,6 +49,7 @@ type Proxy struct {
 	logger  *slog.Logger
 	metrics *metrics
 	now     func() time.Time
+	tracer  trace.Tracer
 
 	state atomic.Pointer[state]
 
@@ -98,6 +108,11 @@ func New(snap *config.Snapshot, opts Options) *Proxy {
 	if p.now == nil {
 		p.now = time.Now
 	}
+	tp := opts.TracerProvider
+	if tp == nil {
+		tp = noop.NewTracerProvider()
+	}
+	p.tracer = tp.Tracer(tracerName, trace.WithInstrumentationVersion(opts.Version))
 	p.stopShadows, p.cancelShadows = context.WithCancel(context.Background())
 	reg := opts.Registerer
 	if reg == nil {
@@ -190,6 +205,7 @@ func upstreamConfig(cfg *config.Config, b router.Backend) *config.Upstream {
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st := p.state.Load()
 	x := &exchange{
+		proxy:  p,
 		start:  p.now(),
 		st:     st,
 		peer:   peerAddr(r.RemoteAddr),
@@ -197,9 +213,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	x.requestID = requestID(r.Header.Get("X-Request-Id"))
 	x.trustedPeer = containsAddr(st.trusted, x.peer)
+	ctx := propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+	ctx, x.span = p.tracer.Start(ctx, "strangler", trace.WithSpanKind(trace.SpanKindServer))
 	// The forwarding hooks find the exchange in the context; x.in is the
 	// inbound request they see, so a fallback can forward it again.
-	x.in = r.WithContext(context.WithValue(r.Context(), exchangeKey{}, x))
+	x.in = r.WithContext(context.WithValue(ctx, exchangeKey{}, x))
 	x.route, x.metrics, x.shadow = "unmatched", st.unmatch, "off"
 	if i, ok := st.table.Match(r); ok {
 		br := st.routes[i]
@@ -235,6 +253,17 @@ func (p *Proxy) finish(x *exchange) {
 	}
 	x.metrics.requests[x.backend][class].Inc()
 	x.metrics.duration[x.backend].Observe(elapsed.Seconds())
+	x.span.SetName(x.in.Method + " " + x.route)
+	x.span.SetAttributes(
+		attribute.String("route", x.route),
+		attribute.String("backend", x.backend.String()),
+		attribute.Bool("shadowed", x.job != nil),
+		semconv.HTTPRequestMethodKey.String(x.in.Method),
+		semconv.HTTPResponseStatusCode(status))
+	if class == codeError || status >= 500 {
+		x.span.SetStatus(codes.Error, "")
+	}
+	x.span.End()
 	if x.st.cfg.Log.Access {
 		p.accessLog(x, status, elapsed)
 	}

@@ -13,6 +13,9 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/strangler-proxy/strangler/proxy/diff"
 	"github.com/strangler-proxy/strangler/router"
 )
@@ -120,7 +123,7 @@ func (p *Proxy) planShadow(x *exchange) string {
 		in:          in,
 		body:        body,
 		requestID:   x.requestID,
-		traceID:     traceID(x.in.Header.Get("Traceparent")),
+		traceID:     traceIDOf(x.in.Context()),
 		peer:        x.peer,
 		trusted:     x.trustedPeer,
 		upstream:    x.st.upstream,
@@ -219,7 +222,11 @@ func (p *Proxy) runShadow(job *shadowJob) {
 		rt.count(resultSkipped)
 		return
 	}
-	p.compare(job, shadowRes, noiseRes)
+	_, span := p.tracer.Start(job.in.Context(), "compare", trace.WithAttributes(attribute.String("route", rt.name)))
+	result := p.compare(job, shadowRes, noiseRes)
+	rt.count(result)
+	span.SetAttributes(attribute.String("result", results[result]))
+	span.End()
 }
 
 // call sends job's request to backend b with the shadow headers and reads
@@ -247,10 +254,15 @@ func (p *Proxy) call(ctx context.Context, job *shadowJob, b router.Backend, role
 	if job.dryRun && b == router.Newpath {
 		out.Header.Set(headerDryRun, "1")
 	}
+	// The shadow belongs to the request's trace, and links to its span so
+	// tools that follow links find it from the request too.
+	request := trace.Link{SpanContext: trace.SpanContextFromContext(job.in.Context())}
+	_, span := p.startClientSpan(job.in.Context(), out.Header, b.String(), roles[role], request)
 
 	start := time.Now()
 	resp, err := u.proxy.Transport.RoundTrip(out)
 	job.route.rt.metrics.upstream[b][role].Observe(time.Since(start).Seconds())
+	defer func() { endSpan(span, res.status, res.err) }()
 	if err != nil {
 		res.err = err
 		res.outcome = outcomeFailed

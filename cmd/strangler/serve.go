@@ -56,7 +56,18 @@ func serve(ctx context.Context, path string, grace time.Duration, stderr io.Writ
 	cfg := rl.Current().Config
 	setLevel(level, cfg.Log.Level)
 
-	p := proxy.New(rl.Current(), proxy.Options{Registerer: reg, Logger: logger, Version: buildVersion()})
+	tp, flushTraces, err := proxy.NewTracerProvider(ctx, cfg.Tracing, "strangler", buildVersion(), stderr)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := flushTraces(fctx); err != nil {
+			logger.Warn("flush traces", "error", err.Error())
+		}
+	}()
+	p := proxy.New(rl.Current(), proxy.Options{Registerer: reg, Logger: logger, Version: buildVersion(), TracerProvider: tp})
 	rl.Subscribe(p.Update)
 	rl.Subscribe(func(s *config.Snapshot) { setLevel(level, s.Config.Log.Level) })
 
