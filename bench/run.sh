@@ -12,6 +12,7 @@
 #   bash bench/run.sh
 #   BENCH_REPEAT=5 BENCH_DURATION=20s BENCH_CONNECTIONS=128 bash bench/run.sh
 #   BENCH_TARGETS="bare strangler-split" bash bench/run.sh
+#   BENCH_SLOW_SHADOW=1 bash bench/run.sh   # also the slow-shadow isolation check and soak
 #
 # Adding a row: write a run_<key> function that starts what it needs, calls
 # bench_target "row name" URL, and stops what it started; then add <key> to
@@ -31,9 +32,33 @@ BENCH_WARMUP=${BENCH_WARMUP:-2s}
 BENCH_REPEAT=${BENCH_REPEAT:-3}
 # How long a started process may take to become ready, in seconds.
 BENCH_READY_TIMEOUT=${BENCH_READY_TIMEOUT:-20}
+# shadow.max_in_flight of the strangler shadow rows: above the default 256,
+# so that shadows dropped at saturation do not flatter the shadow row.
+BENCH_SHADOW_MAX_IN_FLIGHT=${BENCH_SHADOW_MAX_IN_FLIGHT:-1024}
+# shadow.max_in_flight of the slow-shadow check and soak: the config default,
+# because bounding what a slow newpath can hold is what keeps the client
+# isolated, and that is the behaviour users get.
+BENCH_SLOW_MAX_IN_FLIGHT=${BENCH_SLOW_MAX_IN_FLIGHT:-256}
+SHADOW_MAX_IN_FLIGHT=$BENCH_SHADOW_MAX_IN_FLIGHT
+# BENCH_SLOW_SHADOW=1: the opt-in latency-isolation check (SPEC.md §13): a
+# third legacyorders answering after BENCH_SLOW_LATENCY is the newpath, the
+# rows SLOW_TARGETS measure strangler's client p99 with shadow 100% to it
+# against shadow off, and a BENCH_SOAK_DURATION soak of shadow 100% reports
+# strangler's RSS and dropped shadows.
+BENCH_SLOW_SHADOW=${BENCH_SLOW_SHADOW:-}
+BENCH_SLOW_LATENCY=${BENCH_SLOW_LATENCY:-2s}
+# BENCH_SLOW_RATE=N: pace the slow-shadow rows and the soak at about N
+# requests a second in all (wrk's delay() per connection) instead of wrk's
+# usual saturating load, so that their p99 shows latency rather than
+# queueing for the CPU. Unset: saturating, like every other row.
+BENCH_SLOW_RATE=${BENCH_SLOW_RATE:-}
+BENCH_SOAK_DURATION=${BENCH_SOAK_DURATION:-60s}
 
 # Rows, in table order. The names are the keys of the run_<key> functions.
-ALL_TARGETS="direct bare nginx-split strangler-split"
+ALL_TARGETS="direct bare nginx-split strangler-split nginx-mirror strangler-shadow"
+# The rows of the slow-shadow check: not in the default set, added by
+# BENCH_SLOW_SHADOW=1 (or named in BENCH_TARGETS).
+SLOW_TARGETS="strangler-slow-off strangler-slow-shadow"
 BENCH_TARGETS=${BENCH_TARGETS:-$ALL_TARGETS}
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -47,6 +72,11 @@ ROW_NAMES=()
 declare -A SAMPLES=()
 # Per row name, one "VmRSS_MB VmHWM_MB" pair per round, joined by ";".
 declare -A RSS=()
+# Per "row name/series/label value", a counter from strangler's /metrics
+# summed over the row's rounds (record_shadow_metrics).
+declare -A SHADOW_STATS=()
+# Row names with SHADOW_STATS, in table order.
+SHADOW_ROWS=()
 # The current round, 1..BENCH_REPEAT.
 ROUND=0
 # Process groups started by this script (each child runs in its own session).
@@ -245,6 +275,23 @@ function request()
   return wrk.format(nil, nil, { ["X-User-Id"] = user })
 end
 LUA
+	if [[ -n $BENCH_SLOW_RATE ]]; then
+		# Each connection waits connections/rate seconds between requests
+		# (less whatever the answer took: about rate requests a second).
+		cp "$BENCH_TMP/users.lua" "$BENCH_TMP/paced.lua"
+		awk -v c="$BENCH_CONNECTIONS" -v r="$BENCH_SLOW_RATE" 'BEGIN {
+			printf "\nfunction delay()\n  return %d\nend\n", c * 1000 / r
+		}' >>"$BENCH_TMP/paced.lua"
+	fi
+}
+
+# slow_wrk_script: the wrk script of the slow-shadow rows and the soak.
+slow_wrk_script() {
+	if [[ -n $BENCH_SLOW_RATE ]]; then
+		echo "$BENCH_TMP/paced.lua"
+	else
+		echo "$BENCH_TMP/users.lua"
+	fi
 }
 
 # parse_wrk FILE: prints "rps p50_ms p99_ms non2xx socket_errors".
@@ -272,15 +319,16 @@ parse_wrk() {
 	}' "$1"
 }
 
-# bench_target NAME URL: checks URL answers 2xx, warms it up, measures it with
-# wrk and records this round's sample of the row NAME.
+# bench_target NAME URL [WRK_SCRIPT]: checks URL answers 2xx, warms it up,
+# measures it with wrk (script users.lua unless WRK_SCRIPT) and records this
+# round's sample of the row NAME.
 bench_target() {
-	local name=$1 url=$2 code out slug
+	local name=$1 url=$2 script=${3:-$BENCH_TMP/users.lua} code out slug
 	code=$(http_status "$url" -H "X-User-Id: 1")
 	[[ $code == 2* ]] || die "$name: GET $url answered $code, want 2xx (is BENCH_PATH=$BENCH_PATH a seeded order?)"
 
 	slug=${name//[^A-Za-z0-9]/_}-r$ROUND
-	local wrk_args=(-t "$BENCH_THREADS" -c "$BENCH_CONNECTIONS" -s "$BENCH_TMP/users.lua")
+	local wrk_args=(-t "$BENCH_THREADS" -c "$BENCH_CONNECTIONS" -s "$script")
 	log "round $ROUND/$BENCH_REPEAT: $name: warm-up $BENCH_WARMUP"
 	wrk "${wrk_args[@]}" -d "$BENCH_WARMUP" "$url" >"$BENCH_TMP/wrk-$slug-warmup.txt" 2>&1 ||
 		die "$name: wrk warm-up failed: $(cat "$BENCH_TMP/wrk-$slug-warmup.txt")"
@@ -302,7 +350,10 @@ bench_target() {
 
 start_upstreams() {
 	local -a ports
-	read -r -a ports <<<"$(free_ports 4)"
+	local slow=''
+	[[ " $BENCH_TARGETS " != *" strangler-slow-"* ]] || slow=1
+	# All ports in one call: a port picked but not yet bound is not in use.
+	read -r -a ports <<<"$(free_ports $((${slow:+2} + 4)))"
 	LEGACY_PORT=${ports[0]}
 	NEWPATH_PORT=${ports[2]}
 
@@ -315,8 +366,21 @@ start_upstreams() {
 		"$LEGACYORDERS_BIN" --listen "127.0.0.1:${ports[2]}" --downstream-listen "127.0.0.1:${ports[3]}"
 	NEWPATH_PID=$STARTED_PID
 
+	if [[ -n $slow ]]; then
+		# The slow newpath of the slow-shadow check: every order API
+		# request waits BENCH_SLOW_LATENCY; /healthz answers at once.
+		SLOW_NEWPATH_PORT=${ports[4]}
+		start_bg "slow newpath (--latency $BENCH_SLOW_LATENCY)" "$BENCH_TMP/slow-newpath.log" \
+			"$LEGACYORDERS_BIN" --listen "127.0.0.1:${ports[4]}" --downstream-listen "127.0.0.1:${ports[5]}" \
+			--latency "$BENCH_SLOW_LATENCY"
+		SLOW_NEWPATH_PID=$STARTED_PID
+	fi
+
 	wait_ready "legacy upstream" "$LEGACY_PID" "$BENCH_TMP/legacy.log" "http://127.0.0.1:$LEGACY_PORT$BENCH_PATH" any
 	wait_ready "newpath stand-in" "$NEWPATH_PID" "$BENCH_TMP/newpath.log" "http://127.0.0.1:$NEWPATH_PORT$BENCH_PATH" any
+	if [[ -n $slow ]]; then
+		wait_ready "slow newpath" "$SLOW_NEWPATH_PID" "$BENCH_TMP/slow-newpath.log" "http://127.0.0.1:$SLOW_NEWPATH_PORT/healthz" 200
+	fi
 }
 
 # ---------------------------------------------------------------- rows
@@ -336,11 +400,58 @@ run_bare() {
 	stop_bg "$pid"
 }
 
-# write_nginx_conf FILE PORT: nginx splitting 10% of users to the newpath by
-# X-User-Id, the closest nginx gets to strangler's sticky split.
+# write_nginx_conf FILE PORT MODE: nginx in front of both upstreams.
+#   split:  10% of users to the newpath by X-User-Id, the closest nginx gets
+#           to strangler's sticky split;
+#   mirror: every request to legacy, and a copy of it to the newpath with the
+#           mirror module, whose answer nginx discards (it cannot compare).
 write_nginx_conf() {
-	local file=$1 port=$2 dir
+	local file=$1 port=$2 mode=$3 dir locations split=''
 	dir=$(dirname "$file")
+	# The upstream settings of every proxied location: HTTP/1.1 with an
+	# empty Connection header keeps upstream connections alive, as
+	# strangler's transport does. Single quotes: nginx variables, not bash's.
+	# shellcheck disable=SC2016
+	local upstream_headers='            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Host $host;'
+	case $mode in
+	split)
+		split="
+    split_clients \"\${http_x_user_id}\" \$bench_backend {
+        10%     newpath;
+        *       legacy;
+    }
+"
+		locations="        location / {
+            proxy_pass http://\$bench_backend;
+$upstream_headers
+        }"
+		;;
+	mirror)
+		# The mirror subrequest's own URI is /mirror; $request_uri is the
+		# client's. nginx reads the client's next request on a keep-alive
+		# connection only once the mirror has answered, so a slow mirror
+		# would slow the client; here the newpath is as fast as legacy.
+		locations="        location / {
+            mirror /mirror;
+            mirror_request_body on;
+            proxy_pass http://legacy;
+$upstream_headers
+        }
+
+        location = /mirror {
+            internal;
+            proxy_pass http://newpath\$request_uri;
+$upstream_headers
+            proxy_set_header X-Strangler-Shadow 1;
+        }"
+		;;
+	*) die "write_nginx_conf: unknown mode $mode" ;;
+	esac
 	cat >"$file" <<EOF
 # Generated by bench/run.sh; runs in the foreground with every path in $dir.
 daemon off;
@@ -373,26 +484,11 @@ http {
         server 127.0.0.1:$NEWPATH_PORT;
         keepalive 256;
     }
-
-    split_clients "\${http_x_user_id}" \$bench_backend {
-        10%     newpath;
-        *       legacy;
-    }
-
+$split
     server {
         listen 127.0.0.1:$port;
 
-        location / {
-            proxy_pass http://\$bench_backend;
-            # HTTP/1.1 with an empty Connection header keeps upstream
-            # connections alive, as strangler's transport does.
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host \$host;
-            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto \$scheme;
-            proxy_set_header X-Forwarded-Host \$host;
-        }
+$locations
     }
 }
 EOF
@@ -409,55 +505,227 @@ start_nginx() {
 	start_bg "nginx" "$dir/nginx.out" "$NGINX_BIN" -p "$dir" -e "$dir/error.log" -c "$conf"
 }
 
-run_nginx_split() {
-	local port dir="$BENCH_TMP/nginx-split" pid
+# run_nginx MODE NAME: the row NAME of nginx in MODE (see write_nginx_conf).
+run_nginx() {
+	local mode=$1 name=$2 port dir="$BENCH_TMP/nginx-$1" pid
 	mkdir -p "$dir"
 	port=$(free_ports 1)
-	write_nginx_conf "$dir/nginx.conf" "$port"
+	write_nginx_conf "$dir/nginx.conf" "$port" "$mode"
 	start_nginx "$dir/nginx.conf"
 	pid=$STARTED_PID
 	wait_ready "nginx" "$pid" "$dir/error.log" "http://127.0.0.1:$port$BENCH_PATH" any
-	bench_target "nginx split_clients 10%" "http://127.0.0.1:$port$BENCH_PATH"
+	bench_target "$name" "http://127.0.0.1:$port$BENCH_PATH"
 	stop_bg "$pid"
 }
 
-# write_strangler_conf FILE PORT ADMIN_PORT
+run_nginx_split() {
+	run_nginx split "nginx split_clients 10%"
+}
+
+run_nginx_mirror() {
+	run_nginx mirror "nginx mirror 100%"
+}
+
+# write_strangler_conf FILE PORT ADMIN_PORT NEWPATH_PORT WEIGHT SHADOW_PERCENT:
+# route get-order with WEIGHT percent of users on the newpath at NEWPATH_PORT,
+# and SHADOW_PERCENT of its requests also sent to the other side and compared
+# field by field (without noise probes: noise_percent 0).
 write_strangler_conf() {
 	cat >"$1" <<EOF
 listen: "127.0.0.1:$2"
 admin: { listen: "127.0.0.1:$3" }
 upstreams:
   legacy:  { url: "http://127.0.0.1:$LEGACY_PORT" }
-  newpath: { url: "http://127.0.0.1:$NEWPATH_PORT" }
+  newpath: { url: "http://127.0.0.1:$4" }
 sticky: { key: "header:X-User-Id", salt: "bench" }
+shadow: { max_in_flight: $SHADOW_MAX_IN_FLIGHT, timeout: 5s }
 routes:
   - name: get-order
     match: "GET /orders/{id}"
-    weight: 10
+    weight: $5
+    shadow: { percent: $6 }
+    compare: { noise_percent: 0 }
 EOF
+}
+
+# start_strangler KEY NEWPATH_PORT WEIGHT SHADOW_PERCENT: writes
+# $BENCH_TMP/KEY.yaml (see write_strangler_conf), starts strangler on it with
+# its log in $BENCH_TMP/KEY.log and waits for its /healthz. Sets
+# STRANGLER_PID, STRANGLER_PORT and STRANGLER_ADMIN (the admin port).
+start_strangler() {
+	local key=$1
+	read -r STRANGLER_PORT STRANGLER_ADMIN <<<"$(free_ports 2)"
+	write_strangler_conf "$BENCH_TMP/$key.yaml" "$STRANGLER_PORT" "$STRANGLER_ADMIN" "$2" "$3" "$4"
+	# The JSON access log goes to stderr and stays on: it is part of the cost.
+	start_bg "strangler ($key)" "$BENCH_TMP/$key.log" \
+		"$STRANGLER_BIN" serve --config "$BENCH_TMP/$key.yaml"
+	STRANGLER_PID=$STARTED_PID
+	wait_ready "strangler" "$STRANGLER_PID" "$BENCH_TMP/$key.log" "http://127.0.0.1:$STRANGLER_ADMIN/healthz" 200
+}
+
+# proc_mem PID: prints "VmRSS_MB VmHWM_MB" of PID.
+proc_mem() {
+	awk '/^VmRSS:/ { rss = $2 } /^VmHWM:/ { hwm = $2 }
+		END { printf "%.1f %.1f\n", rss / 1024, hwm / 1024 }' "/proc/$1/status"
 }
 
 # record_rss NAME PID: records VmRSS and VmHWM of PID (in MB) after this
 # round's run of the row NAME; print_table sums them up under the table.
 record_rss() {
 	local name=$1 pair
-	pair=$(awk '/^VmRSS:/ { rss = $2 } /^VmHWM:/ { hwm = $2 }
-		END { printf "%.1f %.1f", rss / 1024, hwm / 1024 }' "/proc/$2/status")
+	pair=$(proc_mem "$2")
 	RSS[$name]+="${RSS[$name]:+;}$pair"
 }
 
+# ---------------------------------------------------------------- /metrics
+
+# metric_sums FILE METRIC LABEL: of the series METRIC{...,route="get-order",...}
+# in FILE (Prometheus text format), prints "VALUE SUM" per value of LABEL,
+# summed over the other labels; with LABEL empty, one line "total SUM".
+metric_sums() {
+	awk -v metric="$2" -v label="$3" '
+	index($0, metric "{") == 1 && index($0, "route=\"get-order\"") {
+		key = "total"
+		if (label != "" && match($0, "[{,]" label "=\"[^\"]*\"")) {
+			key = substr($0, RSTART + length(label) + 3, RLENGTH - length(label) - 4)
+		}
+		sum[key] += $NF
+	}
+	END { for (k in sum) printf "%s %.0f\n", k, sum[k] }' "$1"
+}
+
+# shadow_in_flight ADMIN_PORT: prints strangler_shadow_in_flight, -1 when
+# /metrics does not answer.
+shadow_in_flight() {
+	{ curl -s --max-time 2 "http://127.0.0.1:$1/metrics" 2>/dev/null || true; } |
+		awk '$1 == "strangler_shadow_in_flight" { v = $2 } END { printf "%d\n", (v == "" ? -1 : v) }'
+}
+
+# wait_shadows_idle ADMIN_PORT: waits until strangler has no shadow call in
+# flight (each ends within about twice shadow.timeout), so that every
+# comparison of the run is counted before /metrics is read.
+wait_shadows_idle() {
+	local deadline=$((SECONDS + 15)) n
+	while :; do
+		n=$(shadow_in_flight "$1")
+		((n != 0)) || return 0
+		if ((SECONDS >= deadline)); then
+			log "still $n shadow calls in flight after 15 s; reading /metrics anyway"
+			return 0
+		fi
+		sleep 0.2
+	done
+}
+
+# record_shadow_metrics NAME ADMIN_PORT: once strangler's shadows are done,
+# adds its counters of route get-order (requests, comparisons by result,
+# shadow calls by outcome) to the sums of the row NAME. Each round's
+# strangler starts from zero, so the sums cover all rounds, warm-ups included.
+record_shadow_metrics() {
+	local name=$1 file series metric value sum
+	wait_shadows_idle "$2"
+	file="$BENCH_TMP/metrics-${name//[^A-Za-z0-9]/_}-r$ROUND.txt"
+	curl -sf --max-time 5 -o "$file" "http://127.0.0.1:$2/metrics" ||
+		die "$name: GET http://127.0.0.1:$2/metrics failed"
+	if [[ ! -v "SHADOW_STATS[$name/rounds]" ]]; then
+		SHADOW_ROWS+=("$name")
+		SHADOW_STATS[$name/rounds]=0
+	fi
+	SHADOW_STATS[$name/rounds]=$((${SHADOW_STATS[$name/rounds]} + 1))
+	for series in strangler_requests_total: strangler_comparisons_total:result strangler_shadow_requests_total:outcome; do
+		metric=${series%%:*}
+		while read -r value sum; do
+			[[ -n $value ]] || continue
+			SHADOW_STATS[$name/$metric/$value]=$((${SHADOW_STATS[$name/$metric/$value]:-0} + sum))
+		done <<<"$(metric_sums "$file" "$metric" "${series#*:}")"
+	done
+}
+
+# shadow_note NAME: one line on the comparisons and shadow calls of the row
+# NAME, from record_shadow_metrics.
+shadow_note() {
+	local name=$1 k v requests compared=0 results='' outcomes='' rounds pct
+	requests=${SHADOW_STATS[$name/strangler_requests_total/total]:-0}
+	for k in match mismatch noise error skipped; do
+		v=${SHADOW_STATS[$name/strangler_comparisons_total/$k]:-0}
+		[[ $k == error || $k == skipped ]] || compared=$((compared + v))
+		results+="${results:+, }$k $v"
+	done
+	for k in sent dropped_saturated failed timeout dropped_body_too_large skipped_unsafe; do
+		v=${SHADOW_STATS[$name/strangler_shadow_requests_total/$k]:-0}
+		# The last two cannot happen on a GET without a body; shown if they do.
+		[[ $v != 0 || ($k != dropped_body_too_large && $k != skipped_unsafe) ]] || continue
+		outcomes+="${outcomes:+, }$k $v"
+	done
+	rounds=${SHADOW_STATS[$name/rounds]}
+	pct=$(awk -v a="$compared" -v b="$requests" 'BEGIN { if (b == 0) print "n/a"; else printf "%.1f%%\n", 100 * a / b }')
+	printf '%s: compared %s of %s requests (%s); shadow calls: %s (strangler /metrics, route get-order, %s run%s with warm-ups)\n' \
+		"$name" "$pct" "$requests" "$results" "$outcomes" "$rounds" "$([[ $rounds == 1 ]] || echo s)"
+}
+
+# ---------------------------------------------------------------- strangler rows
+
 run_strangler_split() {
-	local port admin pid
-	read -r port admin <<<"$(free_ports 2)"
-	write_strangler_conf "$BENCH_TMP/strangler.yaml" "$port" "$admin"
-	# The JSON access log goes to stderr and stays on: it is part of the cost.
-	start_bg "strangler" "$BENCH_TMP/strangler.log" \
-		"$STRANGLER_BIN" serve --config "$BENCH_TMP/strangler.yaml"
-	pid=$STARTED_PID
-	wait_ready "strangler" "$pid" "$BENCH_TMP/strangler.log" "http://127.0.0.1:$admin/healthz" 200
-	bench_target "strangler split 10%" "http://127.0.0.1:$port$BENCH_PATH"
-	record_rss "strangler split 10%" "$pid"
-	stop_bg "$pid"
+	start_strangler strangler-split "$NEWPATH_PORT" 10 0
+	bench_target "strangler split 10%" "http://127.0.0.1:$STRANGLER_PORT$BENCH_PATH"
+	record_rss "strangler split 10%" "$STRANGLER_PID"
+	stop_bg "$STRANGLER_PID"
+}
+
+# run_strangler_shadow: every request served by legacy and also sent to the
+# newpath stand-in, the two JSON answers compared field by field.
+run_strangler_shadow() {
+	local name="strangler shadow 100%"
+	start_strangler strangler-shadow "$NEWPATH_PORT" 0 100
+	bench_target "$name" "http://127.0.0.1:$STRANGLER_PORT$BENCH_PATH"
+	record_rss "$name" "$STRANGLER_PID"
+	record_shadow_metrics "$name" "$STRANGLER_ADMIN"
+	stop_bg "$STRANGLER_PID"
+}
+
+# The slow-shadow check (BENCH_SLOW_SHADOW=1): the same strangler in front of
+# legacy and the slow newpath, shadow off and shadow 100%; print_table
+# compares their client p99.
+SLOW_LOAD=${BENCH_SLOW_RATE:+, paced ${BENCH_SLOW_RATE}/s}
+SLOW_OFF_NAME="strangler shadow off (${BENCH_SLOW_LATENCY} newpath$SLOW_LOAD)"
+SLOW_ON_NAME="strangler shadow 100% (${BENCH_SLOW_LATENCY} newpath$SLOW_LOAD)"
+
+run_strangler_slow_off() {
+	SHADOW_MAX_IN_FLIGHT=$BENCH_SLOW_MAX_IN_FLIGHT start_strangler strangler-slow-off "$SLOW_NEWPATH_PORT" 0 0
+	bench_target "$SLOW_OFF_NAME" "http://127.0.0.1:$STRANGLER_PORT$BENCH_PATH" "$(slow_wrk_script)"
+	record_rss "$SLOW_OFF_NAME" "$STRANGLER_PID"
+	stop_bg "$STRANGLER_PID"
+}
+
+run_strangler_slow_shadow() {
+	SHADOW_MAX_IN_FLIGHT=$BENCH_SLOW_MAX_IN_FLIGHT start_strangler strangler-slow-shadow "$SLOW_NEWPATH_PORT" 0 100
+	bench_target "$SLOW_ON_NAME" "http://127.0.0.1:$STRANGLER_PORT$BENCH_PATH" "$(slow_wrk_script)"
+	record_rss "$SLOW_ON_NAME" "$STRANGLER_PID"
+	record_shadow_metrics "$SLOW_ON_NAME" "$STRANGLER_ADMIN"
+	stop_bg "$STRANGLER_PID"
+}
+
+# run_soak: BENCH_SOAK_DURATION of wrk (after a BENCH_WARMUP warm-up) on
+# strangler with shadow 100% to the slow newpath, after the rounds; sets SOAK_NAME, SOAK_RESULT ("rps p50 p99
+# non2xx socket_errors") and SOAK_MEM ("VmRSS_MB VmHWM_MB" right after wrk).
+run_soak() {
+	local file="$BENCH_TMP/wrk-soak.txt" url
+	SOAK_NAME="soak ${BENCH_SOAK_DURATION} of $SLOW_ON_NAME"
+	SHADOW_MAX_IN_FLIGHT=$BENCH_SLOW_MAX_IN_FLIGHT start_strangler strangler-soak "$SLOW_NEWPATH_PORT" 0 100
+	url="http://127.0.0.1:$STRANGLER_PORT$BENCH_PATH"
+	local wrk_args=(-t "$BENCH_THREADS" -c "$BENCH_CONNECTIONS" -s "$(slow_wrk_script)")
+	log "soak: $SLOW_ON_NAME: warm-up $BENCH_WARMUP"
+	wrk "${wrk_args[@]}" -d "$BENCH_WARMUP" "$url" >"$BENCH_TMP/wrk-soak-warmup.txt" 2>&1 ||
+		die "soak: wrk warm-up failed: $(cat "$BENCH_TMP/wrk-soak-warmup.txt")"
+	log "soak: $SLOW_ON_NAME: wrk --latency -d $BENCH_SOAK_DURATION $url"
+	wrk "${wrk_args[@]}" -d "$BENCH_SOAK_DURATION" --latency "$url" >"$file" 2>&1 ||
+		die "soak: wrk failed: $(cat "$file")"
+	SOAK_MEM=$(proc_mem "$STRANGLER_PID")
+	SOAK_RESULT=$(parse_wrk "$file") || die "soak: cannot parse wrk output: $(cat "$file")"
+	log "soak: wrk answered: $SOAK_RESULT (req/s p50 p99 non-2xx socket-errors); VmRSS VmHWM MB: $SOAK_MEM"
+	ROUND=soak
+	record_shadow_metrics "$SOAK_NAME" "$STRANGLER_ADMIN"
+	stop_bg "$STRANGLER_PID"
 }
 
 # ---------------------------------------------------------------- table
@@ -519,6 +787,59 @@ pad() {
 	fi
 }
 
+# median_of NAME COLUMN: the median of field COLUMN (1 = rps, 2 = p50,
+# 3 = p99) of the row NAME; nothing when the row was not measured.
+median_of() {
+	local m _
+	[[ -v "SAMPLES[$1]" ]] || return 0
+	read -r m _ _ <<<"$(summarize "$2" "${SAMPLES[$1]}")"
+	echo "$m"
+}
+
+# verdict VALUE OP LIMIT: "met" when VALUE OP LIMIT holds (OP is >=, <= or
+# <), "MISSED" when not, "n/a" without a VALUE.
+verdict() {
+	awk -v v="$1" -v op="$2" -v l="$3" 'BEGIN {
+		if (v == "n/a" || v == "") { print "n/a"; exit }
+		ok = op == ">=" ? v + 0 >= l + 0 : op == "<=" ? v + 0 <= l + 0 : v + 0 < l + 0
+		print ok ? "met" : "MISSED"
+	}'
+}
+
+# print_targets: below the table, the ratios SPEC.md §13 sets targets for,
+# for the rows this run measured.
+print_targets() {
+	local -a lines=()
+	local r p a b
+	a="strangler split 10%" b="bare httputil.ReverseProxy"
+	if [[ -v "SAMPLES[$a]" && -v "SAMPLES[$b]" ]]; then
+		r=$(ratio "$(median_of "$a" 1)" "$(median_of "$b" 1)")
+		p=$(ratio "$(median_of "$a" 3)" "$(median_of "$b" 3)")
+		lines+=("$a vs $b: req/s ${r}× (target ≥ 1.0×: $(verdict "$r" '>=' 1.0)), p99 ${p}× (target ≤ 1.2×: $(verdict "$p" '<=' 1.2))")
+	fi
+	a="strangler shadow 100%" b="nginx mirror 100%"
+	if [[ -v "SAMPLES[$a]" && -v "SAMPLES[$b]" ]]; then
+		r=$(ratio "$(median_of "$a" 1)" "$(median_of "$b" 1)")
+		p=$(ratio "$(median_of "$a" 3)" "$(median_of "$b" 3)")
+		lines+=("$a vs $b: req/s ${r}× (target ≥ 1.0×: $(verdict "$r" '>=' 1.0)); p99 ${p}× (no target; nginx does no comparison)")
+	fi
+	a=$SLOW_ON_NAME b=$SLOW_OFF_NAME
+	if [[ -v "SAMPLES[$a]" && -v "SAMPLES[$b]" ]]; then
+		r=$(ratio "$(median_of "$a" 1)" "$(median_of "$b" 1)")
+		p=$(ratio "$(median_of "$a" 3)" "$(median_of "$b" 3)")
+		lines+=("$a vs shadow off: client p99 ${p}× (target < 1.10×: $(verdict "$p" '<' 1.10)); req/s ${r}×")
+	fi
+	if [[ -n ${SOAK_MEM:-} ]]; then
+		local rss hwm rps p99 non2xx sockerr
+		read -r rss hwm <<<"$SOAK_MEM"
+		read -r rps _ p99 non2xx sockerr <<<"$SOAK_RESULT"
+		lines+=("$SOAK_NAME: VmRSS $rss MB after it (target < 150 MB: $(verdict "$rss" '<' 150)), peak VmHWM $hwm MB; $(printf '%.0f' "$rps") req/s, p99 $(printf '%.2f' "$p99") ms, $non2xx non-2xx, $sockerr socket errors")
+	fi
+	((${#lines[@]} > 0)) || return 0
+	printf '\nTargets (SPEC.md §13; ratios of the medians above):\n\n'
+	printf -- '- %s\n' "${lines[@]}"
+}
+
 print_table() {
 	local name base_rps='' base_p99='' rps rmin rmax p50 p99 _
 	if [[ -v "SAMPLES[bare httputil.ReverseProxy]" ]]; then
@@ -547,8 +868,8 @@ print_table() {
 
 	local rounds="$BENCH_REPEAT rounds"
 	((BENCH_REPEAT > 1)) || rounds="1 round"
-	printf '\nnproc=%s  date=%s  %s  wrk -t%s -c%s -d%s --latency (warm-up %s)  %s, medians  GET %s\n\n' \
-		"$(nproc)" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(go env GOVERSION)" \
+	printf '\nnproc=%s  busy before/after=%s/%s  date=%s  %s  wrk -t%s -c%s -d%s --latency (warm-up %s)  %s, medians  GET %s\n\n' \
+		"$(nproc)" "$BUSY_BEFORE" "$BUSY_AFTER" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(go env GOVERSION)" \
 		"$BENCH_THREADS" "$BENCH_CONNECTIONS" "$BENCH_DURATION" "$BENCH_WARMUP" "$rounds" "$BENCH_PATH"
 	local n=0 line sep
 	for line in "${lines[@]}"; do
@@ -572,8 +893,12 @@ print_table() {
 		fi
 		n=$((n + 1))
 	done
+	print_targets
 	for name in "${ROW_NAMES[@]}"; do
 		[[ ! -v "RSS[$name]" ]] || NOTES+=("$(rss_note "$name")")
+	done
+	for name in "${SHADOW_ROWS[@]}"; do
+		NOTES+=("$(shadow_note "$name")")
 	done
 	if ((${#NOTES[@]} > 0)); then
 		printf '\n'
@@ -583,14 +908,49 @@ print_table() {
 
 # ---------------------------------------------------------------- main
 
+# cpu_busy: the percentage of all cores' time spent busy during one second,
+# from /proc/stat. Before the bench starts anything (and after it stopped
+# every row), that is someone else's load on the cores the rows share.
+cpu_busy() {
+	local a b
+	a=$(awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat)
+	sleep 1
+	b=$(awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat)
+	awk -v a="$a" -v b="$b" 'BEGIN {
+		split(a, x, " "); split(b, y, " ")
+		busy = y[1] - x[1]; idle = y[2] - x[2]
+		printf "%.0f%%\n", (busy + idle > 0) ? 100 * busy / (busy + idle) : 0
+	}'
+}
+
+# warn_busy PERCENT WHEN: a warning on stderr when PERCENT is above 10%.
+warn_busy() {
+	((${1%\%} <= 10)) ||
+		log "warning: the CPU was $1 busy $2 the bench, with none of its processes running: the numbers will be noisy"
+}
+
 main() {
 	local key
+	case $BENCH_SLOW_SHADOW in
+	1)
+		for key in $SLOW_TARGETS; do
+			[[ " $BENCH_TARGETS " == *" $key "* ]] || BENCH_TARGETS+=" $key"
+		done
+		;;
+	'' | 0) ;;
+	*) die "BENCH_SLOW_SHADOW=$BENCH_SLOW_SHADOW: want 1, 0 or empty" ;;
+	esac
 	for key in $BENCH_TARGETS; do
-		[[ " $ALL_TARGETS " == *" $key "* ]] || die "unknown target $key in BENCH_TARGETS; known: $ALL_TARGETS"
+		[[ " $ALL_TARGETS $SLOW_TARGETS " == *" $key "* ]] ||
+			die "unknown target $key in BENCH_TARGETS; known: $ALL_TARGETS $SLOW_TARGETS"
 	done
 	[[ $BENCH_REPEAT =~ ^[1-9][0-9]*$ ]] || die "BENCH_REPEAT=$BENCH_REPEAT: want a positive integer"
+	[[ -z $BENCH_SLOW_RATE || $BENCH_SLOW_RATE =~ ^[1-9][0-9]*$ ]] ||
+		die "BENCH_SLOW_RATE=$BENCH_SLOW_RATE: want a positive integer (requests a second) or nothing"
 	ensure_tools
 	ensure_binaries
+	BUSY_BEFORE=$(cpu_busy)
+	warn_busy "$BUSY_BEFORE" before
 
 	trap cleanup EXIT
 	trap 'exit 130' INT
@@ -613,6 +973,10 @@ main() {
 			"run_${key//-/_}"
 		done
 	done
+	[[ $BENCH_SLOW_SHADOW != 1 ]] || run_soak
+	# Every proxy is stopped; the backends are idle.
+	BUSY_AFTER=$(cpu_busy)
+	warn_busy "$BUSY_AFTER" after
 	print_table
 }
 
