@@ -63,25 +63,38 @@ func BenchmarkBareReverseProxy(b *testing.B) {
 	serveLoop(b, rp)
 }
 
+// newBenchProxy starts a proxy in front of two order backends with the
+// given route YAML.
+func newBenchProxy(b *testing.B, extra, route string) *Proxy {
+	legacy, newpath := benchBackend(b), benchBackend(b)
+	path := filepath.Join(b.TempDir(), "strangler.yaml")
+	yaml := "upstreams:\n  legacy: { url: \"" + legacy.URL + "\" }\n  newpath: { url: \"" + newpath.URL + "\" }\n" +
+		"sticky: { key: \"header:X-User-Id\" }\n" + extra + "routes:\n  - " + route + "\n"
+	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	rl, err := config.NewReloader(path, config.ReloaderOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	logger := slog.New(slog.NewJSONHandler(io.Discard, nil))
+	return New(rl.Current(), Options{Registerer: prometheus.NewRegistry(), Logger: logger})
+}
+
+// BenchmarkStranglerShadow is every request shadowed and compared.
+func BenchmarkStranglerShadow(b *testing.B) {
+	p := newBenchProxy(b, "shadow: { max_in_flight: 100000 }\n", `{ name: get-order, match: "GET /orders/{id}", shadow: { percent: 100 } }`)
+	serveLoop(b, p)
+	p.shadows.Wait()
+}
+
 // BenchmarkStranglerSplit is the proxy in split mode: route match, sticky
 // assignment at weight 10, metrics and the JSON access log.
 func BenchmarkStranglerSplit(b *testing.B) {
 	for _, access := range []bool{false, true} {
 		b.Run("access_log="+strconv.FormatBool(access), func(b *testing.B) {
-			legacy, newpath := benchBackend(b), benchBackend(b)
-			path := filepath.Join(b.TempDir(), "strangler.yaml")
-			yaml := "upstreams:\n  legacy: { url: \"" + legacy.URL + "\" }\n  newpath: { url: \"" + newpath.URL + "\" }\n" +
-				"sticky: { key: \"header:X-User-Id\" }\nlog: { access: " + strconv.FormatBool(access) + " }\n" +
-				"routes:\n  - { name: get-order, match: \"GET /orders/{id}\", weight: 10 }\n"
-			if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
-				b.Fatal(err)
-			}
-			rl, err := config.NewReloader(path, config.ReloaderOptions{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			logger := slog.New(slog.NewJSONHandler(io.Discard, nil))
-			p := New(rl.Current(), Options{Registerer: prometheus.NewRegistry(), Logger: logger})
+			p := newBenchProxy(b, "log: { access: "+strconv.FormatBool(access)+" }\n",
+				`{ name: get-order, match: "GET /orders/{id}", weight: 10 }`)
 			serveLoop(b, p)
 		})
 	}
