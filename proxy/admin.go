@@ -2,13 +2,16 @@ package proxy
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -56,6 +59,7 @@ func (p *Proxy) AdminHandler(opts AdminOptions) http.Handler {
 	})
 	mux.HandleFunc("GET /admin/routes", p.serveRoutes)
 	mux.HandleFunc("GET /admin/divergences", p.serveDivergences)
+	mux.HandleFunc("POST /admin/routes/{name}/rearm", p.serveRearm)
 	return mux
 }
 
@@ -136,45 +140,89 @@ func redactURL(s string) string {
 
 // routeView is one route of /admin/routes.
 type routeView struct {
-	Name            string  `json:"name"`
-	Match           string  `json:"match"`
-	Weight          float64 `json:"weight"`
-	EffectiveWeight float64 `json:"effective_weight"`
-	Guard           string  `json:"guard"`
-	Fallback        bool    `json:"fallback"`
-	ShadowPercent   float64 `json:"shadow_percent"`
-	DryRun          bool    `json:"dry_run"`
-	NoisePercent    float64 `json:"noise_percent"`
+	Name            string    `json:"name"`
+	Match           string    `json:"match"`
+	Weight          float64   `json:"weight"`
+	EffectiveWeight float64   `json:"effective_weight"`
+	Guard           GuardView `json:"guard"`
+	Fallback        bool      `json:"fallback"`
+	ShadowPercent   float64   `json:"shadow_percent"`
+	DryRun          bool      `json:"dry_run"`
+	NoisePercent    float64   `json:"noise_percent"`
 	// Comparisons counts results since the route was configured.
 	Comparisons ComparisonCounts `json:"comparisons"`
 	// Fields are the fields that ever differed, with their noise verdicts.
 	Fields []FieldVerdict `json:"fields"`
+	// Readiness is the promotion verdict over the route's window.
+	Readiness Readiness `json:"readiness"`
 }
 
 func (p *Proxy) serveRoutes(w http.ResponseWriter, r *http.Request) {
 	st := p.state.Load()
 	views := make([]routeView, 0, len(st.routes))
 	for _, br := range st.routes {
-		guard := "none"
-		if br.cfg.Guard != nil {
-			guard = "armed"
-		}
-		counts, fields := br.rt.cmp.report()
-		views = append(views, routeView{
-			DryRun:          br.cfg.Shadow.DryRun,
-			NoisePercent:    br.cfg.Compare.NoisePercent,
-			Comparisons:     counts,
-			Fields:          fields,
-			Name:            br.cfg.Name,
-			Match:           br.cfg.Match,
-			Weight:          br.cfg.Weight,
-			EffectiveWeight: float64(br.rt.effectiveBasisPoints.Load()) / 100,
-			Guard:           guard,
-			Fallback:        br.cfg.Fallback,
-			ShadowPercent:   br.cfg.Shadow.Percent,
-		})
+		views = append(views, p.routeView(br))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"routes": views})
+}
+
+func (p *Proxy) routeView(br *boundRoute) routeView {
+	counts, fields := br.rt.cmp.report()
+	return routeView{
+		Name:            br.cfg.Name,
+		Match:           br.cfg.Match,
+		Weight:          br.cfg.Weight,
+		EffectiveWeight: float64(br.rt.effectiveBasisPoints.Load()) / 100,
+		Guard:           br.guardView(),
+		Fallback:        br.cfg.Fallback,
+		ShadowPercent:   br.cfg.Shadow.Percent,
+		DryRun:          br.cfg.Shadow.DryRun,
+		NoisePercent:    br.cfg.Compare.NoisePercent,
+		Comparisons:     counts,
+		Fields:          fields,
+		Readiness:       readiness(br.cfg, br.rt.win.sum(p.now())),
+	}
+}
+
+// serveRearm lifts a route's tripped guard. It is a mutation, so it needs
+// the bearer token.
+func (p *Proxy) serveRearm(w http.ResponseWriter, r *http.Request) {
+	st := p.state.Load()
+	if !authorized(w, r, st.cfg.Admin.TokenEnv) {
+		return
+	}
+	name := r.PathValue("name")
+	for _, br := range st.routes {
+		if br.rt.name == name {
+			p.rearm(br, "admin")
+			writeJSON(w, http.StatusOK, p.routeView(br))
+			return
+		}
+	}
+	writeJSON(w, http.StatusNotFound, map[string]string{"error": fmt.Sprintf("no route named %q", name)})
+}
+
+// authorized checks the bearer token of a mutating admin call against the
+// environment variable tokenEnv names, in constant time. Without a token
+// configured every mutation is refused with the way to configure one.
+func authorized(w http.ResponseWriter, r *http.Request, tokenEnv string) bool {
+	token := ""
+	if tokenEnv != "" {
+		token = os.Getenv(tokenEnv)
+	}
+	if token == "" {
+		writeJSON(w, http.StatusForbidden, map[string]string{"error": fmt.Sprintf(
+			"admin mutations are disabled: set the environment variable named by admin.token_env (%q) to a secret token and restart, then send Authorization: Bearer <token>",
+			tokenEnv)})
+		return false
+	}
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="strangler admin"`)
+		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "missing or wrong bearer token"})
+		return false
+	}
+	return true
 }
 
 // serveDivergences answers recent mismatch samples, newest first, of one

@@ -20,6 +20,10 @@ import (
 // (SPEC §6); later fields are labelled "other".
 const maxFieldLabels = 200
 
+// minNoiseProbes is how many noise probes a route that probes needs before
+// its differences can be judged real.
+const minNoiseProbes = 5
+
 // maxSampleDifferences bounds the differences a sample keeps.
 const maxSampleDifferences = 20
 
@@ -107,7 +111,7 @@ func (p *Proxy) compare(job *shadowJob, shadowRes, noiseRes *captured) int {
 			probed, noise = false, nil
 		}
 	}
-	result, real := rt.judge(p.metrics, raw, noise, probed)
+	result, real := rt.judge(p.metrics, raw, noise, probed, job.route.cfg.Compare.NoisePercent > 0)
 	if result != resultMismatch {
 		return result
 	}
@@ -139,8 +143,11 @@ func (p *Proxy) compare(job *shadowJob, shadowRes, noiseRes *captured) int {
 // judge counts a comparison's raw and noise differences by field and kind,
 // and returns its result with the differences that are real: not masked by
 // this request's own noise probe, and not in a field whose noise rate
-// explains its raw rate.
-func (rt *routeRuntime) judge(m *metrics, raw, noise []diff.Difference, probed bool) (int, []diff.Difference) {
+// explains its raw rate. On a route that probes for noise, a difference
+// seen before minNoiseProbes probes cannot be told from noise yet: the
+// comparison is skipped rather than called a mismatch that could trip a
+// guard on a cold start.
+func (rt *routeRuntime) judge(m *metrics, raw, noise []diff.Difference, probed, noiseOn bool) (int, []diff.Difference) {
 	c := &rt.cmp
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -161,8 +168,11 @@ func (rt *routeRuntime) judge(m *metrics, raw, noise []diff.Difference, probed b
 		}
 		real = append(real, d)
 	}
-	if len(real) == 0 {
+	switch {
+	case len(real) == 0:
 		return resultNoise, nil
+	case noiseOn && c.probes < minNoiseProbes:
+		return resultSkipped, nil
 	}
 	return resultMismatch, real
 }

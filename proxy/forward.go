@@ -199,8 +199,12 @@ func (e errFallback) Error() string { return "newpath answered " + e.reason }
 
 func (p *Proxy) modifyResponse(res *http.Response) error {
 	x := exchangeFrom(res.Request.Context())
-	x.metrics.upstream[x.backend][rolePrimary].Observe(time.Since(x.upstreamStart).Seconds())
+	latency := time.Since(x.upstreamStart)
+	x.metrics.upstream[x.backend][rolePrimary].Observe(latency.Seconds())
 	endSpan(x.upstreamSpan, res.StatusCode, nil)
+	if x.bound != nil {
+		p.recordCall(x.bound, x.backend, latency, res.StatusCode >= 500)
+	}
 	if x.canFallback() {
 		switch res.StatusCode {
 		case http.StatusBadGateway:
@@ -246,8 +250,12 @@ func (p *Proxy) handleError(w http.ResponseWriter, out *http.Request, err error)
 	if errors.As(err, &fb) {
 		reason = fb.reason
 	} else {
-		x.metrics.upstream[x.backend][rolePrimary].Observe(time.Since(x.upstreamStart).Seconds())
+		latency := time.Since(x.upstreamStart)
+		x.metrics.upstream[x.backend][rolePrimary].Observe(latency.Seconds())
 		endSpan(x.upstreamSpan, 0, err)
+		if x.bound != nil {
+			p.recordCall(x.bound, x.backend, latency, true)
+		}
 	}
 	if x.canFallback() {
 		x.fallback = reason

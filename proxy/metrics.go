@@ -9,7 +9,7 @@ import (
 )
 
 // durationBuckets span 1 ms to 10 s (SPEC §8).
-var durationBuckets = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
+var durationBuckets = [...]float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
 
 // codeClasses are the values of the code label; codeError is a request that
 // got no upstream answer.
@@ -75,6 +75,8 @@ type metrics struct {
 	fieldDifferences *prometheus.CounterVec
 	noiseDifferences *prometheus.CounterVec
 	noiseProbes      *prometheus.CounterVec
+	guardTripped     *prometheus.GaugeVec
+	guardTrips       *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, version string) *metrics {
@@ -86,12 +88,12 @@ func newMetrics(reg prometheus.Registerer, version string) *metrics {
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "strangler_request_duration_seconds",
 			Help:    "Client request duration as the proxy saw it, to the end of the response body.",
-			Buckets: durationBuckets,
+			Buckets: durationBuckets[:],
 		}, []string{"route", "backend"}),
 		upstream: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "strangler_upstream_request_duration_seconds",
 			Help:    "Upstream call duration, to the response headers, by role (primary, shadow, noise).",
-			Buckets: durationBuckets,
+			Buckets: durationBuckets[:],
 		}, []string{"route", "backend", "role"}),
 		fallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "strangler_fallbacks_total",
@@ -129,6 +131,14 @@ func newMetrics(reg prometheus.Registerer, version string) *metrics {
 			Name: "strangler_noise_probes_total",
 			Help: "Requests sent to legacy a second time to measure noise.",
 		}, []string{"route"}),
+		guardTripped: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "strangler_guard_tripped",
+			Help: "Whether the route's guard has tripped (1): newpath serves none of its traffic until re-armed.",
+		}, []string{"route"}),
+		guardTrips: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "strangler_guard_trips_total",
+			Help: "Guard trips by route and reason (error_rate, divergence).",
+		}, []string{"route", "reason"}),
 	}
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "strangler_build_info",
@@ -136,7 +146,8 @@ func newMetrics(reg prometheus.Registerer, version string) *metrics {
 	}, []string{"version", "goversion"})
 	buildInfo.WithLabelValues(version, runtime.Version()).Set(1)
 	reg.MustRegister(m.requests, m.duration, m.upstream, m.fallbacks, m.weight, m.effective, buildInfo,
-		m.shadowRequests, m.shadowInFlight, m.comparisons, m.fieldDifferences, m.noiseDifferences, m.noiseProbes)
+		m.shadowRequests, m.shadowInFlight, m.comparisons, m.fieldDifferences, m.noiseDifferences, m.noiseProbes,
+		m.guardTripped, m.guardTrips)
 	return m
 }
 
@@ -170,8 +181,16 @@ func (m *metrics) forRoute(route string) *routeMetrics {
 		rm.comparisons[r] = m.comparisons.WithLabelValues(route, result)
 	}
 	rm.noiseProbes = m.noiseProbes.WithLabelValues(route)
-	for _, reason := range fallbackReasons {
-		m.fallbacks.WithLabelValues(route, reason)
+	if route != "unmatched" {
+		m.guardTripped.WithLabelValues(route)
+		for _, reason := range tripReasons {
+			m.guardTrips.WithLabelValues(route, reason)
+		}
+	}
+	if route != "unmatched" { // unmatched requests never fall back
+		for _, reason := range fallbackReasons {
+			m.fallbacks.WithLabelValues(route, reason)
+		}
 	}
 	return rm
 }
@@ -190,4 +209,6 @@ func (m *metrics) forget(route string) {
 	m.fieldDifferences.DeletePartialMatch(l)
 	m.noiseDifferences.DeletePartialMatch(l)
 	m.noiseProbes.DeletePartialMatch(l)
+	m.guardTripped.DeletePartialMatch(l)
+	m.guardTrips.DeletePartialMatch(l)
 }

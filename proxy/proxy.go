@@ -92,6 +92,8 @@ type routeRuntime struct {
 	// effectiveBasisPoints is the weight after guards.
 	effectiveBasisPoints atomic.Int64
 	cmp                  compareState
+	win                  *window
+	guard                guardState
 }
 
 // New returns a Proxy serving snap.
@@ -119,6 +121,8 @@ func New(snap *config.Snapshot, opts Options) *Proxy {
 		reg = prometheus.NewRegistry()
 	}
 	p.metrics = newMetrics(reg, opts.Version)
+	reg.MustRegister(readinessCollector{p: p, desc: prometheus.NewDesc("strangler_route_ready",
+		"Whether the route is ready for promotion (1) by the readiness rule over its window.", []string{"route"}, nil)})
 	p.Update(snap)
 	return p
 }
@@ -145,6 +149,12 @@ func (p *Proxy) Update(snap *config.Snapshot) {
 		trusted: cfg.TrustedProxyPrefixes(),
 	}
 	seen := map[string]bool{"unmatched": true}
+	previous := map[string]*config.Route{}
+	if old := p.state.Load(); old != nil {
+		for _, br := range old.routes {
+			previous[br.rt.name] = br.cfg
+		}
+	}
 	for i := range cfg.Routes {
 		rc := &cfg.Routes[i]
 		rt := p.runtimeFor(rc.Name)
@@ -152,16 +162,22 @@ func (p *Proxy) Update(snap *config.Snapshot) {
 		if err != nil {
 			p.logger.Error("compile compare options; comparisons of this route count as errors", "route", rc.Name, "error", err.Error())
 		}
-		st.routes[i] = &boundRoute{cfg: rc, rt: rt, comparer: comparer}
+		br := &boundRoute{cfg: rc, rt: rt, comparer: comparer}
+		st.routes[i] = br
 		rt.cmp.mu.Lock()
 		rt.cmp.samples.resize(cfg.DivergenceStore.SamplesPerRoute)
 		rt.cmp.mu.Unlock()
 		seen[rc.Name] = true
-		// Guards (a later change) lower the effective weight; until then it
-		// follows the configured one.
-		rt.effectiveBasisPoints.Store(int64(rc.WeightBasisPoints()))
 		p.metrics.weight.WithLabelValues(rc.Name).Set(rc.Weight / 100)
-		p.metrics.effective.WithLabelValues(rc.Name).Set(rc.Weight / 100)
+		prev := previous[rc.Name]
+		if prev == nil || windowOf(prev) != windowOf(rc) {
+			rt.win.reset(windowOf(rc))
+		}
+		if rt.guard.tripped.Load() && prev != nil && prev.Weight == rc.Weight && rc.Guard != nil {
+			continue // still tripped: the effective weight stays 0
+		}
+		// A changed weight is how ops re-arm a tripped guard from the YAML.
+		p.rearm(br, "config")
 	}
 	for name := range p.routes {
 		if !seen[name] {
@@ -188,7 +204,7 @@ func (p *Proxy) Update(snap *config.Snapshot) {
 func (p *Proxy) runtimeFor(name string) *routeRuntime {
 	rt, ok := p.routes[name]
 	if !ok {
-		rt = &routeRuntime{name: name, metrics: p.metrics.forRoute(name)}
+		rt = &routeRuntime{name: name, metrics: p.metrics.forRoute(name), win: newWindow(defaultWindow)}
 		p.routes[name] = rt
 	}
 	return rt

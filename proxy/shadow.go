@@ -225,6 +225,7 @@ func (p *Proxy) runShadow(job *shadowJob) {
 	_, span := p.tracer.Start(job.in.Context(), "compare", trace.WithAttributes(attribute.String("route", rt.name)))
 	result := p.compare(job, shadowRes, noiseRes)
 	rt.count(result)
+	p.recordComparison(job.route, result)
 	span.SetAttributes(attribute.String("result", results[result]))
 	span.End()
 }
@@ -261,8 +262,12 @@ func (p *Proxy) call(ctx context.Context, job *shadowJob, b router.Backend, role
 
 	start := time.Now()
 	resp, err := u.proxy.Transport.RoundTrip(out)
-	job.route.rt.metrics.upstream[b][role].Observe(time.Since(start).Seconds())
-	defer func() { endSpan(span, res.status, res.err) }()
+	latency := time.Since(start)
+	job.route.rt.metrics.upstream[b][role].Observe(latency.Seconds())
+	defer func() {
+		endSpan(span, res.status, res.err)
+		p.recordCall(job.route, b, latency, res.err != nil || res.status >= 500)
+	}()
 	if err != nil {
 		res.err = err
 		res.outcome = outcomeFailed

@@ -1,0 +1,233 @@
+package proxy
+
+import (
+	"fmt"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/strangler-proxy/strangler/config"
+	"github.com/strangler-proxy/strangler/router"
+)
+
+// Readiness defaults for routes without a guard, and the margins of the
+// verdict (SPEC §7).
+const (
+	defaultWindow            = 2 * time.Minute
+	defaultReadyMinSamples   = 100
+	defaultReadyMaxDivergent = 0.01
+	readyErrorMargin         = 0.01
+	readyLatencyFactor       = 1.5
+	// readyLatencyFloor is the legacy p99 below which latencies compare as
+	// equal: a few milliseconds are scheduling noise and bucket width, not
+	// a regression.
+	readyLatencyFloor = 0.010
+)
+
+// guardEvalInterval bounds how often a route's guard adds up its window: a
+// trip a few milliseconds late costs nothing, summing on every request would.
+const guardEvalInterval = 20 * time.Millisecond
+
+// Guard trip reasons, the values of strangler_guard_trips_total{reason}.
+const (
+	tripErrorRate  = "error_rate"
+	tripDivergence = "divergence"
+)
+
+var tripReasons = []string{tripErrorRate, tripDivergence}
+
+// guardState is a route's guard: tripped routes serve legacy only until
+// re-armed. It lives in the routeRuntime, so it survives reloads that do
+// not change the route's weight.
+type guardState struct {
+	tripped  atomic.Bool
+	lastEval atomic.Int64 // unix nanoseconds of the last evaluation
+
+	mu        sync.Mutex
+	reason    string
+	trippedAt time.Time
+}
+
+// windowOf returns the window a route's guard and readiness look at.
+func windowOf(rc *config.Route) time.Duration {
+	if rc.Guard != nil {
+		return time.Duration(rc.Guard.Window)
+	}
+	return defaultWindow
+}
+
+// recordCall counts one upstream answer of a route and checks its guard.
+func (p *Proxy) recordCall(br *boundRoute, b router.Backend, latency time.Duration, failed bool) {
+	now := p.now()
+	br.rt.win.call(now, b, latency, failed)
+	if b == router.Newpath {
+		p.checkGuard(br, now)
+	}
+}
+
+// recordComparison counts one comparison result of a route and checks its
+// guard.
+func (p *Proxy) recordComparison(br *boundRoute, result int) {
+	now := p.now()
+	br.rt.win.comparison(now, result)
+	p.checkGuard(br, now)
+}
+
+// checkGuard trips the route's guard when, over its window and with at
+// least min_samples, newpath's error rate or the real mismatch rate is
+// above its limit. Shadowing goes on after a trip, so the window keeps
+// telling the truth.
+func (p *Proxy) checkGuard(br *boundRoute, now time.Time) {
+	g := br.cfg.Guard
+	rt := br.rt
+	if g == nil || rt.guard.tripped.Load() {
+		return
+	}
+	last := rt.guard.lastEval.Load()
+	if now.UnixNano()-last < int64(guardEvalInterval) || !rt.guard.lastEval.CompareAndSwap(last, now.UnixNano()) {
+		return
+	}
+	c := rt.win.sum(now)
+	var reason, detail string
+	switch {
+	case c.calls[router.Newpath] >= int64(g.MinSamples) && c.errorRate(router.Newpath) > g.MaxErrorRate:
+		reason = tripErrorRate
+		detail = fmt.Sprintf("newpath error rate %.4f > %g over %d answers", c.errorRate(router.Newpath), g.MaxErrorRate, c.calls[router.Newpath])
+	case c.compared >= int64(g.MinSamples) && c.mismatchRate() > g.MaxDivergenceRate:
+		reason = tripDivergence
+		detail = fmt.Sprintf("real mismatch rate %.4f > %g over %d comparisons", c.mismatchRate(), g.MaxDivergenceRate, c.compared)
+	default:
+		return
+	}
+	if !rt.guard.tripped.CompareAndSwap(false, true) {
+		return
+	}
+	rt.guard.mu.Lock()
+	rt.guard.reason, rt.guard.trippedAt = reason, now
+	rt.guard.mu.Unlock()
+	rt.effectiveBasisPoints.Store(0)
+	p.metrics.effective.WithLabelValues(rt.name).Set(0)
+	p.metrics.guardTripped.WithLabelValues(rt.name).Set(1)
+	p.metrics.guardTrips.WithLabelValues(rt.name, reason).Inc()
+	p.logger.Error("guard tripped: route rolled back to legacy", "route", rt.name, "reason", reason, "detail", detail,
+		"window", windowOf(br.cfg).String(), "rearm", "change the route's weight in the config, or POST /admin/routes/"+rt.name+"/rearm")
+}
+
+// rearm applies the configured weight. A tripped guard is lifted, and its
+// window starts empty so the old evidence cannot trip it again at once.
+func (p *Proxy) rearm(br *boundRoute, why string) {
+	rt := br.rt
+	if rt.guard.tripped.Swap(false) {
+		rt.win.reset(windowOf(br.cfg))
+		p.logger.Warn("guard re-armed", "route", rt.name, "by", why, "weight", br.cfg.Weight)
+	}
+	rt.effectiveBasisPoints.Store(int64(br.cfg.WeightBasisPoints()))
+	p.metrics.effective.WithLabelValues(rt.name).Set(br.cfg.Weight / 100)
+	p.metrics.guardTripped.WithLabelValues(rt.name).Set(0)
+}
+
+// GuardView is a route's guard state in /admin/routes.
+type GuardView struct {
+	// State is none (no guard), armed or tripped.
+	State     string     `json:"state"`
+	Reason    string     `json:"reason,omitempty"`
+	TrippedAt *time.Time `json:"tripped_at,omitempty"`
+}
+
+func (br *boundRoute) guardView() GuardView {
+	if br.cfg.Guard == nil {
+		return GuardView{State: "none"}
+	}
+	if !br.rt.guard.tripped.Load() {
+		return GuardView{State: "armed"}
+	}
+	br.rt.guard.mu.Lock()
+	defer br.rt.guard.mu.Unlock()
+	at := br.rt.guard.trippedAt
+	return GuardView{State: "tripped", Reason: br.rt.guard.reason, TrippedAt: &at}
+}
+
+// Readiness is a route's promotion verdict (SPEC §7) over its window.
+type Readiness struct {
+	// Verdict is ready, not_ready or insufficient_data.
+	Verdict      string             `json:"verdict"`
+	Reasons      []string           `json:"reasons,omitempty"`
+	Window       string             `json:"window"`
+	Comparisons  int64              `json:"comparisons"`
+	MismatchRate float64            `json:"mismatch_rate"`
+	NoiseRate    float64            `json:"noise_rate"`
+	ErrorRate    map[string]float64 `json:"error_rate"`
+	P99Seconds   map[string]float64 `json:"p99_seconds,omitempty"`
+}
+
+// readiness judges a route over its window: ready when there are enough
+// comparisons, the real mismatch rate is within the limit, newpath errs no
+// more than legacy plus a margin, and newpath's p99 is within 1.5 × legacy's.
+func readiness(rc *config.Route, c windowCounts) Readiness {
+	minSamples, maxDivergent := int64(defaultReadyMinSamples), defaultReadyMaxDivergent
+	if g := rc.Guard; g != nil {
+		minSamples, maxDivergent = int64(g.MinSamples), g.MaxDivergenceRate
+	}
+	r := Readiness{
+		Window:       windowOf(rc).String(),
+		Comparisons:  c.compared,
+		MismatchRate: c.mismatchRate(),
+		NoiseRate:    c.noiseRate(),
+		ErrorRate:    map[string]float64{"legacy": c.errorRate(router.Legacy), "newpath": c.errorRate(router.Newpath)},
+		P99Seconds:   map[string]float64{},
+	}
+	legacyP99, newpathP99 := c.p99(router.Legacy), c.p99(router.Newpath)
+	for name, v := range map[string]float64{"legacy": legacyP99, "newpath": newpathP99} {
+		if !math.IsNaN(v) {
+			r.P99Seconds[name] = v
+		}
+	}
+	if c.compared < minSamples {
+		r.Verdict = "insufficient_data"
+		r.Reasons = []string{fmt.Sprintf("%d comparisons in the last %s, need %d", c.compared, r.Window, minSamples)}
+		return r
+	}
+	if math.IsNaN(legacyP99) || math.IsNaN(newpathP99) {
+		r.Verdict = "insufficient_data"
+		r.Reasons = []string{"no latency from both backends in the window"}
+		return r
+	}
+	if r.MismatchRate > maxDivergent {
+		r.Reasons = append(r.Reasons, fmt.Sprintf("real mismatch rate %.4f > %g", r.MismatchRate, maxDivergent))
+	}
+	if le, ne := r.ErrorRate["legacy"], r.ErrorRate["newpath"]; ne > le+readyErrorMargin {
+		r.Reasons = append(r.Reasons, fmt.Sprintf("newpath error rate %.4f > legacy %.4f + %g", ne, le, readyErrorMargin))
+	}
+	if newpathP99 > readyLatencyFactor*math.Max(legacyP99, readyLatencyFloor) {
+		r.Reasons = append(r.Reasons, fmt.Sprintf("newpath p99 %.3fs > %g × legacy p99 %.3fs", newpathP99, readyLatencyFactor, legacyP99))
+	}
+	r.Verdict = "ready"
+	if len(r.Reasons) > 0 {
+		r.Verdict = "not_ready"
+	}
+	return r
+}
+
+// readinessCollector exports strangler_route_ready, judged at scrape time
+// from each route's window.
+type readinessCollector struct {
+	p    *Proxy
+	desc *prometheus.Desc
+}
+
+func (c readinessCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c readinessCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.p.state.Load()
+	now := c.p.now()
+	for _, br := range st.routes {
+		v := 0.0
+		if readiness(br.cfg, br.rt.win.sum(now)).Verdict == "ready" {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, v, br.rt.name)
+	}
+}
