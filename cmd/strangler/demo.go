@@ -30,6 +30,8 @@ type demoOptions struct {
 	rate                float64
 	duration            time.Duration
 	dir                 string
+	// ready, when set, gets the admin address once the proxy serves.
+	ready func(adminAddr string)
 }
 
 func demoCmd() *cobra.Command {
@@ -148,6 +150,9 @@ func demo(ctx context.Context, opts demoOptions, stdout io.Writer) error {
 Ctrl-C to stop.
 `, proxyAddr, adminAddr, cfgPath, legacyURL, newpathURL, logFile.Name())
 
+	if opts.ready != nil {
+		opts.ready(adminAddr)
+	}
 	wg.Go(func() { generateTraffic(ctx, "http://"+proxyAddr, opts.rate) })
 	reportProgress(ctx, stdout, "http://"+adminAddr+"/metrics")
 	cancel()

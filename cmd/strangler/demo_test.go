@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestDemoServesTrafficAndReportsProgress(t *testing.T) {
@@ -35,4 +36,42 @@ func TestDemoServesTrafficAndReportsProgress(t *testing.T) {
 	if !strings.Contains(out, "errors 0") {
 		t.Errorf("demo traffic saw errors:\n%s", out)
 	}
+}
+
+func TestReportReadsTheAdminAPI(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	addrs := make(chan string, 1)
+	done := make(chan error, 1)
+	opts := demoOptions{listen: "127.0.0.1:0", adminListen: "127.0.0.1:0", rate: 200, dir: dir,
+		ready: func(admin string) { addrs <- admin }}
+	var out bytes.Buffer
+	go func() { done <- demo(ctx, opts, &out) }()
+	admin := <-addrs
+	var report bytes.Buffer
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		report.Reset()
+		if code := run(ctx, []string{"report", "--admin", "http://" + admin}, &report, &report); code != 0 {
+			t.Fatalf("report exited %d: %s", code, &report)
+		}
+		if regexp.MustCompile(`get-order .* ready `).MatchString(report.String()) {
+			break
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"ROUTE", "VERDICT", "get-order", "list-orders", "create-order", "insufficient_data"} {
+		if !strings.Contains(report.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, &report)
+		}
+	}
+	t.Logf("report:\n%s", &report)
 }
