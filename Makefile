@@ -5,7 +5,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build run test lint bench clean
+.PHONY: all build run run-pg test lint bench clean
 
 all: build
 
@@ -16,11 +16,16 @@ build: ## bin/strangler, bin/neworders, bin/legacyorders
 run: build ## the demo: legacy simulator, proxy and traffic, no setup
 	./bin/strangler demo
 
+run-pg: build ## the demo on a throwaway local Postgres (installed with apt when missing)
+	bash .ci/testdb.sh bash -c 'DATABASE_URL="$$STRANGLER_TEST_DATABASE_URL" exec ./bin/strangler demo'
+
+# test runs the suite against a throwaway Postgres cluster that
+# .ci/testdb.sh starts (and removes, whatever the outcome).
 test: ## everything, with the race detector; installs what is missing
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
-	$(GO) test -race -count=1 -timeout 8m ./...
+	bash .ci/testdb.sh $(GO) test -race -count=1 -timeout 8m ./...
 
 lint: ## gofmt, go vet, staticcheck
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \

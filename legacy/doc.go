@@ -18,6 +18,8 @@
 // The wire contract is written down in docs/order-api.md; the rebuilt
 // service must reproduce it byte for byte except for generated fields.
 //
-// The package imports only the standard library: the proxy never links it,
-// it talks to it over HTTP, exactly as it would to the real legacy system.
+// The package imports nothing of this project (the standard library, and
+// pgx for PostgresStore, which runs on the schema newpath's migrations
+// create): the proxy never links it, it talks to it over HTTP, exactly as
+// it would to the real legacy system.
 package legacy

@@ -11,8 +11,7 @@ import (
 )
 
 // MemoryStore is an in-memory Store, safe for concurrent use. It is what
-// legacyorders runs on until the Postgres store exists, and what strangler
-// demo shares between the legacy simulator and the newpath.
+// legacyorders runs on without --database-url (PostgresStore with it).
 type MemoryStore struct {
 	mu     sync.RWMutex
 	users  map[int64]User

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/strangler-proxy/strangler/legacy"
+	"github.com/strangler-proxy/strangler/newpath"
 )
 
 func main() {
@@ -57,7 +58,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.listen, "listen", "127.0.0.1:9001", "address of the legacy order API")
 	fs.StringVar(&cfg.downstreamListen, "downstream-listen", "127.0.0.1:9003", "address of the fake inventory, payment, warehouse and mail services")
-	fs.StringVar(&cfg.databaseURL, "database-url", "", "Postgres URL of the order store (not supported yet; the in-memory store is used)")
+	fs.StringVar(&cfg.databaseURL, "database-url", "", "Postgres URL of the order store, shared with neworders (empty: the in-memory store)")
 	fs.DurationVar(&cfg.latency, "latency", 0, "delay added to every order API request, simulating the old code's own slowness")
 	fs.IntVar(&cfg.workers, "workers", 0, "order API requests served at once, like the old fixed worker pool (0: unbounded)")
 	fs.DurationVar(&cfg.downstreamTimeout, "downstream-timeout", legacy.DefaultDownstreamTimeout, "timeout of each call from the order API to a downstream service")
@@ -98,15 +99,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if cfg.databaseURL != "" {
-		return errors.New("--database-url: the Postgres order store is not supported yet; omit the flag to use the in-memory store")
-	}
 	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.logLevel}))
 
-	store, err := legacy.NewMemoryStore(legacy.DefaultSeed())
+	store, closeStore, err := openStore(ctx, cfg.databaseURL, logger)
 	if err != nil {
 		return err
 	}
+	defer closeStore()
 	downstream, err := legacy.NewDownstream(legacy.DownstreamOptions{Faults: cfg.faults, Logger: logger})
 	if err != nil {
 		return err
@@ -159,6 +158,36 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		serveErr = errors.Join(serveErr, <-errc)
 	}
 	return errors.Join(serveErr, shutdownErr)
+}
+
+// openStore returns the order store: with a database URL, the Postgres
+// store on the schema newpath's migrations create (applied here, so that
+// either service may start first) and seeded with what is missing;
+// otherwise the in-memory store.
+func openStore(ctx context.Context, databaseURL string, logger *slog.Logger) (legacy.Store, func(), error) {
+	if databaseURL == "" {
+		store, err := legacy.NewMemoryStore(legacy.DefaultSeed())
+		return store, func() {}, err
+	}
+	pool, err := newpath.OpenPool(ctx, databaseURL)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--database-url: %w", err)
+	}
+	applied, err := newpath.Migrate(ctx, pool)
+	if err != nil {
+		pool.Close()
+		return nil, nil, fmt.Errorf("--database-url: %w", err)
+	}
+	store, err := legacy.NewPostgresStore(pool)
+	if err == nil {
+		err = store.Seed(ctx, legacy.DefaultSeed())
+	}
+	if err != nil {
+		pool.Close()
+		return nil, nil, fmt.Errorf("--database-url: %w", err)
+	}
+	logger.Info("using the Postgres store", "migrations_applied", applied)
+	return store, pool.Close, nil
 }
 
 // newHTTPServer sets the timeouts every listener of this project sets, so

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/strangler-proxy/strangler/newpath/pgtest"
 )
 
 // syncBuffer is an io.Writer the test can read while run writes to it.
@@ -117,7 +119,7 @@ func TestRunRejects(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"database url", []string{"--database-url", "postgres://localhost/orders"}, "Postgres order store is not supported yet"},
+		{"invalid database url", []string{"--database-url", "postgres://%zz"}, "--database-url: open postgres: invalid database URL"},
 		{"error rate out of range", []string{"--warehouse-error-rate", "1.5"}, "warehouse.error_rate: must be between 0 and 1"},
 		{"negative latency", []string{"--latency", "-1s"}, "latency must not be negative"},
 		{"unknown flag", []string{"--wearhouse-down"}, "flag provided but not defined"},
@@ -144,5 +146,27 @@ func TestRunHelp(t *testing.T) {
 		if !strings.Contains(stderr.String(), flag) {
 			t.Errorf("usage does not mention %s", flag)
 		}
+	}
+}
+
+// TestRunOnPostgres: legacyorders on a database migrates and seeds it, and
+// what it writes survives a restart.
+func TestRunOnPostgres(t *testing.T) {
+	url := pgtest.URL(t)
+	orders, _, stop := startRun(t, "--database-url", url)
+	code, created := get(t, "POST", orders+"/orders", `{"user_id":1,"item_id":"sku-1","quantity":1}`)
+	if code != http.StatusCreated || !strings.Contains(created, `"id":"ord_11"`) {
+		t.Fatalf("POST /orders = %d %s; want 201 ord_11", code, created)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	orders, _, stop = startRun(t, "--database-url", url)
+	defer stop()
+	if code, got := get(t, "GET", orders+"/orders/ord_11", ""); code != http.StatusOK || got != created {
+		t.Errorf("GET ord_11 after a restart = %d %s; want %s", code, got, created)
+	}
+	if code, got := get(t, "GET", orders+"/orders?user_id=1", ""); code != http.StatusOK || strings.Count(got, `"id":`) != 3 {
+		t.Errorf("user 1's orders after a restart = %d %s; want ord_1, ord_2, ord_11", code, got)
 	}
 }

@@ -1,0 +1,390 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/strangler-proxy/strangler/legacy"
+	"github.com/strangler-proxy/strangler/newpath"
+	"github.com/strangler-proxy/strangler/newpath/pgtest"
+)
+
+// runMainEnv makes the test binary run neworders' main instead of the
+// tests, so that a test can start, and SIGKILL, a real neworders process
+// without building one.
+const runMainEnv = "NEWORDERS_TEST_RUN_MAIN"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(runMainEnv) == "1" {
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// syncBuffer is an io.Writer the test reads while run writes to it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+var listening = regexp.MustCompile(`(?m)^(newpath order API|metrics) listening on (http://[^/\s]+)`)
+
+// startRun runs neworders in-process with args on free ports and returns
+// the order API and metrics base URLs and a stop function returning run's
+// error.
+func startRun(t *testing.T, args ...string) (apiURL, metricsURL string, stderr *syncBuffer, stop func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var stdout syncBuffer
+	stderr = &syncBuffer{}
+	done := make(chan error, 1)
+	args = append([]string{"--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"}, args...)
+	go func() { done <- run(ctx, args, &stdout, stderr) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		m := listening.FindAllStringSubmatch(stdout.String(), -1)
+		if len(m) == 2 {
+			apiURL, metricsURL = m[0][2], m[1][2]
+			break
+		}
+		select {
+		case err := <-done:
+			cancel()
+			t.Fatalf("run returned early: %v\nstderr:\n%s", err, stderr)
+		default:
+		}
+		if time.Now().After(deadline) {
+			cancel()
+			t.Fatalf("no listen addresses printed:\n%s", stdout.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	var once sync.Once
+	var runErr error
+	stop = func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case runErr = <-done:
+			case <-time.After(20 * time.Second):
+				t.Error("run did not return after cancellation")
+			}
+		})
+		return runErr
+	}
+	t.Cleanup(func() { _ = stop() })
+	return apiURL, metricsURL, stderr, stop
+}
+
+func do(t *testing.T, method, url, body string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func newDownstream(t *testing.T) (*legacy.Downstream, string) {
+	t.Helper()
+	ds, err := legacy.NewDownstream(legacy.DownstreamOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(ds)
+	t.Cleanup(srv.Close)
+	return ds, srv.URL
+}
+
+func TestRunInMemory(t *testing.T) {
+	t.Setenv("DATABASE_URL", "")
+	ds, dsURL := newDownstream(t)
+	api, metrics, stderr, stop := startRun(t, "--downstream-url", dsURL)
+	if code, body := do(t, "GET", api+"/orders/ord_1", ""); code != 200 || !strings.Contains(body, `"payment_id":"pay_1"`) {
+		t.Errorf("GET seeded ord_1 = %d %s", code, body)
+	}
+	code, body := do(t, "POST", api+"/orders", `{"user_id":3,"item_id":"sku-9","quantity":1}`)
+	if code != http.StatusCreated || !strings.Contains(body, `"status":"fulfilled"`) {
+		t.Errorf("POST /orders = %d %s; want 201 fulfilled", code, body)
+	}
+	// The relay in the process sends the confirmation mail.
+	deadline := time.Now().Add(10 * time.Second)
+	for ds.Stats().Mails == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if st := ds.Stats(); st.Mails != 1 || st.Shipments != 1 {
+		t.Errorf("downstream stats = %+v; want 1 shipment, 1 mail", st)
+	}
+	// /metrics is not on the order API, whose URL space is legacy's.
+	if code, body := do(t, "GET", api+"/metrics", ""); code != 404 || body != `{"error":"not found"}`+"\n" {
+		t.Errorf("GET /metrics on the order API = %d %s; want the contract's 404", code, body)
+	}
+	_, m := do(t, "GET", metrics+"/metrics", "")
+	for _, want := range []string{`neworders_orders_total{outcome="created"} 1`, `neworders_outbox_deliveries_total{result="delivered"} 2`, "neworders_outbox_pending_events 0", "go_goroutines"} {
+		if !strings.Contains(m, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if !strings.Contains(stderr.String(), "using the in-memory store") {
+		t.Errorf("the log does not say the in-memory store is used:\n%s", stderr)
+	}
+	if err := stop(); err != nil {
+		t.Errorf("run after SIGTERM-like cancellation = %v; want nil", err)
+	}
+	if resp, err := http.Get(api + "/healthz"); err == nil {
+		resp.Body.Close()
+		t.Error("the order API still answers after shutdown")
+	}
+}
+
+func TestRunOnPostgres(t *testing.T) {
+	url := pgtest.URL(t)
+	_, dsURL := newDownstream(t)
+	api, _, _, stop := startRun(t, "--downstream-url", dsURL, "--database-url", url)
+	code, body := do(t, "POST", api+"/orders", `{"user_id":3,"item_id":"sku-9","quantity":1}`)
+	if code != http.StatusCreated {
+		t.Fatalf("POST /orders = %d %s", code, body)
+	}
+	if code, body := do(t, "POST", api+"/orders/ord_7/cancel", ""); code != 200 {
+		t.Fatalf("cancel ord_7 = %d %s", code, body)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	// A restart on the same database migrates and seeds nothing twice and
+	// keeps what the first run did.
+	api, _, _, _ = startRun(t, "--downstream-url", dsURL, "--database-url", url)
+	if code, got := do(t, "GET", api+"/orders/ord_11", ""); code != 200 || got != body {
+		t.Errorf("GET ord_11 after a restart = %d %s; want %s", code, got, body)
+	}
+	if _, got := do(t, "GET", api+"/orders/ord_7", ""); !strings.Contains(got, `"status":"cancelled"`) {
+		t.Errorf("ord_7 after a restart = %s; want still cancelled", got)
+	}
+}
+
+func TestRunRejects(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"relay-only without a database", []string{"--relay-only", "--database-url", ""}, "--relay-only needs --database-url"},
+		{"bad downstream url", []string{"--downstream-url", "localhost:9003"}, "want an absolute http or https URL"},
+		{"lease shorter than a delivery", []string{"--relay-lease", "1s", "--relay-delivery-timeout", "2s"}, "must be shorter than the lease"},
+		{"unknown flag", []string{"--wearhouse"}, "flag provided but not defined"},
+		{"positional argument", []string{"serve"}, "unexpected arguments"},
+		{"bad database url", []string{"--database-url", "postgres://%zz"}, "invalid database URL"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := run(t.Context(), append([]string{"--listen", "127.0.0.1:0", "--metrics-listen", ""}, tt.args...), io.Discard, io.Discard)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("run(%q) = %v; want an error containing %q", tt.args, err, tt.want)
+			}
+		})
+	}
+}
+
+// gatedWarehouse lets the first open shipments through, then holds every
+// other one until release is closed, dropping it (undelivered) if its
+// caller goes away first, as a killed relay's connections do.
+type gatedWarehouse struct {
+	next    http.Handler
+	open    int32
+	passed  atomic.Int32
+	held    atomic.Int32
+	release chan struct{}
+}
+
+func (g *gatedWarehouse) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/warehouse/shipments" && g.passed.Add(1) > g.open {
+		select {
+		case <-g.release:
+		default:
+			g.held.Add(1)
+			select {
+			case <-g.release:
+			case <-r.Context().Done():
+				return
+			}
+		}
+	}
+	g.next.ServeHTTP(w, r)
+}
+
+// relayProcess starts `neworders --relay-only` as a real child process.
+func relayProcess(t *testing.T, dbURL, dsURL string) (*exec.Cmd, *syncBuffer) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "--relay-only", "--database-url", dbURL, "--downstream-url", dsURL,
+		"--metrics-listen", "", "--relay-lease", "3s", "--relay-delivery-timeout", "2s", "--relay-concurrency", "4",
+		"--relay-poll", "50ms", "--relay-backoff", "50ms", "--log-level", "debug")
+	cmd.Env = append(os.Environ(), runMainEnv+"=1")
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	})
+	return cmd, &out
+}
+
+// TestRelayKilledMidBatch is issue 4's proof: a relay process killed with
+// SIGKILL while it delivers a batch leaves its claimed events leased; when
+// the lease ends, another relay process claims and delivers them. Every
+// event reaches the warehouse exactly once (the events the first relay
+// delivered are not delivered again, or are deduplicated by event id).
+func TestRelayKilledMidBatch(t *testing.T) {
+	url := pgtest.URL(t)
+	pool := pgtest.PoolOn(t, url)
+	if _, err := newpath.Migrate(t.Context(), pool); err != nil {
+		t.Fatal(err)
+	}
+	seeder, err := legacy.NewPostgresStore(pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := seeder.Seed(t.Context(), legacy.DefaultSeed()); err != nil {
+		t.Fatal(err)
+	}
+	store := newpath.NewPostgresStore(pool)
+
+	ds, err := legacy.NewDownstream(legacy.DownstreamOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gate := &gatedWarehouse{next: ds, open: 5, release: make(chan struct{})}
+	dsSrv := httptest.NewServer(gate)
+	t.Cleanup(dsSrv.Close)
+
+	// 40 committed orders, each with its two events due now.
+	const orders = 40
+	var ids []string
+	now := time.Now()
+	for i := range orders {
+		tx, err := store.BeginOrder(t.Context(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o, err := tx.CreateOrder(t.Context(), newpath.Order{UserID: int64(200 + i), ItemID: "sku-1", Quantity: 1, UnitPriceCents: 199,
+			TotalCents: 199, Status: newpath.StatusPaid, PaymentID: "pay_x", CreatedAt: now, UpdatedAt: now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ship := `{"order_id":"` + o.ID + `","user_id":1,"item_id":"sku-1","quantity":1}`
+		mail := `{"to":"user-1@example.com","template":"order_confirmation","order_id":"` + o.ID + `"}`
+		if err := tx.AddEvents(t.Context(),
+			newpath.Event{ID: o.ID + "-paid", Kind: newpath.EventOrderPaid, OrderID: o.ID, Payload: []byte(ship), CreatedAt: now, AvailableAt: now},
+			newpath.Event{ID: o.ID + "-confirmed", Kind: newpath.EventOrderConfirmed, OrderID: o.ID, Payload: []byte(mail), CreatedAt: now, AvailableAt: now},
+		); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.Commit(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, o.ID)
+	}
+
+	first, firstOut := relayProcess(t, url, dsSrv.URL)
+	waitUntil(t, 30*time.Second, "the first relay to deliver some shipments and block mid-batch", func() bool {
+		return ds.Stats().Shipments >= int(gate.open) && gate.held.Load() > 0
+	})
+	var claimedByFirst int
+	if err := pool.QueryRow(t.Context(), `SELECT count(*) FROM outbox_events WHERE status = 'pending' AND claimed_by LIKE 'relay-%'`).Scan(&claimedByFirst); err != nil {
+		t.Fatal(err)
+	}
+	if claimedByFirst == 0 {
+		t.Fatalf("no pending event is leased to the first relay; its log:\n%s", firstOut)
+	}
+	if err := first.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = first.Wait()
+	delivered := ds.Stats().Shipments
+	t.Logf("killed the first relay with %d events leased and %d shipments delivered", claimedByFirst, delivered)
+	close(gate.release)
+
+	second, secondOut := relayProcess(t, url, dsSrv.URL)
+	waitUntil(t, 30*time.Second, "the second relay to drain the outbox", func() bool {
+		st, err := store.OutboxStats(t.Context())
+		return err == nil && st.Pending == 0
+	})
+	for _, id := range ids {
+		if n := ds.Shipments(id); n != 1 {
+			t.Errorf("shipments of %s = %d; want exactly 1", id, n)
+		}
+		if n := ds.Mails(id); n != 1 {
+			t.Errorf("mails about %s = %d; want exactly 1", id, n)
+		}
+		if o, err := store.GetOrder(t.Context(), id); err != nil || o.Status != newpath.StatusFulfilled {
+			t.Errorf("order %s = %s, %v; want fulfilled", id, o.Status, err)
+		}
+	}
+	var retaken int
+	if err := pool.QueryRow(t.Context(), `SELECT count(*) FROM outbox_events WHERE attempts >= 2`).Scan(&retaken); err != nil {
+		t.Fatal(err)
+	}
+	if retaken == 0 {
+		t.Error("no event was claimed twice; the second relay did not take over leased events")
+	}
+	// SIGTERM stops a relay cleanly.
+	if err := second.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := second.Wait(); err != nil {
+		t.Errorf("second relay after SIGTERM: %v; log:\n%s", err, secondOut)
+	}
+	sc := bufio.NewScanner(strings.NewReader(secondOut.String()))
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), `"level":"ERROR"`) {
+			t.Errorf("second relay logged an error: %s", sc.Text())
+		}
+	}
+}
+
+func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -1,0 +1,4 @@
+-- The first answer stored wins; a later writer reads it back instead.
+UPDATE idempotency_keys SET response_status = $2, response_body = $3
+WHERE key = $1 AND response_status IS NULL
+RETURNING response_status, response_body

@@ -1,0 +1,236 @@
+package newpath
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// ServerOptions configures NewServer. Zero values mean the documented
+// defaults.
+type ServerOptions struct {
+	// Store holds users, orders, idempotency keys and the outbox. Required.
+	Store Store
+	// DownstreamURL is the base URL of the inventory, payment, warehouse
+	// and mail services, e.g. "http://127.0.0.1:9003". Required.
+	DownstreamURL string
+	// Client calls the downstream services; nil means a pooled client with
+	// DownstreamTimeout.
+	Client *http.Client
+	// DownstreamTimeout bounds each downstream call of the default client;
+	// 0 means DefaultDownstreamTimeout.
+	DownstreamTimeout time.Duration
+	// Logger receives one line per request and every failure, as JSON
+	// with request_id; nil discards.
+	Logger *slog.Logger
+	// Metrics counts orders and deliveries; nil counts into a private
+	// registry.
+	Metrics *Metrics
+	// Clock stamps created_at, updated_at, leases and backoffs; nil means
+	// time.Now.
+	Clock func() time.Time
+	// Random draws backoff jitter in [0, 1); nil means math/rand/v2.
+	Random func() float64
+	// FulfilTimeout bounds the delivery of a new order's order_paid event
+	// to the warehouse right after the commit, so that a healthy warehouse
+	// makes the answer "fulfilled", as legacy's is. Slower than this, the
+	// answer is "paid" and the relay delivers the event. 0 means 3s.
+	FulfilTimeout time.Duration
+	// IdempotencyWait bounds how long a request waits for another request
+	// holding its Idempotency-Key before answering 409; 0 means 30s.
+	IdempotencyWait time.Duration
+	// Retry is the outbox's backoff and dead-letter policy, applied when
+	// the immediate delivery fails; use the relay's.
+	Retry RetryPolicy
+	// Notify is called after each order commits, to wake a relay
+	// (Relay.Notify) for the order_confirmed event; nil calls nothing.
+	Notify func()
+}
+
+// Server is the newpath order API, an http.Handler serving the contract of
+// docs/order-api.md.
+type Server struct {
+	outbox
+	downstream      *downstreamClient
+	fulfilTimeout   time.Duration
+	idempotencyWait time.Duration
+	// respondWithin is how long after its claim a request holding a key
+	// may take to answer before waiting requests answer for it.
+	respondWithin time.Duration
+	notify        func()
+	mux           *http.ServeMux
+}
+
+var _ http.Handler = (*Server)(nil)
+
+// NewServer returns the order API.
+func NewServer(opts ServerOptions) (*Server, error) {
+	if opts.Store == nil {
+		return nil, errors.New("new newpath server: a Store is required")
+	}
+	for _, d := range []struct {
+		name  string
+		value time.Duration
+	}{{"downstream timeout", opts.DownstreamTimeout}, {"fulfil timeout", opts.FulfilTimeout}, {"idempotency wait", opts.IdempotencyWait}} {
+		if d.value < 0 {
+			return nil, fmt.Errorf("new newpath server: %s must not be negative, got %s", d.name, d.value)
+		}
+	}
+	timeout := orDefault(opts.DownstreamTimeout, DefaultDownstreamTimeout)
+	client := opts.Client
+	if client == nil {
+		client = newDefaultClient(timeout)
+	}
+	downstream, err := newDownstreamClient(opts.DownstreamURL, client)
+	if err != nil {
+		return nil, fmt.Errorf("new newpath server: %w", err)
+	}
+	s := &Server{
+		outbox: outbox{
+			store:      opts.Store,
+			downstream: downstream,
+			retry:      opts.Retry.withDefaults(),
+			metrics:    opts.Metrics,
+			logger:     opts.Logger,
+			clock:      opts.Clock,
+			random:     opts.Random,
+		},
+		downstream:      downstream,
+		fulfilTimeout:   orDefault(opts.FulfilTimeout, 3*time.Second),
+		idempotencyWait: orDefault(opts.IdempotencyWait, 30*time.Second),
+		notify:          opts.Notify,
+	}
+	s.outbox.fillDefaults()
+	if s.notify == nil {
+		s.notify = func() {}
+	}
+	// Reservation and payment, then the commit and the immediate delivery,
+	// plus slack for the database.
+	s.respondWithin = 2*timeout + s.fulfilTimeout + 5*time.Second
+	s.mux = s.routes()
+	return s, nil
+}
+
+func (s *Server) routes() *http.ServeMux {
+	mux := http.NewServeMux()
+	// Method-less patterns catch the wrong methods of each path, so that
+	// the 405 is JSON, as legacy's is.
+	mux.HandleFunc("POST /orders", s.handleCreateOrder)
+	mux.HandleFunc("GET /orders", s.handleListOrders)
+	mux.Handle("/orders", methodNotAllowed("GET", "HEAD", "POST"))
+	mux.HandleFunc("GET /orders/{id}", s.handleGetOrder)
+	mux.Handle("/orders/{id}", methodNotAllowed("GET", "HEAD"))
+	mux.HandleFunc("POST /orders/{id}/cancel", s.handleCancelOrder)
+	mux.Handle("/orders/{id}/cancel", methodNotAllowed("POST"))
+	mux.HandleFunc("GET /healthz", handleHealthz)
+	mux.Handle("/healthz", methodNotAllowed("GET", "HEAD"))
+	mux.HandleFunc("/", notFound)
+	return mux
+}
+
+// ServeHTTP implements http.Handler: it tags the request with its
+// X-Request-Id (generated when absent), serves it, and writes one access
+// log line and one duration sample.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	id := r.Header.Get(RequestIDHeader)
+	if id == "" || len(id) > 128 {
+		id = randomHex(8)
+	}
+	r = r.WithContext(withRequestID(r.Context(), id))
+	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+	s.mux.ServeHTTP(rec, r)
+	route := r.Pattern
+	if route == "" || route == "/" {
+		route = "unmatched"
+	}
+	elapsed := time.Since(start)
+	s.metrics.requests.WithLabelValues(route, strconv.Itoa(rec.status)).Observe(elapsed.Seconds())
+	s.logger.LogAttrs(r.Context(), slog.LevelInfo, "request",
+		slog.String("request_id", id), slog.String("method", r.Method), slog.String("path", r.URL.Path),
+		slog.String("route", route), slog.Int("status", rec.status),
+		slog.Float64("duration_ms", float64(elapsed.Microseconds())/1000))
+}
+
+// statusRecorder remembers the status for the access log.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	r.status = code
+	r.ResponseWriter.WriteHeader(code)
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+func handleHealthz(w http.ResponseWriter, _ *http.Request) {
+	writeRawJSON(w, http.StatusOK, []byte(`{"status":"ok"}`))
+}
+
+// now is the clock reading a timestamp of the API starts from.
+func (s *Server) now() time.Time { return wireTime(s.clock()) }
+
+func (s *Server) handleGetOrder(w http.ResponseWriter, r *http.Request) {
+	order, err := s.store.GetOrder(r.Context(), r.PathValue("id"))
+	switch {
+	case errors.Is(err, ErrNotFound):
+		writeError(w, http.StatusNotFound, "order not found")
+	case err != nil:
+		s.internalError(w, r, err)
+	default:
+		writeJSON(w, http.StatusOK, order)
+	}
+}
+
+// orderList is the body of GET /orders.
+type orderList struct {
+	Orders []Order `json:"orders"`
+}
+
+func (s *Server) handleListOrders(w http.ResponseWriter, r *http.Request) {
+	userID, err := strconv.ParseInt(r.URL.Query().Get("user_id"), 10, 64)
+	if err != nil || userID < 1 {
+		writeError(w, http.StatusBadRequest, "user_id query parameter must be a positive integer")
+		return
+	}
+	orders, err := s.store.ListOrdersByUser(r.Context(), userID)
+	if err != nil {
+		s.internalError(w, r, err)
+		return
+	}
+	if orders == nil {
+		orders = []Order{} // "orders":[], never null
+	}
+	writeJSON(w, http.StatusOK, orderList{Orders: orders})
+}
+
+// handleCancelOrder cancels a paid order, exactly as legacy does: no refund,
+// no restock, no downstream call (docs/order-api.md). A cancelled order's
+// pending order_paid event is skipped by the relay.
+func (s *Server) handleCancelOrder(w http.ResponseWriter, r *http.Request) {
+	order, err := s.store.TransitionOrder(r.Context(), r.PathValue("id"), StatusPaid, StatusCancelled, s.now())
+	switch {
+	case errors.Is(err, ErrNotFound):
+		writeError(w, http.StatusNotFound, "order not found")
+	case errors.Is(err, ErrStatusConflict):
+		writeError(w, http.StatusConflict, "order is not cancellable")
+	case err != nil:
+		s.internalError(w, r, err)
+	default:
+		writeJSON(w, http.StatusOK, order)
+	}
+}
+
+// internalError answers the contract's 500 and logs the cause, which the
+// client never sees.
+func (s *Server) internalError(w http.ResponseWriter, r *http.Request, err error) {
+	s.logger.ErrorContext(r.Context(), "order request failed", "request_id", requestIDFrom(r.Context()),
+		"method", r.Method, "path", r.URL.Path, "error", err)
+	writeError(w, http.StatusInternalServerError, "internal error")
+}

@@ -1,0 +1,598 @@
+package newpath
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/strangler-proxy/strangler/newpath/pgtest"
+)
+
+// t0 is the suite's clock origin.
+var t0 = time.Date(2025, time.March, 1, 12, 0, 0, 0, time.UTC)
+
+// suiteSeed is a small seed in the shape of legacy's: three users, and
+// orders whose ids do not sort like their numbers ("ord_10" < "ord_2").
+func suiteSeed() Seed {
+	users := []User{{1, "user-1", "user-1@example.com"}, {2, "user-2", "user-2@example.com"}, {3, "user-3", "user-3@example.com"}}
+	mk := func(id string, user int64, status Status, created time.Time) Order {
+		return Order{ID: id, UserID: user, ItemID: "sku-1", Quantity: 1, UnitPriceCents: 199, TotalCents: 199,
+			Status: status, PaymentID: "pay_" + id[4:], CreatedAt: created, UpdatedAt: created}
+	}
+	return Seed{Users: users, Orders: []Order{
+		mk("ord_1", 1, StatusFulfilled, t0),
+		mk("ord_2", 1, StatusPaid, t0.Add(time.Hour)),
+		mk("ord_10", 1, StatusPaid, t0.Add(time.Hour)),
+		mk("ord_3", 2, StatusCancelled, t0),
+	}}
+}
+
+// newStoreFunc builds a store holding seed, fresh for each test.
+type newStoreFunc func(t *testing.T, seed Seed) Store
+
+func newMemoryStoreForTest(t *testing.T, seed Seed) Store {
+	t.Helper()
+	s, err := NewMemoryStore(seed)
+	if err != nil {
+		t.Fatalf("NewMemoryStore: %v", err)
+	}
+	return s
+}
+
+func newPostgresStoreForTest(t *testing.T, seed Seed) Store {
+	t.Helper()
+	pool := pgtest.Pool(t)
+	if _, err := Migrate(t.Context(), pool); err != nil {
+		t.Fatalf("Migrate: %v", err)
+	}
+	s := NewPostgresStore(pool)
+	if err := s.Seed(t.Context(), seed); err != nil {
+		t.Fatalf("Seed: %v", err)
+	}
+	return s
+}
+
+// TestStores runs one suite against both implementations: the memory store
+// is only trustworthy as a stand-in if it behaves as Postgres does.
+func TestStores(t *testing.T) {
+	for _, impl := range []struct {
+		name string
+		new  newStoreFunc
+	}{
+		{"memory", newMemoryStoreForTest},
+		{"postgres", newPostgresStoreForTest},
+	} {
+		t.Run(impl.name, func(t *testing.T) {
+			t.Parallel()
+			for _, c := range storeSuite {
+				t.Run(c.name, func(t *testing.T) { c.run(t, impl.new(t, suiteSeed())) })
+			}
+		})
+	}
+}
+
+var storeSuite = []struct {
+	name string
+	run  func(t *testing.T, s Store)
+}{
+	{"read seed", testStoreReadSeed},
+	{"create order", testStoreCreateOrder},
+	{"transition", testStoreTransition},
+	{"order transaction", testStoreOrderTx},
+	{"idempotency key", testStoreIdempotencyKey},
+	{"concurrent claims of one key", testStoreConcurrentKey},
+	{"outbox lease", testStoreOutboxLease},
+	{"outbox delivery", testStoreOutboxDelivery},
+	{"outbox concurrent claims", testStoreOutboxConcurrentClaims},
+}
+
+func ids(orders []Order) []string {
+	out := make([]string, len(orders))
+	for i, o := range orders {
+		out[i] = o.ID
+	}
+	return out
+}
+
+func testStoreReadSeed(t *testing.T, s Store) {
+	ctx := t.Context()
+	if u, err := s.GetUser(ctx, 2); err != nil || u != (User{2, "user-2", "user-2@example.com"}) {
+		t.Errorf("GetUser(2) = %+v, %v; want the seeded user", u, err)
+	}
+	if _, err := s.GetUser(ctx, 99); !errors.Is(err, ErrNotFound) {
+		t.Errorf("GetUser(99) error = %v; want ErrNotFound", err)
+	}
+	want := suiteSeed().Orders[0]
+	if o, err := s.GetOrder(ctx, "ord_1"); err != nil || o != want {
+		t.Errorf("GetOrder(ord_1) = %+v, %v; want %+v", o, err, want)
+	}
+	if _, err := s.GetOrder(ctx, "ord_99"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("GetOrder(ord_99) error = %v; want ErrNotFound", err)
+	}
+	list, err := s.ListOrdersByUser(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Oldest first; the tie at t0+1h broken byte-wise: "ord_10" < "ord_2".
+	if got, want := ids(list), []string{"ord_1", "ord_10", "ord_2"}; !slices.Equal(got, want) {
+		t.Errorf("ListOrdersByUser(1) = %v; want %v", got, want)
+	}
+	if list, err := s.ListOrdersByUser(ctx, 99); err != nil || len(list) != 0 {
+		t.Errorf("ListOrdersByUser(99) = %v, %v; want empty", list, err)
+	}
+}
+
+func testStoreCreateOrder(t *testing.T, s Store) {
+	ctx := t.Context()
+	at := time.Date(2025, 1, 2, 3, 4, 5, 678_901_234, time.FixedZone("x", 3600))
+	o, err := s.CreateOrder(ctx, Order{UserID: 3, ItemID: "sku-2", Quantity: 2, Status: StatusPaid, PaymentID: "pay_x", CreatedAt: at, UpdatedAt: at})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The sequence skips the seeded ord_1, ord_2 and ord_3.
+	if o.ID != "ord_4" {
+		t.Errorf("first generated id = %s; want ord_4", o.ID)
+	}
+	if want := time.Date(2025, 1, 2, 2, 4, 5, 678_000_000, time.UTC); !o.CreatedAt.Equal(want) || o.CreatedAt.Location() != time.UTC {
+		t.Errorf("CreatedAt = %v; want %v (UTC, whole milliseconds)", o.CreatedAt, want)
+	}
+	if got, err := s.GetOrder(ctx, o.ID); err != nil || got != o {
+		t.Errorf("GetOrder = %+v, %v; want %+v", got, err, o)
+	}
+	if _, err := s.CreateOrder(ctx, Order{ID: "ord_5", UserID: 3, Status: StatusPaid, CreatedAt: at, UpdatedAt: at}); err != nil {
+		t.Fatal(err)
+	}
+	if next, err := s.CreateOrder(ctx, Order{UserID: 3, Status: StatusPaid, CreatedAt: at, UpdatedAt: at}); err != nil || next.ID != "ord_6" {
+		t.Errorf("id after an explicit ord_5 = %s, %v; want ord_6", next.ID, err)
+	}
+	if _, err := s.CreateOrder(ctx, Order{ID: "ord_1", UserID: 3, Status: StatusPaid, CreatedAt: at, UpdatedAt: at}); !errors.Is(err, ErrDuplicate) {
+		t.Errorf("CreateOrder(ord_1) error = %v; want ErrDuplicate", err)
+	}
+}
+
+func testStoreTransition(t *testing.T, s Store) {
+	ctx := t.Context()
+	at := t0.Add(48 * time.Hour)
+	got, err := s.TransitionOrder(ctx, "ord_2", StatusPaid, StatusCancelled, at)
+	if err != nil || got.Status != StatusCancelled || !got.UpdatedAt.Equal(at) || !got.CreatedAt.Equal(t0.Add(time.Hour)) {
+		t.Fatalf("TransitionOrder(ord_2) = %+v, %v; want cancelled at %v", got, err, at)
+	}
+	if stored, _ := s.GetOrder(ctx, "ord_2"); stored != got {
+		t.Errorf("stored %+v; want %+v", stored, got)
+	}
+	if _, err := s.TransitionOrder(ctx, "ord_2", StatusPaid, StatusCancelled, at); !errors.Is(err, ErrStatusConflict) {
+		t.Errorf("second transition error = %v; want ErrStatusConflict", err)
+	}
+	if _, err := s.TransitionOrder(ctx, "ord_99", StatusPaid, StatusCancelled, at); !errors.Is(err, ErrNotFound) {
+		t.Errorf("unknown order error = %v; want ErrNotFound", err)
+	}
+	// Exactly one of many concurrent cancels wins.
+	var wg sync.WaitGroup
+	errs := make(chan error, 20)
+	for range 20 {
+		wg.Go(func() {
+			_, err := s.TransitionOrder(ctx, "ord_10", StatusPaid, StatusCancelled, at)
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	won := 0
+	for err := range errs {
+		if err == nil {
+			won++
+		} else if !errors.Is(err, ErrStatusConflict) {
+			t.Errorf("concurrent cancel error = %v", err)
+		}
+	}
+	if won != 1 {
+		t.Errorf("%d concurrent cancels won; want 1", won)
+	}
+}
+
+// newTestOrder is an order for user 3 as the API would create it.
+func newTestOrder(at time.Time) Order {
+	return Order{UserID: 3, ItemID: "sku-7", Quantity: 1, UnitPriceCents: 799, TotalCents: 799, Status: StatusPaid, PaymentID: "pay_1001", CreatedAt: at, UpdatedAt: at}
+}
+
+func newTestEvent(kind EventKind, orderID string, at time.Time) Event {
+	return Event{ID: newEventID(), Kind: kind, OrderID: orderID, Payload: []byte(`{"order_id":"` + orderID + `"}`), CreatedAt: at, AvailableAt: at}
+}
+
+// placeTestOrder commits an order with an order_paid and an order_confirmed
+// event, due at at.
+func placeTestOrder(t *testing.T, s Store, at time.Time) (Order, []Event) {
+	t.Helper()
+	ctx := t.Context()
+	tx, err := s.BeginOrder(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	o, err := tx.CreateOrder(ctx, newTestOrder(at))
+	if err != nil {
+		t.Fatal(err)
+	}
+	events := []Event{newTestEvent(EventOrderPaid, o.ID, at), newTestEvent(EventOrderConfirmed, o.ID, at)}
+	if err := tx.AddEvents(ctx, events...); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return o, events
+}
+
+func testStoreOrderTx(t *testing.T, s Store) {
+	ctx := t.Context()
+	// Rolled back: nothing visible, and the id drawn is not handed out again.
+	tx, err := s.BeginOrder(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone, err := tx.CreateOrder(ctx, newTestOrder(t0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.AddEvents(ctx, newTestEvent(EventOrderPaid, gone.ID, t0)); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetOrder(ctx, gone.ID); !errors.Is(err, ErrNotFound) {
+		t.Errorf("rolled-back order %s: error = %v; want ErrNotFound", gone.ID, err)
+	}
+	if ev, _ := s.OrderEvents(ctx, gone.ID); len(ev) != 0 {
+		t.Errorf("rolled-back order has events %v", ev)
+	}
+
+	o, events := placeTestOrder(t, s, t0)
+	if o.ID == gone.ID {
+		t.Errorf("id %s of a rolled-back order handed out again", o.ID)
+	}
+	if got, err := s.GetOrder(ctx, o.ID); err != nil || got != o {
+		t.Errorf("committed order = %+v, %v; want %+v", got, err, o)
+	}
+	stored, err := s.OrderEvents(ctx, o.ID)
+	if err != nil || len(stored) != 2 {
+		t.Fatalf("OrderEvents = %v, %v; want 2 events", stored, err)
+	}
+	for i, e := range stored {
+		if e.ID != events[i].ID || e.Kind != events[i].Kind || e.Status != EventPending || string(e.Payload) != string(events[i].Payload) || !e.CreatedAt.Equal(t0) {
+			t.Errorf("event %d = %+v; want %+v, pending", i, e, events[i])
+		}
+	}
+	if st, err := s.OutboxStats(ctx); err != nil || st.Pending != 2 || !st.OldestPending.Equal(t0) || st.Dead != 0 {
+		t.Errorf("OutboxStats = %+v, %v; want 2 pending since %v", st, err, t0)
+	}
+	// Rollback after Commit is a no-op, so that it can always be deferred.
+	tx2, _ := s.BeginOrder(ctx, nil)
+	if err := tx2.Commit(ctx); err != nil {
+		t.Errorf("empty commit: %v", err)
+	}
+	if err := tx2.Rollback(ctx); err != nil {
+		t.Errorf("Rollback after Commit = %v; want nil", err)
+	}
+}
+
+func testStoreIdempotencyKey(t *testing.T, s Store) {
+	ctx := t.Context()
+	claim := &KeyClaim{Key: "k-1", Fingerprint: "fp-1", RespondBy: t0.Add(time.Minute)}
+	if _, err := s.IdempotencyKey(ctx, "k-1"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("unknown key error = %v; want ErrNotFound", err)
+	}
+	tx, err := s.BeginOrder(ctx, claim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Not visible before the commit.
+	if _, err := s.IdempotencyKey(ctx, "k-1"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("uncommitted key error = %v; want ErrNotFound", err)
+	}
+	o, err := tx.CreateOrder(ctx, newTestOrder(t0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := s.IdempotencyKey(ctx, "k-1")
+	if err != nil || rec.Fingerprint != "fp-1" || rec.OrderID != o.ID || rec.Response != nil || !rec.RespondBy.Equal(claim.RespondBy) {
+		t.Fatalf("record = %+v, %v; want fp-1, order %s, no response yet", rec, err, o.ID)
+	}
+	if _, err := s.BeginOrder(ctx, claim); !errors.Is(err, ErrKeyClaimed) {
+		t.Errorf("claiming a committed key: error = %v; want ErrKeyClaimed", err)
+	}
+	first, err := s.CompleteIdempotencyKey(ctx, "k-1", StoredResponse{Status: 201, Body: []byte(`{"a":1}`)})
+	if err != nil || first.Status != 201 || string(first.Body) != `{"a":1}` {
+		t.Fatalf("CompleteIdempotencyKey = %+v, %v", first, err)
+	}
+	// The first answer stored wins.
+	second, err := s.CompleteIdempotencyKey(ctx, "k-1", StoredResponse{Status: 500, Body: []byte(`{"b":2}`)})
+	if err != nil || second.Status != 201 || string(second.Body) != `{"a":1}` {
+		t.Errorf("second CompleteIdempotencyKey = %+v, %v; want the first answer", second, err)
+	}
+	if rec, _ := s.IdempotencyKey(ctx, "k-1"); rec.Response == nil || string(rec.Response.Body) != `{"a":1}` {
+		t.Errorf("stored response = %+v", rec.Response)
+	}
+	if _, err := s.CompleteIdempotencyKey(ctx, "k-unknown", StoredResponse{Status: 201}); !errors.Is(err, ErrNotFound) {
+		t.Errorf("completing an unknown key: error = %v; want ErrNotFound", err)
+	}
+
+	// A rolled-back claim releases the key.
+	tx, err = s.BeginOrder(ctx, &KeyClaim{Key: "k-2", Fingerprint: "fp", RespondBy: t0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = tx.Rollback(ctx)
+	tx, err = s.BeginOrder(ctx, &KeyClaim{Key: "k-2", Fingerprint: "fp", RespondBy: t0})
+	if err != nil {
+		t.Fatalf("claim after a rollback: %v", err)
+	}
+	_ = tx.Rollback(ctx)
+}
+
+// testStoreConcurrentKey: a second claim of a key waits for the open
+// transaction holding it, then claims it (rollback) or finds it taken
+// (commit); a deadline ends the wait.
+func testStoreConcurrentKey(t *testing.T, s Store) {
+	ctx := t.Context()
+	for _, commit := range []bool{false, true} {
+		key := fmt.Sprintf("k-wait-%v", commit)
+		holder, err := s.BeginOrder(ctx, &KeyClaim{Key: key, Fingerprint: "fp", RespondBy: t0})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := holder.CreateOrder(ctx, newTestOrder(t0)); err != nil {
+			t.Fatal(err)
+		}
+		result := make(chan error, 1)
+		go func() {
+			tx, err := s.BeginOrder(ctx, &KeyClaim{Key: key, Fingerprint: "fp", RespondBy: t0})
+			if err == nil {
+				_ = tx.Rollback(ctx)
+			}
+			result <- err
+		}()
+		select {
+		case err := <-result:
+			t.Fatalf("second claim returned %v while the first transaction was open; want it to wait", err)
+		case <-time.After(100 * time.Millisecond):
+		}
+		if commit {
+			err = holder.Commit(ctx)
+		} else {
+			err = holder.Rollback(ctx)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-result:
+			if commit && !errors.Is(err, ErrKeyClaimed) {
+				t.Errorf("claim after the holder committed: error = %v; want ErrKeyClaimed", err)
+			}
+			if !commit && err != nil {
+				t.Errorf("claim after the holder rolled back: error = %v; want the claim", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("second claim still waiting after the holder ended")
+		}
+	}
+
+	holder, err := s.BeginOrder(ctx, &KeyClaim{Key: "k-deadline", Fingerprint: "fp", RespondBy: t0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Rollback(ctx)
+	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	if _, err := s.BeginOrder(short, &KeyClaim{Key: "k-deadline", Fingerprint: "fp", RespondBy: t0}); err == nil || errors.Is(err, ErrKeyClaimed) {
+		t.Errorf("claim past its deadline: error = %v; want a context error", err)
+	}
+}
+
+func testStoreOutboxLease(t *testing.T, s Store) {
+	ctx := t.Context()
+	o, events := placeTestOrder(t, s, t0)
+	// Not due before available_at.
+	if got, err := s.ClaimEvents(ctx, "a", 10, t0.Add(-time.Second), time.Minute); err != nil || len(got) != 0 {
+		t.Fatalf("claim before due = %v, %v; want none", got, err)
+	}
+	got, err := s.ClaimEvents(ctx, "a", 1, t0, time.Minute)
+	if err != nil || len(got) != 1 {
+		t.Fatalf("claim limit 1 = %v, %v; want 1 event", got, err)
+	}
+	rest, err := s.ClaimEvents(ctx, "a", 10, t0, time.Minute)
+	if err != nil || len(rest) != 1 {
+		t.Fatalf("second claim = %v, %v; want the other event", rest, err)
+	}
+	claimed := append(got, rest...)
+	for _, e := range claimed {
+		if e.Attempts != 1 || e.ClaimedBy != "a" || !e.ClaimedUntil.Equal(t0.Add(time.Minute)) || e.OrderID != o.ID {
+			t.Errorf("claimed event = %+v; want attempt 1, leased to a until %v", e, t0.Add(time.Minute))
+		}
+	}
+	if got := []string{claimed[0].ID, claimed[1].ID}; !slices.Contains(got, events[0].ID) || !slices.Contains(got, events[1].ID) {
+		t.Errorf("claimed %v; want both events of the order", got)
+	}
+	// Leased: another relay gets nothing until the lease ends...
+	if got, _ := s.ClaimEvents(ctx, "b", 10, t0.Add(59*time.Second), time.Minute); len(got) != 0 {
+		t.Errorf("claim during the lease = %v; want none", got)
+	}
+	// ...then takes both over, as from a relay that died.
+	taken, err := s.ClaimEvents(ctx, "b", 10, t0.Add(time.Minute), time.Minute)
+	if err != nil || len(taken) != 2 {
+		t.Fatalf("claim after the lease = %v, %v; want both events", taken, err)
+	}
+	for _, e := range taken {
+		if e.Attempts != 2 || e.ClaimedBy != "b" {
+			t.Errorf("re-claimed event = %+v; want attempt 2, leased to b", e)
+		}
+	}
+	// The late relay's failure report changes nothing: b holds the lease.
+	if err := s.MarkFailed(ctx, taken[0].ID, "a", t0, "late", false); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.ClaimEvents(ctx, "c", 10, t0.Add(90*time.Second), time.Minute); len(got) != 0 {
+		t.Errorf("a stale owner's MarkFailed released the event: claimed %v", got)
+	}
+	// The owner's failure schedules a retry.
+	retryAt := t0.Add(5 * time.Minute)
+	if err := s.MarkFailed(ctx, taken[0].ID, "b", retryAt, "warehouse unavailable", false); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.MarkDelivered(ctx, taken[1].ID, t0.Add(90*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.ClaimEvents(ctx, "c", 10, retryAt.Add(-time.Millisecond), time.Minute); len(got) != 0 {
+		t.Errorf("claimed before retry_at: %v", got)
+	}
+	if got, _ := s.ClaimEvents(ctx, "c", 10, retryAt, time.Minute); len(got) != 1 || got[0].ID != taken[0].ID || got[0].Attempts != 3 || got[0].LastError != "warehouse unavailable" {
+		t.Errorf("claim at retry_at = %+v; want the event, attempt 3, with its last error", got)
+	}
+}
+
+func testStoreOutboxDelivery(t *testing.T, s Store) {
+	ctx := t.Context()
+	o, events := placeTestOrder(t, s, t0)
+	claimed, err := s.ClaimEvents(ctx, "a", 10, t0, time.Minute)
+	if err != nil || len(claimed) != 2 {
+		t.Fatalf("claim = %v, %v", claimed, err)
+	}
+	at := t0.Add(3 * time.Second)
+	// Delivering order_paid fulfils the order, in the same transaction.
+	if err := s.MarkDelivered(ctx, events[0].ID, at); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.GetOrder(ctx, o.ID); got.Status != StatusFulfilled || !got.UpdatedAt.Equal(at) || !got.CreatedAt.Equal(t0) {
+		t.Errorf("order after order_paid delivered = %+v; want fulfilled, updated at %v", got, at)
+	}
+	// Idempotent: a second delivery (a relay whose lease ended) changes nothing.
+	if err := s.MarkDelivered(ctx, events[0].ID, at.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.GetOrder(ctx, o.ID); !got.UpdatedAt.Equal(at) {
+		t.Errorf("a repeated MarkDelivered moved updated_at to %v", got.UpdatedAt)
+	}
+	// Parked as dead: never claimed again, counted.
+	if err := s.MarkFailed(ctx, events[1].ID, "a", t0, "mail refused", true); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.ClaimEvents(ctx, "b", 10, t0.Add(time.Hour), time.Minute); len(got) != 0 {
+		t.Errorf("claimed %v; want no event (one delivered, one dead)", got)
+	}
+	st, err := s.OutboxStats(ctx)
+	if err != nil || st.Pending != 0 || st.Dead != 1 || !st.OldestPending.IsZero() {
+		t.Errorf("OutboxStats = %+v, %v; want 0 pending, 1 dead", st, err)
+	}
+	stored, _ := s.OrderEvents(ctx, o.ID)
+	if len(stored) != 2 || stored[0].Status != EventDelivered || !stored[0].DeliveredAt.Equal(at) || stored[1].Status != EventDead || stored[1].LastError != "mail refused" {
+		t.Errorf("events = %+v; want delivered at %v, then dead", stored, at)
+	}
+
+	// order_paid of a cancelled order does not resurrect it.
+	c, cevents := placeTestOrder(t, s, t0)
+	if _, err := s.TransitionOrder(ctx, c.ID, StatusPaid, StatusCancelled, at); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.MarkDelivered(ctx, cevents[0].ID, at.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.GetOrder(ctx, c.ID); got.Status != StatusCancelled {
+		t.Errorf("cancelled order after order_paid delivered = %s; want cancelled", got.Status)
+	}
+}
+
+// testStoreOutboxConcurrentClaims: relays claiming at once never share an
+// event.
+func testStoreOutboxConcurrentClaims(t *testing.T, s Store) {
+	ctx := t.Context()
+	const orders = 50
+	for range orders {
+		placeTestOrder(t, s, t0)
+	}
+	var (
+		mu   sync.Mutex
+		seen = map[string]string{}
+		wg   sync.WaitGroup
+	)
+	for r := range 6 {
+		owner := fmt.Sprintf("relay-%d", r)
+		wg.Go(func() {
+			for {
+				got, err := s.ClaimEvents(ctx, owner, 7, t0, time.Hour)
+				if err != nil {
+					t.Errorf("%s: %v", owner, err)
+					return
+				}
+				if len(got) == 0 {
+					return
+				}
+				mu.Lock()
+				for _, e := range got {
+					if prev, dup := seen[e.ID]; dup {
+						t.Errorf("event %s claimed by %s and %s", e.ID, prev, owner)
+					}
+					seen[e.ID] = owner
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if len(seen) != 2*orders {
+		t.Errorf("claimed %d events; want %d", len(seen), 2*orders)
+	}
+}
+
+func TestMigrate(t *testing.T) {
+	url := pgtest.URL(t)
+	all, err := migrations()
+	if err != nil || len(all) == 0 {
+		t.Fatalf("embedded migrations = %v, %v", all, err)
+	}
+	// Two processes starting at once: both succeed, the migrations run once.
+	var wg sync.WaitGroup
+	applied := make([][]int, 3)
+	errs := make([]error, 3)
+	for i := range applied {
+		pool := pgtest.PoolOn(t, url)
+		wg.Go(func() { applied[i], errs[i] = Migrate(t.Context(), pool) })
+	}
+	wg.Wait()
+	total := 0
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("concurrent Migrate %d: %v", i, err)
+		}
+		total += len(applied[i])
+	}
+	if total != len(all) {
+		t.Errorf("concurrent Migrate calls applied %v; want %d migrations applied once in all", applied, len(all))
+	}
+	pool := pgtest.PoolOn(t, url)
+	again, err := Migrate(t.Context(), pool)
+	if err != nil || len(again) != 0 {
+		t.Errorf("Migrate on an up-to-date schema = %v, %v; want nothing applied", again, err)
+	}
+	var recorded int
+	if err := pool.QueryRow(t.Context(), "SELECT count(*) FROM schema_migrations").Scan(&recorded); err != nil || recorded != len(all) {
+		t.Errorf("schema_migrations rows = %d, %v; want %d", recorded, err, len(all))
+	}
+	// Seeding twice is harmless too.
+	s := NewPostgresStore(pool)
+	for range 2 {
+		if err := s.Seed(t.Context(), suiteSeed()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if list, _ := s.ListOrdersByUser(t.Context(), 1); len(list) != 3 {
+		t.Errorf("user 1 has %d orders after seeding twice; want 3", len(list))
+	}
+}
