@@ -22,8 +22,9 @@ const (
 	// EventIDHeader carries an outbox event's id on every delivery; the
 	// warehouse and mail services deduplicate on it.
 	EventIDHeader = "X-Event-Id"
-	// DryRunHeader set to "1" makes POST /orders compute its answer and
-	// commit, charge and send nothing (the proxy's shadow of a write).
+	// DryRunHeader set to "1" makes POST /orders and POST
+	// /orders/{id}/cancel compute their answer and commit, charge and send
+	// nothing (the proxy's shadow of a write).
 	DryRunHeader = "X-Strangler-Dry-Run"
 	// RequestIDHeader ties a request's log lines and downstream calls
 	// together.

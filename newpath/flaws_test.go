@@ -132,6 +132,29 @@ func TestDryRun(t *testing.T) {
 	}
 }
 
+func TestDryRunCancelCancelsNothing(t *testing.T) {
+	for _, kind := range storeKinds {
+		t.Run(string(kind), func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, envOptions{kind: kind})
+			dry := map[string]string{"X-Strangler-Dry-Run": "1"}
+			// ord_7 is a seeded paid order: cancellable.
+			r := send(t, "POST", e.newpathURL+"/orders/ord_7/cancel", "", dry)
+			if r.status != http.StatusOK || decodeOrder(t, r.body).Status != newpath.StatusCancelled {
+				t.Errorf("dry-run cancel = %d %s; want 200 with the order cancelled", r.status, r.body)
+			}
+			if o, err := e.stores.newpath.GetOrder(t.Context(), "ord_7"); err != nil || o.Status != newpath.StatusPaid {
+				t.Errorf("after a dry-run cancel ord_7 is %+v, %v; want still paid", o, err)
+			}
+			for path, want := range map[string]int{"/orders/ord_1/cancel": http.StatusConflict, "/orders/ord_404/cancel": http.StatusNotFound} {
+				if r := send(t, "POST", e.newpathURL+path, "", dry); r.status != want {
+					t.Errorf("dry-run POST %s = %d %s; want %d", path, r.status, r.body, want)
+				}
+			}
+		})
+	}
+}
+
 // TestSharedStore puts legacy and newpath on one store, as production
 // (one database) and strangler demo (one memory store) do: orders placed
 // by either read back identically from both, and their ids never collide.

@@ -214,7 +214,13 @@ func (s *Server) handleListOrders(w http.ResponseWriter, r *http.Request) {
 // no restock, no downstream call (docs/order-api.md). A cancelled order's
 // pending order_paid event is skipped by the relay.
 func (s *Server) handleCancelOrder(w http.ResponseWriter, r *http.Request) {
-	order, err := s.store.TransitionOrder(r.Context(), r.PathValue("id"), StatusPaid, StatusCancelled, s.now())
+	var order Order
+	var err error
+	if r.Header.Get(DryRunHeader) == "1" {
+		order, err = s.dryRunCancel(r)
+	} else {
+		order, err = s.store.TransitionOrder(r.Context(), r.PathValue("id"), StatusPaid, StatusCancelled, s.now())
+	}
 	switch {
 	case errors.Is(err, ErrNotFound):
 		writeError(w, http.StatusNotFound, "order not found")
@@ -225,6 +231,20 @@ func (s *Server) handleCancelOrder(w http.ResponseWriter, r *http.Request) {
 	default:
 		writeJSON(w, http.StatusOK, order)
 	}
+}
+
+// dryRunCancel answers what a cancel would, from the order as stored, and
+// changes nothing: a shadowed cancel must not cancel.
+func (s *Server) dryRunCancel(r *http.Request) (Order, error) {
+	order, err := s.store.GetOrder(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return Order{}, err
+	}
+	if order.Status != StatusPaid {
+		return Order{}, fmt.Errorf("dry-run cancel of %s order %s: %w", order.Status, order.ID, ErrStatusConflict)
+	}
+	order.Status, order.UpdatedAt = StatusCancelled, s.now()
+	return order, nil
 }
 
 // internalError answers the contract's 500 and logs the cause, which the
