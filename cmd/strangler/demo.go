@@ -26,10 +26,11 @@ import (
 
 // demoOptions are the flags of `strangler demo`.
 type demoOptions struct {
-	listen, adminListen string
-	rate                float64
-	duration            time.Duration
-	dir                 string
+	listen, adminListen                               string
+	legacyListen, newpathListen, newpathMetricsListen string
+	rate                                              float64
+	duration                                          time.Duration
+	dir                                               string
 	// ready, when set, gets the admin address once the proxy serves.
 	ready func(adminAddr string)
 }
@@ -40,12 +41,12 @@ func demoCmd() *cobra.Command {
 		Use:   "demo",
 		Short: "Run legacy, a newpath, the proxy and traffic in one process (make run)",
 		Long: `demo starts the legacy order simulator with its fake downstream services,
-a newpath stand-in, the proxy with a route for every order endpoint, and a
-traffic generator, and prints a live progress line. Ctrl-C stops everything.
+the newpath order service with its outbox relay, both on one store, the proxy
+with a route for every order endpoint (reads at 50%, writes at 10%, everything
+shadowed, writes as dry runs), and a traffic generator, and prints a live
+progress line. Ctrl-C stops everything.
 
-Until the rebuilt order service lands, the newpath upstream is a second
-legacy simulator sharing the same order store, so the split is real traffic
-to two processes that agree.`,
+The store is in memory, or Postgres when DATABASE_URL is set.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
@@ -56,6 +57,9 @@ to two processes that agree.`,
 	f := cmd.Flags()
 	f.StringVar(&opts.listen, "listen", "127.0.0.1:8080", "proxy address (a free port is used if it is taken)")
 	f.StringVar(&opts.adminListen, "admin-listen", "127.0.0.1:9090", "admin address (a free port is used if it is taken)")
+	f.StringVar(&opts.legacyListen, "legacy-listen", "127.0.0.1:9001", "legacy simulator address (a free port is used if it is taken)")
+	f.StringVar(&opts.newpathListen, "newpath-listen", "127.0.0.1:9002", "newpath order API address (a free port is used if it is taken)")
+	f.StringVar(&opts.newpathMetricsListen, "newpath-metrics-listen", "127.0.0.1:9102", "newpath /metrics address (a free port is used if it is taken)")
 	f.Float64Var(&opts.rate, "rate", 50, "requests per second the traffic generator sends")
 	f.DurationVar(&opts.duration, "duration", 0, "stop after this long (0: until Ctrl-C)")
 	f.StringVar(&opts.dir, "dir", "", "where the demo writes its config and logs (default: a new temp dir)")
@@ -85,11 +89,15 @@ routes:
   - name: create-order
     match: "POST /orders"
     weight: 10
-    shadow: { percent: 100 }
+    shadow: { percent: 100, dry_run: true }
+    compare:
+      # generated per call (docs/order-api.md): never equal between two services
+      ignore: ["/body/id", "/body/payment_id", "/body/created_at", "/body/updated_at"]
   - name: cancel-order
     match: "POST /orders/{id}/cancel"
     weight: 10
-    shadow: { percent: 100 }
+    shadow: { percent: 100, dry_run: true }
+    compare: { ignore: ["/body/updated_at"] }
 `
 
 func demo(ctx context.Context, opts demoOptions, stdout io.Writer) error {
@@ -116,13 +124,13 @@ func demo(ctx context.Context, opts demoOptions, stdout io.Writer) error {
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	legacyURL, newpathURL, err := startBackends(ctx, &wg, logger)
+	urls, err := startBackends(ctx, &wg, opts, logger)
 	if err != nil {
 		return err
 	}
 
 	cfgPath := filepath.Join(dir, "strangler.yaml")
-	cfg := fmt.Sprintf(demoRoutes, freeOr(opts.listen), freeOr(opts.adminListen), legacyURL, newpathURL)
+	cfg := fmt.Sprintf(demoRoutes, freeOr(opts.listen), freeOr(opts.adminListen), urls.legacy, urls.newpath)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return err
 	}
@@ -139,16 +147,17 @@ func demo(ctx context.Context, opts demoOptions, stdout io.Writer) error {
 		return fmt.Errorf("start proxy: %w", err)
 	}
 
-	fmt.Fprintf(stdout, `strangler demo
+	fmt.Fprintf(stdout, `strangler demo (%[8]s store)
   proxy         http://%[1]s/orders/ord_1
   metrics       http://%[2]s/metrics
   routes        http://%[2]s/admin/routes
+  divergences   http://%[2]s/admin/divergences
   config        http://%[2]s/admin/config   (edit %[3]s: weights reload live)
   legacy        %[4]s
-  newpath       %[5]s   (stand-in: a second legacy simulator until the newpath lands)
-  logs          %[6]s
+  newpath       %[5]s   (metrics %[6]s)
+  logs          %[7]s
 Ctrl-C to stop.
-`, proxyAddr, adminAddr, cfgPath, legacyURL, newpathURL, logFile.Name())
+`, proxyAddr, adminAddr, cfgPath, urls.legacy, urls.newpath, urls.newpathMetrics, logFile.Name(), urls.store)
 
 	if opts.ready != nil {
 		opts.ready(adminAddr)
@@ -163,36 +172,10 @@ Ctrl-C to stop.
 	return nil
 }
 
-// startBackends serves the fake downstream services, legacy, and the
-// newpath stand-in on free loopback ports until ctx is done.
-func startBackends(ctx context.Context, wg *sync.WaitGroup, logger *slog.Logger) (legacyURL, newpathURL string, err error) {
-	store, err := legacy.NewMemoryStore(legacy.DefaultSeed())
-	if err != nil {
-		return "", "", err
-	}
-	downstream, err := legacy.NewDownstream(legacy.DownstreamOptions{Logger: logger})
-	if err != nil {
-		return "", "", err
-	}
-	downstreamURL, err := serveLoopback(ctx, wg, downstream)
-	if err != nil {
-		return "", "", err
-	}
-	var urls [2]string
-	for i := range urls {
-		orders, err := legacy.NewServer(legacy.Options{Store: store, DownstreamURL: downstreamURL, Logger: logger})
-		if err != nil {
-			return "", "", err
-		}
-		if urls[i], err = serveLoopback(ctx, wg, orders); err != nil {
-			return "", "", err
-		}
-	}
-	return urls[0], urls[1], nil
-}
-
-func serveLoopback(ctx context.Context, wg *sync.WaitGroup, h http.Handler) (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+// serveLoopback serves h on addr (a free loopback port if addr is taken)
+// until ctx is done, and returns its base URL.
+func serveLoopback(ctx context.Context, wg *sync.WaitGroup, addr string, h http.Handler) (string, error) {
+	ln, err := net.Listen("tcp", freeOr(addr))
 	if err != nil {
 		return "", err
 	}

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"io"
+	"net/http"
 	"context"
 	"regexp"
 	"strconv"
@@ -63,6 +65,25 @@ func TestReportReadsTheAdminAPI(t *testing.T) {
 			break
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+	// Every route has comparisons on /metrics.
+	p, err := scrapeProgress(ctx, "http://"+admin+"/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.Get("http://" + admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	for _, route := range []string{"get-order", "list-orders", "create-order", "cancel-order"} {
+		if !regexp.MustCompile(`strangler_comparisons_total\{result="(match|mismatch|noise)",route="` + route + `"\} [1-9]`).Match(metrics) {
+			t.Errorf("no comparisons of %s on /metrics", route)
+		}
+	}
+	if p.compared == 0 {
+		t.Error("no comparisons at all")
 	}
 	cancel()
 	if err := <-done; err != nil {

@@ -1,0 +1,181 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/strangler-proxy/strangler/legacy"
+	"github.com/strangler-proxy/strangler/newpath"
+)
+
+// backendURLs are where the demo's backends listen.
+type backendURLs struct {
+	legacy, newpath, newpathMetrics, downstream string
+	store                                       string // "memory" or "postgres"
+}
+
+// startBackends serves the fake downstream services, the legacy simulator
+// and the newpath with its outbox relay until ctx is done, both services
+// on one store: Postgres when DATABASE_URL is set, else one in-memory store.
+func startBackends(ctx context.Context, wg *sync.WaitGroup, opts demoOptions, logger *slog.Logger) (backendURLs, error) {
+	var urls backendURLs
+	lg, np, closeStore, kind, err := openDemoStores(ctx, logger)
+	if err != nil {
+		return urls, err
+	}
+	urls.store = kind
+	wg.Go(func() { <-ctx.Done(); closeStore() })
+
+	downstream, err := legacy.NewDownstream(legacy.DownstreamOptions{Logger: logger})
+	if err != nil {
+		return urls, err
+	}
+	if urls.downstream, err = serveLoopback(ctx, wg, "127.0.0.1:0", downstream); err != nil {
+		return urls, err
+	}
+	legacyAPI, err := legacy.NewServer(legacy.Options{Store: lg, DownstreamURL: urls.downstream, Logger: logger})
+	if err != nil {
+		return urls, err
+	}
+	if urls.legacy, err = serveLoopback(ctx, wg, opts.legacyListen, legacyAPI); err != nil {
+		return urls, err
+	}
+
+	reg := prometheus.NewRegistry()
+	metrics := newpath.NewMetrics(reg, np, logger)
+	relay, err := newpath.NewRelay(newpath.RelayOptions{Store: np, DownstreamURL: urls.downstream, Logger: logger, Metrics: metrics})
+	if err != nil {
+		return urls, err
+	}
+	wg.Go(func() { _ = relay.Run(ctx) })
+	newpathAPI, err := newpath.NewServer(newpath.ServerOptions{Store: np, DownstreamURL: urls.downstream, Logger: logger, Metrics: metrics, Notify: relay.Notify})
+	if err != nil {
+		return urls, err
+	}
+	if urls.newpath, err = serveLoopback(ctx, wg, opts.newpathListen, newpathAPI); err != nil {
+		return urls, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	if urls.newpathMetrics, err = serveLoopback(ctx, wg, opts.newpathMetricsListen, mux); err != nil {
+		return urls, err
+	}
+	urls.newpathMetrics += "/metrics"
+	return urls, nil
+}
+
+// openDemoStores returns legacy's and newpath's view of one store.
+func openDemoStores(ctx context.Context, logger *slog.Logger) (legacy.Store, newpath.Store, func(), string, error) {
+	url := os.Getenv("DATABASE_URL")
+	if url == "" {
+		np, err := newpath.NewMemoryStore(newpathSeed(legacy.DefaultSeed()))
+		if err != nil {
+			return nil, nil, nil, "", err
+		}
+		return legacyView{np}, np, func() {}, "memory", nil
+	}
+	pool, err := newpath.OpenPool(ctx, url)
+	if err != nil {
+		return nil, nil, nil, "", fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	if _, err := newpath.Migrate(ctx, pool); err != nil {
+		pool.Close()
+		return nil, nil, nil, "", fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	lg, err := legacy.NewPostgresStore(pool)
+	if err == nil {
+		err = lg.Seed(ctx, legacy.DefaultSeed())
+	}
+	if err != nil {
+		pool.Close()
+		return nil, nil, nil, "", fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	logger.Info("demo on Postgres")
+	return lg, newpath.NewPostgresStore(pool), pool.Close, "postgres", nil
+}
+
+// newpathSeed converts the legacy simulator's seed, the data both services
+// start from, into newpath's types.
+func newpathSeed(seed legacy.Seed) newpath.Seed {
+	out := newpath.Seed{Users: make([]newpath.User, len(seed.Users)), Orders: make([]newpath.Order, len(seed.Orders))}
+	for i, u := range seed.Users {
+		out.Users[i] = newpath.User(u)
+	}
+	for i, o := range seed.Orders {
+		out.Orders[i] = toNewpathOrder(o)
+	}
+	return out
+}
+
+// legacyView lets the legacy simulator run on newpath's in-memory store,
+// so that inside the demo both services share one store: legacy's Store
+// contract is a subset of newpath's, and only the types differ.
+type legacyView struct{ s newpath.Store }
+
+var _ legacy.Store = legacyView{}
+
+func (v legacyView) GetUser(ctx context.Context, id int64) (legacy.User, error) {
+	u, err := v.s.GetUser(ctx, id)
+	return legacy.User(u), legacyErr(err)
+}
+
+func (v legacyView) GetOrder(ctx context.Context, id string) (legacy.Order, error) {
+	o, err := v.s.GetOrder(ctx, id)
+	return toLegacyOrder(o), legacyErr(err)
+}
+
+func (v legacyView) ListOrdersByUser(ctx context.Context, userID int64) ([]legacy.Order, error) {
+	orders, err := v.s.ListOrdersByUser(ctx, userID)
+	out := make([]legacy.Order, len(orders))
+	for i, o := range orders {
+		out[i] = toLegacyOrder(o)
+	}
+	return out, legacyErr(err)
+}
+
+func (v legacyView) CreateOrder(ctx context.Context, o legacy.Order) (legacy.Order, error) {
+	created, err := v.s.CreateOrder(ctx, toNewpathOrder(o))
+	return toLegacyOrder(created), legacyErr(err)
+}
+
+func (v legacyView) TransitionOrder(ctx context.Context, id string, from, to legacy.Status, at time.Time) (legacy.Order, error) {
+	o, err := v.s.TransitionOrder(ctx, id, newpath.Status(from), newpath.Status(to), at)
+	return toLegacyOrder(o), legacyErr(err)
+}
+
+// legacyErr maps newpath's sentinels onto legacy's, which the legacy
+// handlers check with errors.Is.
+func legacyErr(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, newpath.ErrNotFound):
+		return fmt.Errorf("%w (%w)", legacy.ErrNotFound, err)
+	case errors.Is(err, newpath.ErrDuplicate):
+		return fmt.Errorf("%w (%w)", legacy.ErrDuplicate, err)
+	case errors.Is(err, newpath.ErrStatusConflict):
+		return fmt.Errorf("%w (%w)", legacy.ErrStatusConflict, err)
+	}
+	return err
+}
+
+func toLegacyOrder(o newpath.Order) legacy.Order {
+	return legacy.Order{ID: o.ID, UserID: o.UserID, ItemID: o.ItemID, Quantity: o.Quantity,
+		UnitPriceCents: o.UnitPriceCents, TotalCents: o.TotalCents, Status: legacy.Status(o.Status),
+		PaymentID: o.PaymentID, CreatedAt: o.CreatedAt, UpdatedAt: o.UpdatedAt}
+}
+
+func toNewpathOrder(o legacy.Order) newpath.Order {
+	return newpath.Order{ID: o.ID, UserID: o.UserID, ItemID: o.ItemID, Quantity: o.Quantity,
+		UnitPriceCents: o.UnitPriceCents, TotalCents: o.TotalCents, Status: newpath.Status(o.Status),
+		PaymentID: o.PaymentID, CreatedAt: o.CreatedAt, UpdatedAt: o.UpdatedAt}
+}
