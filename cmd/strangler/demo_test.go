@@ -2,9 +2,9 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"net/http"
-	"context"
 	"regexp"
 	"strconv"
 	"strings"
