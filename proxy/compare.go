@@ -135,6 +135,9 @@ func (p *Proxy) compare(job *shadowJob, shadowRes, noiseRes *captured) int {
 	rt.cmp.mu.Lock()
 	rt.cmp.samples.add(s)
 	rt.cmp.mu.Unlock()
+	if p.divergences != nil {
+		p.divergences.add(s)
+	}
 	p.logger.Info("divergence", "request_id", job.requestID, "trace_id", job.traceID, "route", rt.name,
 		"method", s.Method, "path", s.Path, "fields", fields)
 	return resultMismatch

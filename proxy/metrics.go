@@ -77,6 +77,7 @@ type metrics struct {
 	noiseProbes      *prometheus.CounterVec
 	guardTripped     *prometheus.GaugeVec
 	guardTrips       *prometheus.CounterVec
+	samplesDropped   prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, version string) *metrics {
@@ -139,6 +140,10 @@ func newMetrics(reg prometheus.Registerer, version string) *metrics {
 			Name: "strangler_guard_trips_total",
 			Help: "Guard trips by route and reason (error_rate, divergence).",
 		}, []string{"route", "reason"}),
+		samplesDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "strangler_divergence_samples_dropped_total",
+			Help: "Divergence samples not written to Postgres: queue full or the write failed.",
+		}),
 	}
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "strangler_build_info",
@@ -147,7 +152,7 @@ func newMetrics(reg prometheus.Registerer, version string) *metrics {
 	buildInfo.WithLabelValues(version, runtime.Version()).Set(1)
 	reg.MustRegister(m.requests, m.duration, m.upstream, m.fallbacks, m.weight, m.effective, buildInfo,
 		m.shadowRequests, m.shadowInFlight, m.comparisons, m.fieldDifferences, m.noiseDifferences, m.noiseProbes,
-		m.guardTripped, m.guardTrips)
+		m.guardTripped, m.guardTrips, m.samplesDropped)
 	return m
 }
 

@@ -53,6 +53,10 @@ type Proxy struct {
 
 	state atomic.Pointer[state]
 
+	// divergences writes samples to Postgres; nil without
+	// divergence_store.database_url. Its goroutine runs in Run.
+	divergences *divergenceStore
+
 	// Shadows outlive their requests: p.shadows tracks them, stopShadows
 	// cancels them at shutdown, shadowInFlight bounds them.
 	shadows        sync.WaitGroup
@@ -123,8 +127,24 @@ func New(snap *config.Snapshot, opts Options) *Proxy {
 	p.metrics = newMetrics(reg, opts.Version)
 	reg.MustRegister(readinessCollector{p: p, desc: prometheus.NewDesc("strangler_route_ready",
 		"Whether the route is ready for promotion (1) by the readiness rule over its window.", []string{"route"}, nil)})
+	if url := snap.Config.DivergenceStore.DatabaseURL; url != "" {
+		d, err := newDivergenceStore(url, p.metrics.samplesDropped, p.logger)
+		if err != nil {
+			p.logger.Error("divergence store disabled", "error", err.Error())
+		}
+		p.divergences = d
+	}
 	p.Update(snap)
 	return p
+}
+
+// Run runs the proxy's background work until ctx is done: today the
+// divergence store's writer. Cancel ctx after the servers stopped and
+// DrainShadows returned, so the last samples are written.
+func (p *Proxy) Run(ctx context.Context) {
+	if p.divergences != nil {
+		p.divergences.run(ctx)
+	}
 }
 
 // Update swaps in a new configuration. It is a config.Reloader subscriber.

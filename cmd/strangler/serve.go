@@ -69,6 +69,12 @@ func serve(ctx context.Context, path string, grace time.Duration, stderr io.Writ
 	}()
 	p := proxy.New(rl.Current(), proxy.Options{Registerer: reg, Logger: logger, Version: buildVersion(), TracerProvider: tp})
 	rl.Subscribe(p.Update)
+	// The proxy's background work outlives the servers by a little: it
+	// writes the samples of the last comparisons.
+	runCtx, stopRun := context.WithCancel(context.WithoutCancel(ctx))
+	var background sync.WaitGroup
+	background.Go(func() { p.Run(runCtx) })
+	defer func() { stopRun(); background.Wait() }()
 	rl.Subscribe(func(s *config.Snapshot) { setLevel(level, s.Config.Log.Level) })
 
 	ln, err := net.Listen("tcp", cfg.Listen)

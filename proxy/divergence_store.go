@@ -1,0 +1,142 @@
+package proxy
+
+import (
+	"context"
+	_ "embed"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+//go:embed sql/divergences.sql
+var divergencesSchema string
+
+// Divergence store bounds: the queue the request path feeds without ever
+// waiting, and the batches the writer sends.
+const (
+	divergenceQueue    = 4096
+	divergenceBatch    = 256
+	divergenceInterval = 250 * time.Millisecond
+	divergenceTimeout  = 5 * time.Second
+)
+
+// divergenceStore writes mismatch samples to Postgres table
+// strangler_divergences in batches, off the request path. A full queue or
+// a failed batch drops samples and counts them: the proxy never waits on
+// Postgres, and Postgres being down costs samples, not requests.
+type divergenceStore struct {
+	pool    *pgxpool.Pool
+	queue   chan Sample
+	dropped prometheus.Counter
+	logger  *slog.Logger
+	ready   atomic.Bool // the table exists
+	lastLog atomic.Int64
+}
+
+// newDivergenceStore prepares the writer. It does not connect: Postgres may
+// come up after the proxy, and the proxy must start regardless.
+func newDivergenceStore(databaseURL string, dropped prometheus.Counter, logger *slog.Logger) (*divergenceStore, error) {
+	cfg, err := pgxpool.ParseConfig(databaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("divergence store: %w", err)
+	}
+	cfg.MaxConns = 2
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		return nil, fmt.Errorf("divergence store: %w", err)
+	}
+	return &divergenceStore{pool: pool, queue: make(chan Sample, divergenceQueue), dropped: dropped, logger: logger}, nil
+}
+
+// add queues s, or drops it when the queue is full. It never blocks.
+func (d *divergenceStore) add(s Sample) {
+	select {
+	case d.queue <- s:
+	default:
+		d.dropped.Inc()
+	}
+}
+
+// run writes queued samples until ctx is done, then writes what is queued
+// within a short grace and closes the pool. It is the store's only
+// goroutine, owned by Proxy.Run.
+func (d *divergenceStore) run(ctx context.Context) {
+	defer d.pool.Close()
+	tick := time.NewTicker(divergenceInterval)
+	defer tick.Stop()
+	batch := make([]Sample, 0, divergenceBatch)
+	flush := func(ctx context.Context) {
+		if len(batch) > 0 {
+			d.write(ctx, batch)
+			batch = batch[:0]
+		}
+	}
+	for {
+		select {
+		case s := <-d.queue:
+			if batch = append(batch, s); len(batch) == divergenceBatch {
+				flush(ctx)
+			}
+		case <-tick.C:
+			flush(ctx)
+		case <-ctx.Done():
+		drain:
+			for {
+				select {
+				case s := <-d.queue:
+					batch = append(batch, s)
+				default:
+					break drain
+				}
+			}
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), divergenceTimeout)
+			flush(fctx)
+			cancel()
+			return
+		}
+	}
+}
+
+// write inserts one batch with COPY; on failure the batch is dropped and
+// counted.
+func (d *divergenceStore) write(ctx context.Context, batch []Sample) {
+	ctx, cancel := context.WithTimeout(ctx, divergenceTimeout)
+	defer cancel()
+	err := d.ensureTable(ctx)
+	if err == nil {
+		rows := make([][]any, len(batch))
+		for i, s := range batch {
+			diffs, _ := json.Marshal(s.Differences)
+			rows[i] = []any{s.Time, s.Route, s.Method, s.Path, s.RequestID, s.TraceID, s.LegacyStatus, s.NewpathStatus, diffs}
+		}
+		_, err = d.pool.CopyFrom(ctx, pgx.Identifier{"strangler_divergences"},
+			[]string{"time", "route", "method", "path", "request_id", "trace_id", "legacy_status", "newpath_status", "differences"},
+			pgx.CopyFromRows(rows))
+	}
+	if err != nil {
+		d.dropped.Add(float64(len(batch)))
+		// One line a minute at most: Postgres being down is one event.
+		if now := time.Now().UnixNano(); now-d.lastLog.Load() > int64(time.Minute) {
+			d.lastLog.Store(now)
+			d.logger.Warn("divergence store: samples dropped", "count", len(batch), "error", err.Error())
+		}
+		d.ready.Store(false)
+	}
+}
+
+func (d *divergenceStore) ensureTable(ctx context.Context) error {
+	if d.ready.Load() {
+		return nil
+	}
+	if _, err := d.pool.Exec(ctx, divergencesSchema); err != nil {
+		return fmt.Errorf("create strangler_divergences: %w", err)
+	}
+	d.ready.Store(true)
+	return nil
+}
