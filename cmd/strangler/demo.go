@@ -31,8 +31,9 @@ type demoOptions struct {
 	rate                                              float64
 	duration                                          time.Duration
 	dir                                               string
-	// ready, when set, gets the admin address once the proxy serves.
-	ready func(adminAddr string)
+	// ready, when set, learns where everything listens once the proxy
+	// serves.
+	ready func(demoAddrs)
 }
 
 func demoCmd() *cobra.Command {
@@ -60,10 +61,16 @@ The store is in memory, or Postgres when DATABASE_URL is set.`,
 	f.StringVar(&opts.legacyListen, "legacy-listen", "127.0.0.1:9001", "legacy simulator address (a free port is used if it is taken)")
 	f.StringVar(&opts.newpathListen, "newpath-listen", "127.0.0.1:9002", "newpath order API address (a free port is used if it is taken)")
 	f.StringVar(&opts.newpathMetricsListen, "newpath-metrics-listen", "127.0.0.1:9102", "newpath /metrics address (a free port is used if it is taken)")
-	f.Float64Var(&opts.rate, "rate", 50, "requests per second the traffic generator sends")
+	f.Float64Var(&opts.rate, "rate", 50, "requests per second the traffic generator sends (0: none, drive it yourself)")
 	f.DurationVar(&opts.duration, "duration", 0, "stop after this long (0: until Ctrl-C)")
 	f.StringVar(&opts.dir, "dir", "", "where the demo writes its config and logs (default: a new temp dir)")
 	return cmd
+}
+
+// demoAddrs are the demo's listeners.
+type demoAddrs struct {
+	proxy, admin string // host:port
+	backends     backendURLs
 }
 
 // demoRoutes is the proxy config of the demo: every order endpoint, reads
@@ -160,9 +167,11 @@ Ctrl-C to stop.
 `, proxyAddr, adminAddr, cfgPath, urls.legacy, urls.newpath, urls.newpathMetrics, logFile.Name(), urls.store)
 
 	if opts.ready != nil {
-		opts.ready(adminAddr)
+		opts.ready(demoAddrs{proxy: proxyAddr, admin: adminAddr, backends: urls})
 	}
-	wg.Go(func() { generateTraffic(ctx, "http://"+proxyAddr, opts.rate) })
+	if opts.rate > 0 {
+		wg.Go(func() { generateTraffic(ctx, "http://"+proxyAddr, opts.rate) })
+	}
 	reportProgress(ctx, stdout, "http://"+adminAddr+"/metrics")
 	cancel()
 	if err := <-serveErr; err != nil {

@@ -47,7 +47,7 @@ func TestReportReadsTheAdminAPI(t *testing.T) {
 	addrs := make(chan string, 1)
 	done := make(chan error, 1)
 	opts := demoOptions{listen: "127.0.0.1:0", adminListen: "127.0.0.1:0", rate: 200, dir: dir,
-		ready: func(admin string) { addrs <- admin }}
+		ready: func(a demoAddrs) { addrs <- a.admin }}
 	var out bytes.Buffer
 	go func() { done <- demo(ctx, opts, &out) }()
 	admin := <-addrs
