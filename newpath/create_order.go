@@ -116,7 +116,9 @@ func (s *Server) createOrder(w http.ResponseWriter, r *http.Request) answer {
 		key:         key,
 		fingerprint: req.fingerprint(),
 		dryRun:      r.Header.Get(DryRunHeader) == "1",
-		traceParent: r.Header.Get("traceparent"),
+		// The server span's, so that the delivery is its child; without
+		// a tracer, the caller's.
+		traceParent: traceParentOf(r.Context()),
 	}
 	a, err := s.placeOrder(r.Context(), p)
 	if err != nil {
@@ -262,7 +264,10 @@ func (s *Server) placeOrder(ctx context.Context, p placement) (answer, error) {
 	}
 	s.notify()
 
-	if s.deliver(ctx, paid, paid.ClaimedBy, s.fulfilTimeout) {
+	deliverCtx, span := s.startDelivery(ctx, paid)
+	delivered := s.deliver(deliverCtx, paid, paid.ClaimedBy, s.fulfilTimeout)
+	span.End()
+	if delivered {
 		if fresh, err := s.store.GetOrder(ctx, order.ID); err == nil {
 			order = fresh
 		}

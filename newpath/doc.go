@@ -14,7 +14,11 @@
 //     delays fulfilment and loses nothing.
 //   - Dry runs: X-Strangler-Dry-Run: 1 computes the answer and commits,
 //     charges and sends nothing, so the proxy can shadow writes.
-//   - Structured logs with request_id and neworders_* metrics.
+//   - Structured logs with request_id and trace_id, neworders_* metrics,
+//     and OpenTelemetry spans (ServerOptions.TracerProvider): the caller's
+//     trace continues through the handler, its downstream calls and its
+//     SQL, and, through the traceparent stored in each outbox row, through
+//     the relay's asynchronous delivery.
 //
 // Storage is behind Store, implemented by PostgresStore (pgx/v5, migrations
 // embedded and applied by Migrate) and MemoryStore; both pass one suite.

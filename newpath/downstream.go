@@ -12,6 +12,10 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"go.opentelemetry.io/otel/propagation"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Headers newpath sends to the downstream services and reads from clients.
@@ -66,9 +70,10 @@ func isPermanent(err error) bool {
 type downstreamClient struct {
 	base   string
 	client *http.Client
+	tracer trace.Tracer
 }
 
-func newDownstreamClient(base string, client *http.Client) (*downstreamClient, error) {
+func newDownstreamClient(base string, client *http.Client, tracer trace.Tracer) (*downstreamClient, error) {
 	u, err := url.Parse(base)
 	if err != nil {
 		return nil, fmt.Errorf("downstream url %q: %w", base, err)
@@ -76,7 +81,7 @@ func newDownstreamClient(base string, client *http.Client) (*downstreamClient, e
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("downstream url %q: want an absolute http or https URL", base)
 	}
-	return &downstreamClient{base: strings.TrimSuffix(base, "/"), client: client}, nil
+	return &downstreamClient{base: strings.TrimSuffix(base, "/"), client: client, tracer: tracer}, nil
 }
 
 // newDefaultClient pools enough idle connections per host that a
@@ -90,8 +95,21 @@ func newDefaultClient(timeout time.Duration) *http.Client {
 }
 
 // call sends body (raw JSON, or nil) and decodes a 2xx answer into out
-// when out is not nil; any other status is a *statusError.
-func (c *downstreamClient) call(ctx context.Context, method, path string, header http.Header, body []byte, out any) error {
+// when out is not nil; any other status is a *statusError. The call is a
+// client span named after method and template, path's pattern
+// ("/inventory/{item_id}"), whose context the service receives in
+// traceparent.
+func (c *downstreamClient) call(ctx context.Context, method, template, path string, header http.Header, body []byte, out any) (err error) {
+	ctx, span := c.tracer.Start(ctx, method+" "+template, trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(methodAttr(method), semconv.URLTemplate(template), semconv.URLFull(c.base+path)))
+	status := 0
+	defer func() {
+		spanErr := err
+		if _, answered := errors.AsType[*statusError](err); answered {
+			spanErr = nil // the status tells
+		}
+		endHTTPSpan(span, status, spanErr)
+	}()
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
@@ -109,11 +127,13 @@ func (c *downstreamClient) call(ctx context.Context, method, path string, header
 	if id := requestIDFrom(ctx); id != "" {
 		req.Header.Set(RequestIDHeader, id)
 	}
+	propagator.Inject(ctx, propagation.HeaderCarrier(req.Header))
 	resp, err := c.client.Do(req)
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
+	status = resp.StatusCode
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		// Drain a little so that the connection is reused.
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxBodyBytes))
@@ -129,12 +149,12 @@ func (c *downstreamClient) call(ctx context.Context, method, path string, header
 	return nil
 }
 
-func (c *downstreamClient) postJSON(ctx context.Context, path string, header http.Header, in, out any) error {
+func (c *downstreamClient) postJSON(ctx context.Context, template, path string, header http.Header, in, out any) error {
 	body, err := json.Marshal(in)
 	if err != nil {
 		return fmt.Errorf("POST %s: encode request: %w", path, err)
 	}
-	return c.call(ctx, http.MethodPost, path, header, body, out)
+	return c.call(ctx, http.MethodPost, template, path, header, body, out)
 }
 
 // keyHeader is the Idempotency-Key header, or none without a key.
@@ -154,7 +174,7 @@ type inventoryItem struct {
 
 func (c *downstreamClient) inventory(ctx context.Context, itemID string) (inventoryItem, error) {
 	var out inventoryItem
-	err := c.call(ctx, http.MethodGet, "/inventory/"+url.PathEscape(itemID), nil, nil, &out)
+	err := c.call(ctx, http.MethodGet, "/inventory/{item_id}", "/inventory/"+url.PathEscape(itemID), nil, nil, &out)
 	return out, err
 }
 
@@ -163,7 +183,7 @@ func (c *downstreamClient) reserve(ctx context.Context, itemID string, quantity 
 	in := struct {
 		Quantity int `json:"quantity"`
 	}{quantity}
-	return c.postJSON(ctx, "/inventory/"+url.PathEscape(itemID)+"/reserve", keyHeader(key), in, nil)
+	return c.postJSON(ctx, "/inventory/{item_id}/reserve", "/inventory/"+url.PathEscape(itemID)+"/reserve", keyHeader(key), in, nil)
 }
 
 // payment is the answer of POST /payments.
@@ -181,7 +201,7 @@ func (c *downstreamClient) charge(ctx context.Context, userID, amountCents int64
 		AmountCents int64 `json:"amount_cents"`
 	}{userID, amountCents}
 	var out payment
-	err := c.postJSON(ctx, "/payments", keyHeader(key), in, &out)
+	err := c.postJSON(ctx, "/payments", "/payments", keyHeader(key), in, &out)
 	return out, err
 }
 
@@ -193,7 +213,7 @@ func (c *downstreamClient) deliver(ctx context.Context, e Event) error {
 	if err != nil {
 		return err
 	}
-	return c.call(ctx, http.MethodPost, path, http.Header{EventIDHeader: {e.ID}}, e.Payload, nil)
+	return c.call(ctx, http.MethodPost, path, path, http.Header{EventIDHeader: {e.ID}}, e.Payload, nil)
 }
 
 // eventPath is where an event kind is delivered.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/strangler-proxy/strangler/legacy"
 	"github.com/strangler-proxy/strangler/newpath"
@@ -135,8 +136,8 @@ type stores struct {
 }
 
 // newStores returns fresh, seeded stores of kind; shared puts both
-// services on the same data.
-func newStores(t testing.TB, kind storeKind, shared bool) stores {
+// services on the same data. tp, when not nil, traces newpath's SQL.
+func newStores(t testing.TB, kind storeKind, shared bool, tp trace.TracerProvider) stores {
 	t.Helper()
 	switch kind {
 	case memoryKind:
@@ -158,7 +159,19 @@ func newStores(t testing.TB, kind storeKind, shared bool) stores {
 		if !shared {
 			lgURL = pgtest.URL(t)
 		}
-		np := newpath.NewPostgresStore(migratedPool(t, npURL))
+		npPool := pgtest.PoolOn(t, npURL)
+		if tp != nil {
+			var err error
+			npPool, err = newpath.OpenPoolWith(t.Context(), npURL, newpath.PoolOptions{TracerProvider: tp})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(npPool.Close)
+		}
+		if _, err := newpath.Migrate(t.Context(), npPool); err != nil {
+			t.Fatalf("Migrate: %v", err)
+		}
+		np := newpath.NewPostgresStore(npPool)
 		lg, err := legacy.NewPostgresStore(migratedPool(t, lgURL))
 		if err != nil {
 			t.Fatal(err)
@@ -219,6 +232,10 @@ type envOptions struct {
 	relayO       func(*newpath.RelayOptions)
 	// wrapStore lets a test interpose on newpath's store.
 	wrapStore func(newpath.Store) newpath.Store
+	// wrapDownstream lets a test see what reaches the fake services.
+	wrapDownstream func(http.Handler) http.Handler
+	// tracerProvider is given to newpath's server, relay and Postgres pool.
+	tracerProvider trace.TracerProvider
 }
 
 // fastRetry retries within tens of milliseconds, so that an outage and its
@@ -230,12 +247,16 @@ func newEnv(t testing.TB, o envOptions) *env {
 	if o.kind == "" {
 		o.kind = memoryKind
 	}
-	st := newStores(t, o.kind, o.shared)
+	st := newStores(t, o.kind, o.shared, o.tracerProvider)
 	ds, err := legacy.NewDownstream(legacy.DownstreamOptions{Faults: o.faults})
 	if err != nil {
 		t.Fatal(err)
 	}
-	dsSrv := httptest.NewServer(ds)
+	var dsHandler http.Handler = ds
+	if o.wrapDownstream != nil {
+		dsHandler = o.wrapDownstream(ds)
+	}
+	dsSrv := httptest.NewServer(dsHandler)
 	t.Cleanup(dsSrv.Close)
 
 	lg, err := legacy.NewServer(legacy.Options{Store: st.legacy, DownstreamURL: dsSrv.URL, Clock: newTestClock().Now})
@@ -253,7 +274,8 @@ func newEnv(t testing.TB, o envOptions) *env {
 	logger := slog.New(slog.NewJSONHandler(e.logs, nil))
 	e.metrics = newpath.NewMetrics(e.registry, npStore, logger)
 	ro := newpath.RelayOptions{Store: npStore, DownstreamURL: dsSrv.URL, Metrics: e.metrics, Logger: logger,
-		Retry: fastRetry, PollInterval: 20 * time.Millisecond, Lease: 5 * time.Second, DeliveryTimeout: 2 * time.Second}
+		Retry: fastRetry, PollInterval: 20 * time.Millisecond, Lease: 5 * time.Second, DeliveryTimeout: 2 * time.Second,
+		TracerProvider: o.tracerProvider}
 	if o.relayO != nil {
 		o.relayO(&ro)
 	}
@@ -262,7 +284,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 		t.Fatal(err)
 	}
 	so := newpath.ServerOptions{Store: npStore, DownstreamURL: dsSrv.URL, Metrics: e.metrics, Logger: logger,
-		Retry: ro.Retry, Notify: e.relay.Notify}
+		Retry: ro.Retry, Notify: e.relay.Notify, TracerProvider: o.tracerProvider}
 	if o.tickingClock {
 		so.Clock = newTestClock().Now
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // PostgresStore is the Store on Postgres (pgx/v5). Its schema is created by
@@ -27,9 +28,25 @@ var _ Store = (*PostgresStore)(nil)
 // than pgx's default of max(4, CPUs).
 const DefaultMaxConns = 32
 
+// PoolOptions configures OpenPoolWith. Zero values mean the documented
+// defaults.
+type PoolOptions struct {
+	// TracerProvider makes a client span for each SQL statement and batch
+	// run inside a trace, named after its file in queries/ (or its first
+	// keyword), with db.system=postgresql and never the SQL text or its
+	// arguments. Nil means no spans.
+	TracerProvider trace.TracerProvider
+}
+
 // OpenPool connects to databaseURL, with DefaultMaxConns unless the URL
-// sets pool_max_conns, and checks the connection.
+// sets pool_max_conns, and checks the connection. It makes no spans; see
+// OpenPoolWith.
 func OpenPool(ctx context.Context, databaseURL string) (*pgxpool.Pool, error) {
+	return OpenPoolWith(ctx, databaseURL, PoolOptions{})
+}
+
+// OpenPoolWith is OpenPool with options.
+func OpenPoolWith(ctx context.Context, databaseURL string, opts PoolOptions) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(databaseURL)
 	if err != nil {
 		// The URL may hold a password: do not echo it.
@@ -40,6 +57,9 @@ func OpenPool(ctx context.Context, databaseURL string) (*pgxpool.Pool, error) {
 	}
 	if cfg.ConnConfig.RuntimeParams["application_name"] == "" {
 		cfg.ConnConfig.RuntimeParams["application_name"] = "strangler"
+	}
+	if opts.TracerProvider != nil {
+		cfg.ConnConfig.Tracer = newSQLTracer(opts.TracerProvider)
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

@@ -12,6 +12,9 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // RetryPolicy is how an outbox event is retried: exponential backoff with
@@ -63,13 +66,27 @@ type outbox struct {
 	logger     *slog.Logger
 	clock      func() time.Time
 	random     func() float64
+	tracer     trace.Tracer
+	// deliveryKind is the kind of the delivery spans: internal in the
+	// request that wrote the event, consumer in a relay, which takes the
+	// event off the outbox.
+	deliveryKind trace.SpanKind
 }
 
-// deliver sends e and records the outcome in the store and the metrics,
-// and reports whether it was delivered. A delivery cut short by ctx
-// (shutdown) is released for another try at once, not counted as a
-// failure.
+// startDelivery starts the span of one delivery of e, a child of the span
+// in ctx: "deliver order_paid".
+func (o *outbox) startDelivery(ctx context.Context, e Event) (context.Context, trace.Span) {
+	return o.tracer.Start(ctx, "deliver "+string(e.Kind), trace.WithSpanKind(o.deliveryKind),
+		trace.WithAttributes(attrEventID.String(e.ID), attrEventKind.String(string(e.Kind)),
+			attrOrderID.String(e.OrderID), attrAttempt.Int(e.Attempts)))
+}
+
+// deliver sends e and records the outcome in the store, the metrics and
+// the delivery span in ctx (startDelivery), and reports whether it was
+// delivered. A delivery cut short by ctx (shutdown) is released for
+// another try at once, not counted as a failure.
 func (o *outbox) deliver(ctx context.Context, e Event, owner string, timeout time.Duration) bool {
+	span := trace.SpanFromContext(ctx)
 	// Settling must happen even when ctx ends with the delivery.
 	settle, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
@@ -81,11 +98,15 @@ func (o *outbox) deliver(ctx context.Context, e Event, owner string, timeout tim
 			// The receiver has it; the event stays leased and is sent
 			// again when the lease ends, which the receiver deduplicates.
 			o.logger.ErrorContext(ctx, "outbox event delivered but not marked", "event_id", e.ID, "error", err)
+			span.RecordError(err)
 			return false
 		}
 		o.metrics.delivery(resultDelivered)
+		span.SetAttributes(attrDeliveryResult.String(resultDelivered))
 		return true
 	}
+	span.RecordError(err)
+	span.SetStatus(codes.Error, err.Error())
 	now := o.clock()
 	if ctx.Err() != nil {
 		// Shutting down: hand the event back now rather than at the end
@@ -101,10 +122,12 @@ func (o *outbox) deliver(ctx context.Context, e Event, owner string, timeout tim
 	}
 	if dead {
 		o.metrics.delivery(resultDead)
+		span.SetAttributes(attrDeliveryResult.String(resultDead))
 		o.logger.ErrorContext(ctx, "outbox event parked as dead", "event_id", e.ID, "kind", e.Kind, "order_id", e.OrderID, "attempts", e.Attempts, "error", err)
 		return false
 	}
 	o.metrics.delivery(resultFailed)
+	span.SetAttributes(attrDeliveryResult.String(resultFailed))
 	o.logger.WarnContext(ctx, "outbox delivery failed; will retry", "event_id", e.ID, "kind", e.Kind, "order_id", e.OrderID,
 		"attempts", e.Attempts, "retry_at", retryAt, "error", err)
 	return false
@@ -147,6 +170,12 @@ type RelayOptions struct {
 	PollInterval time.Duration
 	// Retry is the backoff and dead-letter policy.
 	Retry RetryPolicy
+	// TracerProvider makes a "deliver <kind>" span per delivery in the
+	// trace of the request that wrote the event (its traceparent is stored
+	// in the outbox row), and under it the client span of the call, whose
+	// traceparent the receiver gets. Nil means a no-op provider: nothing
+	// is recorded, but the stored traceparent still reaches the receiver.
+	TracerProvider trace.TracerProvider
 }
 
 // Relay delivers outbox events at least once: it claims due events with
@@ -175,19 +204,22 @@ func NewRelay(opts RelayOptions) (*Relay, error) {
 	if client == nil {
 		client = newDefaultClient(0)
 	}
-	downstream, err := newDownstreamClient(opts.DownstreamURL, client)
+	tracer := tracerFrom(opts.TracerProvider)
+	downstream, err := newDownstreamClient(opts.DownstreamURL, client, tracer)
 	if err != nil {
 		return nil, fmt.Errorf("new relay: %w", err)
 	}
 	r := &Relay{
 		outbox: outbox{
-			store:      opts.Store,
-			downstream: downstream,
-			retry:      opts.Retry.withDefaults(),
-			metrics:    opts.Metrics,
-			logger:     opts.Logger,
-			clock:      opts.Clock,
-			random:     opts.Random,
+			store:        opts.Store,
+			downstream:   downstream,
+			tracer:       tracer,
+			deliveryKind: trace.SpanKindConsumer,
+			retry:        opts.Retry.withDefaults(),
+			metrics:      opts.Metrics,
+			logger:       opts.Logger,
+			clock:        opts.Clock,
+			random:       opts.Random,
 		},
 		owner:           opts.Owner,
 		batchSize:       orDefault(opts.BatchSize, 100),
@@ -281,6 +313,11 @@ func (r *Relay) RunOnce(ctx context.Context) (int, error) {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
+			// The delivery joins the trace of the request that wrote
+			// the event.
+			ctx, span := r.startDelivery(withTraceParent(ctx, e.TraceParent), e)
+			defer span.End()
+			span.SetAttributes(attrRelay.String(r.owner))
 			if !r.skipCancelled(ctx, e) {
 				r.deliver(ctx, e, r.owner, r.deliveryTimeout)
 			}
@@ -306,6 +343,7 @@ func (r *Relay) skipCancelled(ctx context.Context, e Event) bool {
 		return true
 	}
 	r.metrics.delivery(resultSkipped)
+	trace.SpanFromContext(ctx).SetAttributes(attrDeliveryResult.String(resultSkipped))
 	r.logger.InfoContext(ctx, "order_paid event skipped: order cancelled", "event_id", e.ID, "order_id", e.OrderID)
 	return true
 }

@@ -7,6 +7,11 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // ServerOptions configures NewServer. Zero values mean the documented
@@ -48,6 +53,13 @@ type ServerOptions struct {
 	// Notify is called after each order commits, to wake a relay
 	// (Relay.Notify) for the order_confirmed event; nil calls nothing.
 	Notify func()
+	// TracerProvider makes a server span per request, continuing the
+	// caller's W3C traceparent, and under it a client span per downstream
+	// call (which carries its traceparent on) and per delivery. Give the
+	// Postgres pool the same provider (OpenPoolWith) for SQL spans. Nil
+	// means a no-op provider: nothing is recorded, but the caller's trace
+	// context still reaches the downstream services and the outbox rows.
+	TracerProvider trace.TracerProvider
 }
 
 // Server is the newpath order API, an http.Handler serving the contract of
@@ -84,7 +96,8 @@ func NewServer(opts ServerOptions) (*Server, error) {
 	if client == nil {
 		client = newDefaultClient(timeout)
 	}
-	downstream, err := newDownstreamClient(opts.DownstreamURL, client)
+	tracer := tracerFrom(opts.TracerProvider)
+	downstream, err := newDownstreamClient(opts.DownstreamURL, client, tracer)
 	if err != nil {
 		return nil, fmt.Errorf("new newpath server: %w", err)
 	}
@@ -92,11 +105,14 @@ func NewServer(opts ServerOptions) (*Server, error) {
 		outbox: outbox{
 			store:      opts.Store,
 			downstream: downstream,
-			retry:      opts.Retry.withDefaults(),
-			metrics:    opts.Metrics,
-			logger:     opts.Logger,
-			clock:      opts.Clock,
-			random:     opts.Random,
+			tracer:     tracer,
+			// The request delivers its own order_paid event, in its span.
+			deliveryKind: trace.SpanKindInternal,
+			retry:        opts.Retry.withDefaults(),
+			metrics:      opts.Metrics,
+			logger:       opts.Logger,
+			clock:        opts.Clock,
+			random:       opts.Random,
 		},
 		downstream:      downstream,
 		fulfilTimeout:   orDefault(opts.FulfilTimeout, 3*time.Second),
@@ -132,15 +148,20 @@ func (s *Server) routes() *http.ServeMux {
 }
 
 // ServeHTTP implements http.Handler: it tags the request with its
-// X-Request-Id (generated when absent), serves it, and writes one access
-// log line and one duration sample.
+// X-Request-Id (generated when absent), serves it in a server span that
+// continues the caller's trace, and writes one access log line and one
+// duration sample.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	id := r.Header.Get(RequestIDHeader)
 	if id == "" || len(id) > 128 {
 		id = randomHex(8)
 	}
-	r = r.WithContext(withRequestID(r.Context(), id))
+	ctx := propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+	// Named once the mux has matched: the pattern is known only then.
+	ctx, span := s.tracer.Start(ctx, r.Method, trace.WithSpanKind(trace.SpanKindServer),
+		trace.WithAttributes(methodAttr(r.Method), attrDryRun.Bool(r.Header.Get(DryRunHeader) == "1")))
+	r = r.WithContext(withRequestID(ctx, id))
 	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 	s.mux.ServeHTTP(rec, r)
 	route := r.Pattern
@@ -148,11 +169,31 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		route = "unmatched"
 	}
 	elapsed := time.Since(start)
+	endServerSpan(span, r, rec)
 	s.metrics.requests.WithLabelValues(route, strconv.Itoa(rec.status)).Observe(elapsed.Seconds())
-	s.logger.LogAttrs(r.Context(), slog.LevelInfo, "request",
-		slog.String("request_id", id), slog.String("method", r.Method), slog.String("path", r.URL.Path),
+	attrs := []slog.Attr{slog.String("request_id", id), slog.String("method", r.Method), slog.String("path", r.URL.Path),
 		slog.String("route", route), slog.Int("status", rec.status),
-		slog.Float64("duration_ms", float64(elapsed.Microseconds())/1000))
+		slog.Float64("duration_ms", float64(elapsed.Microseconds())/1000)}
+	if sc := span.SpanContext(); sc.HasTraceID() {
+		attrs = append(attrs, slog.String("trace_id", sc.TraceID().String()))
+	}
+	s.logger.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
+}
+
+// endServerSpan names the request's span after its route, records the
+// answer and ends it.
+func endServerSpan(span trace.Span, r *http.Request, rec *statusRecorder) {
+	route := routeOf(r.Pattern)
+	span.SetName(spanName(r.Method, route))
+	if route != "" {
+		span.SetAttributes(semconv.HTTPRoute(route))
+	}
+	span.SetAttributes(semconv.HTTPResponseStatusCode(rec.status),
+		attrReplayed.Bool(rec.Header().Get(ReplayedHeader) == "true"))
+	if rec.status >= 500 {
+		span.SetStatus(codes.Error, "")
+	}
+	span.End()
 }
 
 // statusRecorder remembers the status for the access log.

@@ -13,6 +13,11 @@
 // (--metrics-listen), so that the order API's URL space stays exactly
 // legacy's. docs/order-api.md describes the API and the newpath's
 // differences.
+//
+// Traces go over OTLP/HTTP when OTEL_EXPORTER_OTLP_ENDPOINT (or
+// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is set, the other OTEL_EXPORTER_OTLP_*
+// variables respected; otherwise nothing is recorded, but the callers'
+// traceparent still reaches the downstream services and the outbox.
 package main
 
 import (
@@ -33,10 +38,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
 
+	"github.com/strangler-proxy/strangler/config"
 	"github.com/strangler-proxy/strangler/legacy"
 	"github.com/strangler-proxy/strangler/newpath"
+	"github.com/strangler-proxy/strangler/proxy"
 )
+
+// version is set at build time (make build: -X main.version=...).
+var version = "dev"
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -48,8 +59,8 @@ func main() {
 	}
 }
 
-// config is the parsed command line.
-type config struct {
+// options is the parsed command line.
+type options struct {
 	listen          string
 	metricsListen   string
 	databaseURL     string
@@ -64,8 +75,8 @@ type config struct {
 	relayOpts       newpath.RelayOptions
 }
 
-func parseFlags(args []string, stderr io.Writer) (config, error) {
-	var cfg config
+func parseFlags(args []string, stderr io.Writer) (options, error) {
+	var cfg options
 	fs := flag.NewFlagSet("neworders", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.listen, "listen", "127.0.0.1:9002", "address of the order API")
@@ -88,13 +99,13 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&cfg.relayOpts.Retry.BaseDelay, "relay-backoff", time.Second, "wait after a first failed delivery, doubled after each further one")
 	fs.DurationVar(&cfg.relayOpts.Retry.MaxDelay, "relay-max-backoff", 5*time.Minute, "longest wait between two deliveries of an event")
 	if err := fs.Parse(args); err != nil {
-		return config{}, err
+		return options{}, err
 	}
 	if fs.NArg() > 0 {
-		return config{}, fmt.Errorf("unexpected arguments %q", fs.Args())
+		return options{}, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	if cfg.relayOnly && cfg.databaseURL == "" {
-		return config{}, errors.New("--relay-only needs --database-url: an in-memory outbox is only reachable from its own process")
+		return options{}, errors.New("--relay-only needs --database-url: an in-memory outbox is only reachable from its own process")
 	}
 	if cfg.relayOnly {
 		cfg.relay = true
@@ -115,7 +126,23 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.logLevel}))
 
-	store, closeStore, err := openStore(ctx, cfg, logger)
+	// A new trace is always recorded; one the caller started follows the
+	// caller's sampling decision.
+	tp, shutdownTracing, err := proxy.NewTracerProvider(ctx, config.Tracing{Exporter: "none", SampleRatio: 1}, "neworders", version, stderr)
+	if err != nil {
+		return err
+	}
+	// Deferred first, so it runs last: the spans of the shutdown are
+	// flushed too.
+	defer func() {
+		flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := shutdownTracing(flushCtx); err != nil {
+			logger.Warn("traces not flushed", "error", err)
+		}
+	}()
+
+	store, closeStore, err := openStore(ctx, cfg, tp, logger)
 	if err != nil {
 		return err
 	}
@@ -127,6 +154,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	relayOpts := cfg.relayOpts
 	relayOpts.Store, relayOpts.DownstreamURL, relayOpts.Logger, relayOpts.Metrics = store, cfg.downstreamURL, logger, metrics
+	relayOpts.TracerProvider = tp
 	relay, err := newpath.NewRelay(relayOpts)
 	if err != nil {
 		return err
@@ -144,6 +172,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			FulfilTimeout:     cfg.fulfilTimeout,
 			Retry:             relayOpts.Retry,
 			Notify:            relay.Notify,
+			TracerProvider:    tp,
 		})
 		if err != nil {
 			return err
@@ -201,13 +230,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 // openStore returns the Postgres store (migrated, and seeded with
 // --seed) or, without a database URL, the in-memory store.
-func openStore(ctx context.Context, cfg config, logger *slog.Logger) (newpath.Store, func(), error) {
+func openStore(ctx context.Context, cfg options, tp trace.TracerProvider, logger *slog.Logger) (newpath.Store, func(), error) {
 	if cfg.databaseURL == "" {
 		logger.Info("no --database-url or DATABASE_URL: using the in-memory store; orders are lost on exit and not shared with other processes")
 		store, err := newpath.NewMemoryStore(newpathSeed(legacy.DefaultSeed()))
 		return store, func() {}, err
 	}
-	pool, err := newpath.OpenPool(ctx, cfg.databaseURL)
+	pool, err := newpath.OpenPoolWith(ctx, cfg.databaseURL, newpath.PoolOptions{TracerProvider: tp})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -3,7 +3,9 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"context"
+	"encoding/hex"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -386,5 +388,68 @@ func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() boo
 			t.Fatalf("timed out after %s waiting for %s", timeout, what)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestRunExportsTraces: with OTEL_EXPORTER_OTLP_ENDPOINT set, neworders
+// sends its spans over OTLP/HTTP, in the caller's trace, and flushes them
+// when it shuts down.
+func TestRunExportsTraces(t *testing.T) {
+	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+	var (
+		mu      sync.Mutex
+		exports [][]byte
+	)
+	collector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var body io.Reader = r.Body
+		if r.Header.Get("Content-Encoding") == "gzip" {
+			zr, err := gzip.NewReader(r.Body)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			body = zr
+		}
+		b, _ := io.ReadAll(body)
+		if r.URL.Path == "/v1/traces" {
+			mu.Lock()
+			exports = append(exports, b)
+			mu.Unlock()
+		}
+		w.Header().Set("Content-Type", "application/x-protobuf")
+	}))
+	t.Cleanup(collector.Close)
+	t.Setenv("DATABASE_URL", "")
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.URL)
+	_, dsURL := newDownstream(t)
+	api, _, _, stop := startRun(t, "--downstream-url", dsURL)
+
+	req, err := http.NewRequestWithContext(t.Context(), "POST", api+"/orders", strings.NewReader(`{"user_id":3,"item_id":"sku-9","quantity":1}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Traceparent", "00-"+traceID+"-00f067aa0ba902b7-01")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("POST /orders = %d", resp.StatusCode)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	// The spans are protobuf: the trace id is there as its 16 raw bytes,
+	// the span names as strings.
+	id, _ := hex.DecodeString(traceID)
+	mu.Lock()
+	all := bytes.Join(exports, nil)
+	mu.Unlock()
+	for _, want := range [][]byte{id, []byte("POST /orders"), []byte("POST /payments"), []byte("neworders")} {
+		if !bytes.Contains(all, want) {
+			t.Errorf("the collector got %d exports without %q", len(exports), want)
+		}
 	}
 }
