@@ -5,7 +5,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build run run-pg test lint bench clean
+.PHONY: all build run run-pg test lint bench dashboards-check clean
 
 all: build
 
@@ -25,7 +25,11 @@ test: ## everything, with the race detector; installs what is missing
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
+	bash dashboards/check.sh install
 	bash .ci/testdb.sh $(GO) test -race -count=1 -timeout 8m ./...
+
+dashboards-check: ## promtool on the rules, then every panel and alert query against a real Prometheus scraping the demo
+	bash dashboards/check.sh
 
 lint: ## gofmt, go vet, staticcheck
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
