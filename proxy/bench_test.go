@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"io"
 	"log/slog"
 	"net/http"
@@ -66,7 +67,21 @@ func BenchmarkBareReverseProxy(b *testing.B) {
 // newBenchProxy starts a proxy in front of two order backends with the
 // given route YAML.
 func newBenchProxy(b *testing.B, extra, route string) *Proxy {
-	legacy, newpath := benchBackend(b), benchBackend(b)
+	return newBenchProxyWith(b, extra, route, nil, nil)
+}
+
+// newBenchProxyWith is newBenchProxy with the backends' handlers (nil: the
+// order JSON).
+func newBenchProxyWith(b *testing.B, extra, route string, legacyH, newpathH http.HandlerFunc) *Proxy {
+	backend := func(h http.HandlerFunc) *httptest.Server {
+		if h == nil {
+			return benchBackend(b)
+		}
+		srv := httptest.NewServer(h)
+		b.Cleanup(srv.Close)
+		return srv
+	}
+	legacy, newpath := backend(legacyH), backend(newpathH)
 	path := filepath.Join(b.TempDir(), "strangler.yaml")
 	yaml := "upstreams:\n  legacy: { url: \"" + legacy.URL + "\" }\n  newpath: { url: \"" + newpath.URL + "\" }\n" +
 		"sticky: { key: \"header:X-User-Id\" }\n" + extra + "routes:\n  - " + route + "\n"
@@ -96,6 +111,32 @@ func BenchmarkStranglerSplit(b *testing.B) {
 			p := newBenchProxy(b, "log: { access: "+strconv.FormatBool(access)+" }\n",
 				`{ name: get-order, match: "GET /orders/{id}", weight: 10 }`)
 			serveLoop(b, p)
+		})
+	}
+}
+
+// BenchmarkMismatchWithDivergenceStore measures the client's side of every
+// request mismatching, with no divergence store and with one whose
+// Postgres is down: the two must cost the same, since the request path only
+// queues samples and the writer drops what it cannot send.
+func BenchmarkMismatchWithDivergenceStore(b *testing.B) {
+	for _, store := range []string{"none", "postgres-down"} {
+		b.Run("store="+store, func(b *testing.B) {
+			extra := "shadow: { max_in_flight: 100000 }\n"
+			if store == "postgres-down" {
+				extra += "divergence_store: { database_url: \"postgres://strangler@127.0.0.1:1/none?connect_timeout=1\" }\n"
+			}
+			p := newBenchProxyWith(b, extra, `{ name: get-order, match: "GET /orders/{id}", shadow: { percent: 100 } }`,
+				func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, `{"total_cents":1000}`) },
+				func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, `{"total_cents":1001}`) })
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { p.Run(ctx); close(done) }()
+			serveLoop(b, p)
+			b.StopTimer()
+			p.shadows.Wait()
+			cancel()
+			<-done
 		})
 	}
 }
