@@ -138,6 +138,11 @@ func demo(ctx context.Context, opts demoOptions, stdout io.Writer) error {
 
 	cfgPath := filepath.Join(dir, "strangler.yaml")
 	cfg := fmt.Sprintf(demoRoutes, freeOr(opts.listen), freeOr(opts.adminListen), urls.legacy, urls.newpath)
+	if db := os.Getenv("DATABASE_URL"); db != "" {
+		// On Postgres, mismatch samples go to strangler_divergences too,
+		// for the divergence dashboard's samples table.
+		cfg += fmt.Sprintf("divergence_store: { database_url: %q }\n", db)
+	}
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return err
 	}
