@@ -25,7 +25,7 @@ test: ## everything, with the race detector; installs what is missing
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
-	bash dashboards/check.sh install
+	bash .ci/prometheus.sh
 	bash .ci/testdb.sh $(GO) test -race -count=1 -timeout 8m ./...
 
 dashboards-check: ## promtool on the rules, then every panel and alert query against a real Prometheus scraping the demo

@@ -209,11 +209,46 @@ type Compare struct {
 
 // Guard rolls a route back when newpath errs or diverges (SPEC §7).
 type Guard struct {
-	MaxErrorRate      float64  `mapstructure:"max_error_rate" json:"max_error_rate"`
-	MaxDivergenceRate float64  `mapstructure:"max_divergence_rate" json:"max_divergence_rate"`
-	MinSamples        int      `mapstructure:"min_samples" json:"min_samples"`
-	Window            Duration `mapstructure:"window" json:"window"`
+	// MaxErrorRate is the share of newpath's answers (5xx or none at all)
+	// above which the guard trips, 0..1.
+	MaxErrorRate float64 `mapstructure:"max_error_rate" json:"max_error_rate"`
+	// MaxDivergenceRate is the share of comparisons that are real
+	// mismatches above which the guard trips, 0..1.
+	MaxDivergenceRate float64 `mapstructure:"max_divergence_rate" json:"max_divergence_rate"`
+	// MinSamples is how many newpath answers (for the error rate) or
+	// comparisons (for the mismatch rate) the window needs before the guard
+	// may trip.
+	MinSamples int `mapstructure:"min_samples" json:"min_samples"`
+	// Window is the sliding window the rates are taken over.
+	Window Duration `mapstructure:"window" json:"window"`
+	// Source is where the rates come from: local counts this replica's own
+	// traffic; prometheus reads the sums across every replica from
+	// Prometheus, so that all replicas trip together. Default: local.
+	Source string `mapstructure:"source" json:"source"`
+	// PrometheusURL is the Prometheus server queried when Source is
+	// prometheus, such as http://prometheus:9090; a path prefixes
+	// /api/v1/query, and user:password@ is sent as basic auth.
+	PrometheusURL string `mapstructure:"prometheus_url" json:"prometheus_url,omitempty"`
+	// PrometheusMatchers are label matchers added to every query, such as
+	// job="strangler",namespace="prod", so that only this deployment's
+	// replicas are summed. Empty: every series with the route's name.
+	PrometheusMatchers string `mapstructure:"prometheus_matchers" json:"prometheus_matchers,omitempty"`
+	// PrometheusInterval is how often Prometheus is queried; one query
+	// also times out after it. Default: 5s.
+	PrometheusInterval Duration `mapstructure:"prometheus_interval" json:"prometheus_interval"`
+
+	prometheusURL *url.URL
 }
+
+// The values of Guard.Source.
+const (
+	GuardSourceLocal      = "local"
+	GuardSourcePrometheus = "prometheus"
+)
+
+// ParsedPrometheusURL returns PrometheusURL parsed during validation, nil
+// when it is empty.
+func (g *Guard) ParsedPrometheusURL() *url.URL { return g.prometheusURL }
 
 // Duration is a time.Duration written as "10s" in YAML and JSON.
 type Duration time.Duration

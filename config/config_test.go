@@ -174,3 +174,50 @@ func TestNewReloaderRefusesAnInvalidFile(t *testing.T) {
 		t.Errorf("err = %v; want it to name the missing upstream and the bad routes", err)
 	}
 }
+
+func TestGuardSourceDefaultsAndValidation(t *testing.T) {
+	guarded := func(extra string) string {
+		return minimal + "    guard: { max_error_rate: 0.05, max_divergence_rate: 0.05, min_samples: 10, window: 1m" + extra + " }\n"
+	}
+	cfg, err := Parse([]byte(guarded("")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := cfg.Routes[0].Guard; g.Source != GuardSourceLocal || g.PrometheusInterval != Duration(5*time.Second) || g.ParsedPrometheusURL() != nil {
+		t.Errorf("guard = %+v; want source local, prometheus_interval 5s, no URL", *g)
+	}
+
+	cfg, err = Parse([]byte(guarded(`, source: prometheus, prometheus_url: "http://prom:9090/prom", prometheus_matchers: 'job="strangler", namespace=~"prod|canary"', prometheus_interval: 2s`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := cfg.Routes[0].Guard; g.Source != GuardSourcePrometheus || g.ParsedPrometheusURL().Path != "/prom" || g.PrometheusInterval != Duration(2*time.Second) {
+		t.Errorf("guard = %+v; want source prometheus at /prom every 2s", *g)
+	}
+
+	tests := []struct {
+		name, extra, want string
+	}{
+		{"unknown source", `, source: thanos`, `routes[0].guard.source: must be local or prometheus, got "thanos"`},
+		{"prometheus without url", `, source: prometheus`, "routes[0].guard.prometheus_url: required when source is prometheus"},
+		{"url not http", `, source: prometheus, prometheus_url: "prom:9090"`, "routes[0].guard.prometheus_url"},
+		{"url with query", `, source: prometheus, prometheus_url: "http://prom:9090/?x=1"`, "routes[0].guard.prometheus_url"},
+		{"bad url kept with source local", `, prometheus_url: "ftp://prom"`, "routes[0].guard.prometheus_url"},
+		{"unquoted matcher", `, source: prometheus, prometheus_url: "http://prom", prometheus_matchers: "job=strangler"`, "routes[0].guard.prometheus_matchers"},
+		{"route matcher", `, source: prometheus, prometheus_url: "http://prom", prometheus_matchers: 'route="x"'`, "routes[0].guard.prometheus_matchers: must not match on route"},
+		{"zero interval", `, source: prometheus, prometheus_url: "http://prom", prometheus_interval: 0s`, "routes[0].guard.prometheus_interval: must be positive"},
+		{"sub-second window", `, source: prometheus, prometheus_url: "http://prom", window: 500ms`, "routes[0].guard.window: must be at least 1s"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			yaml := guarded(tt.extra)
+			if strings.Contains(tt.extra, "window:") {
+				yaml = strings.Replace(yaml, "window: 1m, ", "", 1)
+			}
+			_, err := Parse([]byte(yaml))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("err = %v; want it to contain %q", err, tt.want)
+			}
+		})
+	}
+}

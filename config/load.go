@@ -65,6 +65,17 @@ func routeDefaults() map[string]any {
 	}
 }
 
+// guardDefaults are a guard's values when its mapping leaves them out. They
+// are merged only into a guard that is there: no guard means no guard.
+func guardDefaults() map[string]any {
+	return map[string]any{
+		"source":              GuardSourceLocal,
+		"prometheus_url":      "",
+		"prometheus_matchers": "",
+		"prometheus_interval": "5s",
+	}
+}
+
 // Load reads, parses and validates the file at path, with STRANGLER_*
 // environment overrides applied. A *ValidationError lists every problem.
 func Load(path string) (*Config, []byte, error) {
@@ -109,6 +120,9 @@ func Parse(data []byte) (*Config, error) {
 					continue
 				}
 				mergeDefaults(m, routeDefaults())
+				if g, ok := m["guard"].(map[string]any); ok {
+					mergeDefaults(g, guardDefaults())
+				}
 			}
 		}
 	}

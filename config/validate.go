@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"time"
 )
 
 // FieldError is one problem with one key of the file.
@@ -38,10 +39,16 @@ func (e *ValidationError) Error() string {
 var (
 	routeNameRE = regexp.MustCompile(`^[a-z0-9-]+$`)
 	envNameRE   = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	// labelMatchersRE is a comma-separated list of PromQL label matchers,
+	// the inside of {...}: name, operator, double-quoted value.
+	labelMatchersRE = regexp.MustCompile(`^\s*` + labelMatcher + `(\s*,\s*` + labelMatcher + `)*\s*,?\s*$`)
+	routeMatcherRE  = regexp.MustCompile(`(^|,)\s*route\s*(=|!=|=~|!~)`)
 	// registeredAtRE strips the source locations ServeMux puts in its
 	// messages: they point into strangler, not into the operator's file.
 	registeredAtRE = regexp.MustCompile(` \(registered at [^)]*\)`)
 )
+
+const labelMatcher = `[a-zA-Z_][a-zA-Z0-9_]*\s*(=~|!~|!=|=)\s*"([^"\\]|\\.)*"`
 
 // validate checks every key and builds the derived state. It reports all
 // problems rather than stopping at the first.
@@ -147,20 +154,8 @@ func (c *Config) validateRoutes(add func(path, format string, args ...any)) {
 			}
 			r.Compare.Headers[j] = strings.ToLower(h)
 		}
-		if g := r.Guard; g != nil {
-			gp := p + ".guard"
-			if g.MaxErrorRate < 0 || g.MaxErrorRate > 1 {
-				add(gp+".max_error_rate", "must be between 0 and 1, got %v", g.MaxErrorRate)
-			}
-			if g.MaxDivergenceRate < 0 || g.MaxDivergenceRate > 1 {
-				add(gp+".max_divergence_rate", "must be between 0 and 1, got %v", g.MaxDivergenceRate)
-			}
-			if g.MinSamples < 1 {
-				add(gp+".min_samples", "must be at least 1, got %d", g.MinSamples)
-			}
-			if g.Window <= 0 {
-				add(gp+".window", "must be positive")
-			}
+		if r.Guard != nil {
+			checkGuard(add, p+".guard", r.Guard)
 		}
 	}
 }
@@ -188,22 +183,73 @@ func checkUpstream(add func(string, string, ...any), path string, u *Upstream) {
 	if u.URL == "" {
 		add(path+".url", "required")
 	} else {
-		p, err := url.Parse(u.URL)
-		switch {
-		case err != nil:
-			add(path+".url", "%q is not a URL", u.URL)
-		case p.Scheme != "http" && p.Scheme != "https":
-			add(path+".url", "%q must start with http:// or https://", u.URL)
-		case p.Host == "":
-			add(path+".url", "%q has no host", u.URL)
-		case p.RawQuery != "" || p.Fragment != "":
-			add(path+".url", "%q must not have a query or fragment", u.URL)
-		default:
-			u.parsed = p
-		}
+		u.parsed = parseBaseURL(add, path+".url", u.URL)
 	}
 	if u.Timeout <= 0 {
 		add(path+".timeout", "must be positive")
+	}
+}
+
+// parseBaseURL parses an http(s) URL that paths are appended to, so it
+// may have neither a query nor a fragment; nil when it is not one.
+func parseBaseURL(add func(string, string, ...any), path, raw string) *url.URL {
+	p, err := url.Parse(raw)
+	switch {
+	case err != nil:
+		add(path, "%q is not a URL", raw)
+	case p.Scheme != "http" && p.Scheme != "https":
+		add(path, "%q must start with http:// or https://", raw)
+	case p.Host == "":
+		add(path, "%q has no host", raw)
+	case p.RawQuery != "" || p.Fragment != "":
+		add(path, "%q must not have a query or fragment", raw)
+	default:
+		return p
+	}
+	return nil
+}
+
+func checkGuard(add func(string, string, ...any), path string, g *Guard) {
+	if g.MaxErrorRate < 0 || g.MaxErrorRate > 1 {
+		add(path+".max_error_rate", "must be between 0 and 1, got %v", g.MaxErrorRate)
+	}
+	if g.MaxDivergenceRate < 0 || g.MaxDivergenceRate > 1 {
+		add(path+".max_divergence_rate", "must be between 0 and 1, got %v", g.MaxDivergenceRate)
+	}
+	if g.MinSamples < 1 {
+		add(path+".min_samples", "must be at least 1, got %d", g.MinSamples)
+	}
+	if g.Window <= 0 {
+		add(path+".window", "must be positive")
+	}
+	switch g.Source {
+	case GuardSourceLocal:
+	case GuardSourcePrometheus:
+		if g.PrometheusURL == "" {
+			add(path+".prometheus_url", "required when source is prometheus")
+		}
+		// Prometheus needs two scrapes inside the range to see an
+		// increase; below a second, the guard could never trip.
+		if g.Window > 0 && g.Window < Duration(time.Second) {
+			add(path+".window", "must be at least 1s when source is prometheus (several scrape intervals), got %s", g.Window)
+		}
+	default:
+		add(path+".source", "must be local or prometheus, got %q", g.Source)
+	}
+	// A URL kept while source is local is checked too, so that switching
+	// back to prometheus cannot fail on it.
+	if g.PrometheusURL != "" {
+		g.prometheusURL = parseBaseURL(add, path+".prometheus_url", g.PrometheusURL)
+	}
+	if g.PrometheusMatchers != "" {
+		if !labelMatchersRE.MatchString(g.PrometheusMatchers) {
+			add(path+".prometheus_matchers", `%q is not a list of label matchers such as job="strangler",namespace="prod"`, g.PrometheusMatchers)
+		} else if routeMatcherRE.MatchString(g.PrometheusMatchers) {
+			add(path+".prometheus_matchers", "must not match on route: strangler adds the route's own matcher")
+		}
+	}
+	if g.PrometheusInterval <= 0 {
+		add(path+".prometheus_interval", "must be positive")
 	}
 }
 

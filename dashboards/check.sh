@@ -16,26 +16,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/sbin:/sbin"
 
+# .ci/prometheus.sh installs the package when prometheus is missing, and
+# keeps its service off port 9090.
 install_prometheus() {
-  if command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; then
-    return 0
-  fi
-  if [[ $(id -u) -ne 0 ]]; then
-    echo "dashboards: prometheus and promtool are missing; install them (apt-get install prometheus)" >&2
-    return 1
-  fi
-  echo "dashboards: installing prometheus" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  # Wait for another apt run (a parallel make target) rather than fail.
-  apt-get -o DPkg::Lock::Timeout=300 update -qq >&2
-  apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends prometheus >&2
-  # The package enables a service listening on :9090, the port of the demo's
-  # admin listener. Without systemd (a container) it never starts; where it
-  # did, stop it: the tests start their own Prometheus on a free port.
-  if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null 2>&1; then
-    systemctl disable --now prometheus.service >&2 || true
-  fi
-  command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1
+  bash .ci/prometheus.sh
+  command -v promtool >/dev/null 2>&1 || { echo "dashboards: promtool is missing" >&2; return 1; }
 }
 
 install_prometheus

@@ -121,6 +121,16 @@ func serveConfig(w http.ResponseWriter, src ConfigSource) {
 	snap := src.Current()
 	cfg := *snap.Config
 	cfg.DivergenceStore.DatabaseURL = redactURL(cfg.DivergenceStore.DatabaseURL)
+	// Routes and their guards are shared with the live config: redact
+	// copies.
+	cfg.Routes = append([]config.Route(nil), cfg.Routes...)
+	for i := range cfg.Routes {
+		if g := cfg.Routes[i].Guard; g != nil && g.PrometheusURL != "" {
+			redacted := *g
+			redacted.PrometheusURL = redactURL(g.PrometheusURL)
+			cfg.Routes[i].Guard = &redacted
+		}
+	}
 	v := configView{SHA256: snap.SHA256, LoadedAt: snap.LoadedAt, Config: &cfg}
 	if f := src.LastFailure(); f != nil {
 		v.LastError = f.Err.Error()

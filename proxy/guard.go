@@ -44,11 +44,57 @@ var tripReasons = []string{tripErrorRate, tripDivergence}
 // not change the route's weight.
 type guardState struct {
 	tripped  atomic.Bool
-	lastEval atomic.Int64 // unix nanoseconds of the last evaluation
+	lastEval atomic.Int64 // unix nanoseconds of the last local evaluation
+	// rearms counts re-arms of a tripped guard. Evidence read before a
+	// re-arm must not trip the guard after it, so a trip carries the count
+	// it read its evidence under.
+	rearms atomic.Uint64
 
-	mu        sync.Mutex
+	mu        sync.Mutex // serializes trips and re-arms
 	reason    string
 	trippedAt time.Time
+	rearmedAt time.Time // zero until the first re-arm of a trip
+}
+
+// evidenceSince returns the re-arm count and the time of the last re-arm,
+// before which no evidence counts.
+func (g *guardState) evidenceSince() (rearms uint64, since time.Time) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.rearms.Load(), g.rearmedAt
+}
+
+// guardEvidence is what a guard judges over its window: newpath's
+// upstream answers and how many failed, and the comparisons and how many
+// were real mismatches. The local window counts them exactly; Prometheus'
+// increase() estimates them, hence floats.
+type guardEvidence struct {
+	calls, errors        float64
+	compared, mismatches float64
+}
+
+func (c windowCounts) evidence() guardEvidence {
+	return guardEvidence{
+		calls:      float64(c.calls[router.Newpath]),
+		errors:     float64(c.errors[router.Newpath]),
+		compared:   float64(c.compared),
+		mismatches: float64(c.mismatch),
+	}
+}
+
+// tripReason is the guard rule of SPEC §7, whatever the source of the
+// evidence: with at least min_samples, newpath's error rate or the real
+// mismatch rate above its limit trips. It returns the reason and a detail
+// for the log, or "" when the guard holds or the evidence is too thin.
+func tripReason(g *config.Guard, e guardEvidence) (reason, detail string) {
+	minSamples := float64(g.MinSamples)
+	switch {
+	case e.calls > 0 && e.calls >= minSamples && e.errors/e.calls > g.MaxErrorRate:
+		return tripErrorRate, fmt.Sprintf("newpath error rate %.4f > %g over %.0f answers", e.errors/e.calls, g.MaxErrorRate, e.calls)
+	case e.compared > 0 && e.compared >= minSamples && e.mismatches/e.compared > g.MaxDivergenceRate:
+		return tripDivergence, fmt.Sprintf("real mismatch rate %.4f > %g over %.0f comparisons", e.mismatches/e.compared, g.MaxDivergenceRate, e.compared)
+	}
+	return "", ""
 }
 
 // windowOf returns the window a route's guard and readiness look at.
@@ -76,57 +122,67 @@ func (p *Proxy) recordComparison(br *boundRoute, result int) {
 	p.checkGuard(br, now)
 }
 
-// checkGuard trips the route's guard when, over its window and with at
-// least min_samples, newpath's error rate or the real mismatch rate is
-// above its limit. Shadowing goes on after a trip, so the window keeps
-// telling the truth.
+// checkGuard trips the route's guard when its local window breaks the
+// guard rule. Shadowing goes on after a trip, so the window keeps telling
+// the truth. Guards whose source is prometheus are judged by Run instead.
 func (p *Proxy) checkGuard(br *boundRoute, now time.Time) {
 	g := br.cfg.Guard
 	rt := br.rt
-	if g == nil || rt.guard.tripped.Load() {
+	if g == nil || g.Source == config.GuardSourcePrometheus || rt.guard.tripped.Load() {
 		return
 	}
 	last := rt.guard.lastEval.Load()
 	if now.UnixNano()-last < int64(guardEvalInterval) || !rt.guard.lastEval.CompareAndSwap(last, now.UnixNano()) {
 		return
 	}
-	c := rt.win.sum(now)
-	var reason, detail string
-	switch {
-	case c.calls[router.Newpath] >= int64(g.MinSamples) && c.errorRate(router.Newpath) > g.MaxErrorRate:
-		reason = tripErrorRate
-		detail = fmt.Sprintf("newpath error rate %.4f > %g over %d answers", c.errorRate(router.Newpath), g.MaxErrorRate, c.calls[router.Newpath])
-	case c.compared >= int64(g.MinSamples) && c.mismatchRate() > g.MaxDivergenceRate:
-		reason = tripDivergence
-		detail = fmt.Sprintf("real mismatch rate %.4f > %g over %d comparisons", c.mismatchRate(), g.MaxDivergenceRate, c.compared)
-	default:
-		return
+	rearms := rt.guard.rearms.Load()
+	if reason, detail := tripReason(g, rt.win.sum(now).evidence()); reason != "" {
+		p.trip(br, now, rearms, config.GuardSourceLocal, reason, detail)
 	}
-	if !rt.guard.tripped.CompareAndSwap(false, true) {
-		return
-	}
+}
+
+// trip rolls the route back to legacy: effective weight 0, the metrics and
+// an error-level log line. It does nothing when the guard is already
+// tripped, or was re-armed since the evidence was read (rearms differs).
+func (p *Proxy) trip(br *boundRoute, now time.Time, rearms uint64, source, reason, detail string) {
+	rt := br.rt
 	rt.guard.mu.Lock()
+	if rt.guard.tripped.Load() || rt.guard.rearms.Load() != rearms {
+		rt.guard.mu.Unlock()
+		return
+	}
+	rt.guard.tripped.Store(true)
 	rt.guard.reason, rt.guard.trippedAt = reason, now
-	rt.guard.mu.Unlock()
 	rt.effectiveBasisPoints.Store(0)
 	p.metrics.effective.WithLabelValues(rt.name).Set(0)
 	p.metrics.guardTripped.WithLabelValues(rt.name).Set(1)
+	rt.guard.mu.Unlock()
 	p.metrics.guardTrips.WithLabelValues(rt.name, reason).Inc()
 	p.logger.Error("guard tripped: route rolled back to legacy", "route", rt.name, "reason", reason, "detail", detail,
-		"window", windowOf(br.cfg).String(), "rearm", "change the route's weight in the config, or POST /admin/routes/"+rt.name+"/rearm")
+		"source", source, "window", windowOf(br.cfg).String(),
+		"rearm", "change the route's weight in the config, or POST /admin/routes/"+rt.name+"/rearm")
 }
 
 // rearm applies the configured weight. A tripped guard is lifted, and its
-// window starts empty so the old evidence cannot trip it again at once.
+// evidence starts afresh so the old evidence cannot trip it again at once:
+// the local window is emptied, and Prometheus is asked only about the time
+// since.
 func (p *Proxy) rearm(br *boundRoute, why string) {
 	rt := br.rt
-	if rt.guard.tripped.Swap(false) {
+	rt.guard.mu.Lock()
+	wasTripped := rt.guard.tripped.Swap(false)
+	if wasTripped {
+		rt.guard.rearms.Add(1)
+		rt.guard.rearmedAt = p.now()
 		rt.win.reset(windowOf(br.cfg))
-		p.logger.Warn("guard re-armed", "route", rt.name, "by", why, "weight", br.cfg.Weight)
 	}
 	rt.effectiveBasisPoints.Store(int64(br.cfg.WeightBasisPoints()))
 	p.metrics.effective.WithLabelValues(rt.name).Set(br.cfg.Weight / 100)
 	p.metrics.guardTripped.WithLabelValues(rt.name).Set(0)
+	rt.guard.mu.Unlock()
+	if wasTripped {
+		p.logger.Warn("guard re-armed", "route", rt.name, "by", why, "weight", br.cfg.Weight)
+	}
 }
 
 // GuardView is a route's guard state in /admin/routes.

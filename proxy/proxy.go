@@ -138,13 +138,17 @@ func New(snap *config.Snapshot, opts Options) *Proxy {
 	return p
 }
 
-// Run runs the proxy's background work until ctx is done: today the
-// divergence store's writer. Cancel ctx after the servers stopped and
+// Run runs the proxy's background work until ctx is done, and returns when
+// all of it has: the divergence store's writer, and the guards whose
+// source is prometheus. Cancel ctx after the servers stopped and
 // DrainShadows returned, so the last samples are written.
 func (p *Proxy) Run(ctx context.Context) {
+	var wg sync.WaitGroup
 	if p.divergences != nil {
-		p.divergences.run(ctx)
+		wg.Go(func() { p.divergences.run(ctx) })
 	}
+	wg.Go(func() { p.runPrometheusGuards(ctx) })
+	wg.Wait()
 }
 
 // Update swaps in a new configuration. It is a config.Reloader subscriber.
