@@ -194,6 +194,12 @@ func (r *Reloader) checkRestartKeys(next *Config) error {
 	if next.Listen != cur.Listen {
 		errs = append(errs, FieldError{Path: "listen", Problem: fmt.Sprintf("changed from %q to %q", cur.Listen, next.Listen)})
 	}
+	if next.DivergenceStore.DatabaseURL != cur.DivergenceStore.DatabaseURL {
+		errs = append(errs, FieldError{Path: "divergence_store.database_url", Problem: "changed; the sample writer connects once"})
+	}
+	if next.Tracing != cur.Tracing {
+		errs = append(errs, FieldError{Path: "tracing", Problem: "changed; the exporter is built once"})
+	}
 	if next.Admin.Listen != cur.Admin.Listen {
 		errs = append(errs, FieldError{Path: "admin.listen", Problem: fmt.Sprintf("changed from %q to %q", cur.Admin.Listen, next.Admin.Listen)})
 	}

@@ -145,6 +145,11 @@ func redactURL(s string) string {
 	if err != nil {
 		return "xxxxx"
 	}
+	// libpq-style URLs may carry the password as a parameter too.
+	if q := u.Query(); q.Has("password") {
+		q.Set("password", "xxxxx")
+		u.RawQuery = q.Encode()
+	}
 	return u.Redacted()
 }
 

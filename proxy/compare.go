@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/andybalholm/brotli"
 	"github.com/prometheus/client_golang/prometheus"
@@ -119,7 +121,7 @@ func (p *Proxy) compare(job *shadowJob, shadowRes, noiseRes *captured) int {
 		Time:          time.Now().UTC(),
 		Route:         rt.name,
 		Method:        job.in.Method,
-		Path:          job.in.URL.Path,
+		Path:          job.in.URL.EscapedPath(),
 		RequestID:     job.requestID,
 		TraceID:       job.traceID,
 		LegacyStatus:  legacy.status,
@@ -128,7 +130,8 @@ func (p *Proxy) compare(job *shadowJob, shadowRes, noiseRes *captured) int {
 	fields := make([]string, 0, len(real))
 	for i, d := range real {
 		if i < maxSampleDifferences {
-			s.Differences = append(s.Differences, SampleDifference(d))
+			s.Differences = append(s.Differences, SampleDifference{
+				Path: cleanText(d.Path), At: cleanText(d.At), Kind: d.Kind, Legacy: d.Legacy, Newpath: d.Newpath})
 		}
 		fields = append(fields, d.Path)
 	}
@@ -222,6 +225,8 @@ func (c *compareState) noisy(label string) bool {
 // first maxFieldLabels distinct paths of the route, "other" after. c.mu is
 // held.
 func (c *compareState) label(path string) string {
+	// A key in a legacy body may be Latin-1: a label must be UTF-8.
+	path = cleanText(path)
 	if _, ok := c.fields[path]; ok {
 		return path
 	}
@@ -235,6 +240,15 @@ func (c *compareState) label(path string) string {
 		c.fields[path] = &fieldCount{}
 	}
 	return path
+}
+
+// cleanText makes s valid UTF-8 without NUL bytes, as metric labels and
+// Postgres text require: a response may carry anything in its keys.
+func cleanText(s string) string {
+	if utf8.ValidString(s) && !strings.ContainsRune(s, 0) {
+		return s
+	}
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
 }
 
 // Sample is one mismatch kept for engineers (SPEC §6).

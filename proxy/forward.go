@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -49,7 +50,9 @@ type exchange struct {
 	upstreamStart time.Time
 	fallback      string // reason legacy answered instead of newpath
 	clientGone    bool
-	noAnswer      bool // no upstream answered; the proxy wrote the status
+	overridden    bool  // a trusted override chose the backend: never fall back
+	bodyErr       error // the client's request body broke
+	noAnswer      bool  // no upstream answered; the proxy wrote the status
 }
 
 type exchangeKey struct{}
@@ -90,7 +93,7 @@ func (p *Proxy) newUpstream(b router.Backend, cfg *config.Upstream) *upstream {
 		BufferPool:     copyBuffers,
 		ModifyResponse: p.modifyResponse,
 		ErrorHandler:   p.handleError,
-		ErrorLog:       nil,
+		ErrorLog:       slog.NewLogLogger(p.logger.Handler(), slog.LevelWarn),
 	}
 	return u
 }
@@ -224,7 +227,7 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 // canFallback reports whether legacy may answer for newpath: a safe method
 // without a body, on a route with fallback on, not forced by an override.
 func (x *exchange) canFallback() bool {
-	if x.backend != router.Newpath || x.bound == nil || !x.bound.cfg.Fallback || x.fallback != "" {
+	if x.backend != router.Newpath || x.bound == nil || !x.bound.cfg.Fallback || x.fallback != "" || x.overridden {
 		return false
 	}
 	switch x.in.Method {
@@ -243,6 +246,15 @@ func (p *Proxy) handleError(w http.ResponseWriter, out *http.Request, err error)
 	if x.in.Context().Err() != nil {
 		x.clientGone = true
 		endSpan(x.upstreamSpan, 0, err)
+		return
+	}
+	if x.bodyErr != nil {
+		// The client's body was malformed or cut: its fault, so a 400, and
+		// no count against the upstream (one client must not trip a guard).
+		endSpan(x.upstreamSpan, 0, err)
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(http.StatusBadRequest)
+		_, _ = io.WriteString(w, "malformed request body\n")
 		return
 	}
 	var fb errFallback
@@ -308,6 +320,20 @@ func saneRequestID(s string) bool {
 		}
 	}
 	return true
+}
+
+// clientBody records an error reading the client's request body.
+type clientBody struct {
+	io.ReadCloser
+	x *exchange
+}
+
+func (b *clientBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF && b.x.bodyErr == nil {
+		b.x.bodyErr = err
+	}
+	return n, err
 }
 
 // statusWriter records the status the client got. It unwraps for

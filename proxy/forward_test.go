@@ -628,3 +628,74 @@ routes:
 		t.Errorf("strangler_build_info = %v; want 1", v)
 	}
 }
+
+func TestOverriddenRequestsNeverFallBack(t *testing.T) {
+	unavailable := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "down", http.StatusServiceUnavailable)
+	})
+	h := newHarness(t, nil, unavailable, `
+routes:
+  - { name: get-order, match: "GET /orders/{id}", weight: 0 }
+`)
+	// An engineer forcing newpath wants to see newpath's answer, not legacy's.
+	if res, _ := h.get("/orders/1", "X-Strangler-Backend", "newpath"); res.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("forced newpath answered %d; want its 503, not a fallback", res.StatusCode)
+	}
+}
+
+func TestMalformedRequestBodyIsTheClientsFault(t *testing.T) {
+	h := newHarness(t, &recorder{}, &recorder{}, `
+routes:
+  - name: create-order
+    match: "POST /orders"
+    weight: 100
+    guard: { max_error_rate: 0.01, min_samples: 1, window: 1m }
+`)
+	addr := strings.TrimPrefix(h.front.URL, "http://")
+	// A chunk whose size line is not hex.
+	status := rawRequest(t, addr, "POST /orders HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n")
+	if !strings.HasPrefix(status, "400") {
+		t.Errorf("status = %s; want 400", status)
+	}
+	if st := h.proxy.state.Load().routes[0]; st.rt.guard.tripped.Load() {
+		t.Error("a client's broken body tripped newpath's guard")
+	}
+}
+
+func TestUpgradeThroughAShadowedRoute(t *testing.T) {
+	echo := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "echo" {
+			http.Error(w, "want upgrade", http.StatusBadRequest)
+			return
+		}
+		conn, buf, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		buf.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+		buf.Flush()
+		line, _ := buf.ReadString('\n')
+		buf.WriteString(line)
+		buf.Flush()
+	})
+	h := newHarness(t, echo, echo, `
+routes:
+  - { name: stream, match: "GET /stream", shadow: { percent: 100 } }
+`)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(h.front.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	io.WriteString(conn, "GET /stream HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+	br := bufio.NewReader(conn)
+	res, err := http.ReadResponse(br, nil)
+	if err != nil || res.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v; want 101", res, err)
+	}
+	io.WriteString(conn, "ping\n")
+	if line, err := br.ReadString('\n'); err != nil || line != "ping\n" {
+		t.Errorf("echo over the upgraded connection = %q, %v; want ping", line, err)
+	}
+}

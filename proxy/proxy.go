@@ -265,7 +265,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		x.route = br.rt.name
 		x.metrics = br.rt.metrics
 		a := st.table.Assign(r, x.peer, int(br.rt.effectiveBasisPoints.Load()))
-		x.backend = a.Backend
+		x.backend, x.overridden = a.Backend, a.Overridden
+		if x.in.Body != nil && x.in.Body != http.NoBody {
+			// Record the client's own body errors: they are the client's
+			// fault, not the upstream's (see handleError).
+			x.in.Body = &clientBody{ReadCloser: x.in.Body, x: x}
+		}
 		x.shadow = p.planShadow(x)
 	}
 	defer p.finish(x)
@@ -283,7 +288,8 @@ func (p *Proxy) finish(x *exchange) {
 	status := x.writer.status
 	class := codeClass(status)
 	switch {
-	case x.clientGone:
+	case x.clientGone || x.in.Context().Err() != nil:
+		// Gone before the answer or in the middle of its body.
 		status, class = 499, codeClass(499)
 	case x.noAnswer:
 		class = codeError

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -94,6 +95,9 @@ func (p *Proxy) planShadow(x *exchange) string {
 	if rc.Shadow.Percent <= 0 || rand.Float64()*100 >= rc.Shadow.Percent {
 		return "off"
 	}
+	if x.in.Header.Get("Upgrade") != "" {
+		return "off" // a protocol switch (WebSocket) is a stream, not an answer to compare
+	}
 	rt := x.bound.rt
 	target := x.backend.Other()
 	safe := safeMethod(x.in.Method)
@@ -103,14 +107,16 @@ func (p *Proxy) planShadow(x *exchange) string {
 		return outcomeSkippedUnsafe
 	}
 	cfg := x.st.cfg.Shadow
-	body, ok := bufferBody(x.in, cfg.MaxBodyBytes)
-	if !ok {
-		rt.skip(target, outcomeDroppedBodyTooLarge)
-		return outcomeDroppedBodyTooLarge
-	}
+	// The slot first: buffered bodies are then bounded by max_in_flight too.
 	if !p.acquireShadow(cfg.MaxInFlight) {
 		rt.skip(target, outcomeDroppedSaturated)
 		return outcomeDroppedSaturated
+	}
+	body, ok := bufferBody(x.in, cfg.MaxBodyBytes)
+	if !ok {
+		p.releaseShadow()
+		rt.skip(target, outcomeDroppedBodyTooLarge)
+		return outcomeDroppedBodyTooLarge
 	}
 	in := x.in.Clone(context.WithoutCancel(x.in.Context()))
 	in.Body = nil
@@ -187,6 +193,13 @@ func (p *Proxy) releaseShadow() {
 // drains shadows on shutdown.
 func (p *Proxy) runShadow(job *shadowJob) {
 	defer p.releaseShadow()
+	// A defect in comparing one odd response must not take the proxy down.
+	defer func() {
+		if r := recover(); r != nil {
+			job.route.rt.count(resultError)
+			p.logger.Error("comparison panicked", "route", job.route.rt.name, "request_id", job.requestID, "panic", fmt.Sprint(r))
+		}
+	}()
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(job.in.Context()), job.timeout)
 	defer cancel()
 	stop := context.AfterFunc(p.stopShadows, cancel)
@@ -337,7 +350,8 @@ func (x *exchange) capturePrimary(res *http.Response) {
 	job := x.job
 	job.primaryRes.status = res.StatusCode
 	job.primaryRes.header = res.Header.Clone()
-	if res.Body == nil || res.Body == http.NoBody {
+	// A 101's body is the upgraded connection, which httputil needs as is.
+	if res.Body == nil || res.Body == http.NoBody || res.StatusCode == http.StatusSwitchingProtocols {
 		job.primaryRes.complete = true
 		return
 	}

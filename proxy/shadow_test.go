@@ -617,3 +617,24 @@ func TestFieldSeriesAreBounded(t *testing.T) {
 		}
 	})
 }
+
+func TestNonUTF8KeysAreComparedWithoutCrashing(t *testing.T) {
+	latin1 := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("{\"caf\xe9\":1,\"n\\u0000ul\":2}")) // an old system's Latin-1 key, and a NUL
+	})
+	utf8 := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(`{"café":1,"null":2}`))
+	})
+	h := newHarness(t, latin1, utf8, shadowAll)
+	h.get("/orders/1")
+	if got := h.waitCompared("get-order", 1); got["mismatch"] != 1 {
+		t.Errorf("results = %v; want one mismatch", got)
+	}
+	for _, s := range h.fieldSeries("strangler_field_differences_total", "get-order") {
+		if !utf8Valid(s["field"]) {
+			t.Errorf("field label %q is not valid UTF-8", s["field"])
+		}
+	}
+}
+
+func utf8Valid(s string) bool { return strings.ToValidUTF8(s, "") == s }
