@@ -53,7 +53,7 @@ func TestOneRequestIsOneTrace(t *testing.T) {
 	}
 	attrs := map[string]string{}
 	for _, kv := range append(server.Attributes(), compare.Attributes()...) {
-		attrs[string(kv.Key)] = kv.Value.Emit()
+		attrs[string(kv.Key)] = kv.Value.String()
 	}
 	for k, v := range map[string]string{"route": "get-order", "backend": "legacy", "shadowed": "true", "result": "match"} {
 		if attrs[k] != v {
