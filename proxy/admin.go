@@ -202,14 +202,18 @@ func (p *Proxy) routeView(br *boundRoute) routeView {
 // serveRearm lifts a route's tripped guard. It is a mutation, so it needs
 // the bearer token.
 func (p *Proxy) serveRearm(w http.ResponseWriter, r *http.Request) {
-	st := p.state.Load()
-	if !authorized(w, r, st.cfg.Admin.TokenEnv) {
+	if !authorized(w, r, p.state.Load().cfg.Admin.TokenEnv) {
 		return
 	}
+	// Under p.mu, so a reload cannot swap the route's weight between the
+	// lookup and the re-arm.
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st := p.state.Load()
 	name := r.PathValue("name")
 	for _, br := range st.routes {
 		if br.rt.name == name {
-			p.rearm(br, "admin")
+			p.rearm(br, "admin", false)
 			writeJSON(w, http.StatusOK, p.routeView(br))
 			return
 		}

@@ -163,13 +163,20 @@ func (p *Proxy) trip(br *boundRoute, now time.Time, rearms uint64, source, reaso
 		"rearm", "change the route's weight in the config, or POST /admin/routes/"+rt.name+"/rearm")
 }
 
-// rearm applies the configured weight. A tripped guard is lifted, and its
+// rearm applies the configured weight; with keepTrip (a reload that left
+// the weight alone) a tripped guard stays tripped. A tripped guard is lifted, and its
 // evidence starts afresh so the old evidence cannot trip it again at once:
 // the local window is emptied, and Prometheus is asked only about the time
 // since.
-func (p *Proxy) rearm(br *boundRoute, why string) {
+func (p *Proxy) rearm(br *boundRoute, why string, keepTrip bool) {
 	rt := br.rt
 	rt.guard.mu.Lock()
+	// Decided under the lock: a trip racing a reload that left the weight
+	// alone must stay tripped.
+	if keepTrip && rt.guard.tripped.Load() {
+		rt.guard.mu.Unlock()
+		return
+	}
 	wasTripped := rt.guard.tripped.Swap(false)
 	if wasTripped {
 		rt.guard.rearms.Add(1)

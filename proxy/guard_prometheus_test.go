@@ -208,9 +208,9 @@ func TestPrometheusGuardRearm(t *testing.T) {
 	// The old evidence arrives after a re-arm that happened while it was
 	// being read: it must not trip the guard.
 	fake.setAnswer(func(w http.ResponseWriter, r *http.Request) {
-		h.proxy.rearm(br, "test")
+		h.proxy.rearm(br, "test", false)
 		h.proxy.trip(br, time.Now(), br.rt.guard.rearms.Load(), "local", tripErrorRate, "tripped again for the test")
-		h.proxy.rearm(br, "test")
+		h.proxy.rearm(br, "test", false)
 		bad(w, r)
 	})
 	check()

@@ -197,11 +197,9 @@ func (p *Proxy) Update(snap *config.Snapshot) {
 		if prev == nil || windowOf(prev) != windowOf(rc) {
 			rt.win.reset(windowOf(rc))
 		}
-		if rt.guard.tripped.Load() && prev != nil && prev.Weight == rc.Weight && rc.Guard != nil {
-			continue // still tripped: the effective weight stays 0
-		}
-		// A changed weight is how ops re-arm a tripped guard from the YAML.
-		p.rearm(br, "config")
+		// A changed weight is how ops re-arm a tripped guard from the YAML;
+		// otherwise a tripped guard keeps the effective weight at 0.
+		p.rearm(br, "config", prev != nil && prev.Weight == rc.Weight && rc.Guard != nil)
 	}
 	for name := range p.routes {
 		if !seen[name] {
