@@ -93,7 +93,7 @@ func newMetrics(reg prometheus.Registerer, version string) *metrics {
 		}, []string{"route", "backend"}),
 		upstream: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "strangler_upstream_request_duration_seconds",
-			Help:    "Upstream call duration, to the response headers, by role (primary, shadow, noise).",
+			Help:    "Upstream call duration by role: primary to the response headers; shadow and noise to the end of the (capped) body.",
 			Buckets: durationBuckets[:],
 		}, []string{"route", "backend", "role"}),
 		fallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{

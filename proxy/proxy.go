@@ -63,6 +63,7 @@ type Proxy struct {
 	stopShadows    context.Context
 	cancelShadows  context.CancelFunc
 	shadowInFlight atomic.Int64
+	shadowClient   *shadowClient
 
 	mu         sync.Mutex // guards the fields below; taken by Update only
 	routes     map[string]*routeRuntime
@@ -120,6 +121,7 @@ func New(snap *config.Snapshot, opts Options) *Proxy {
 	}
 	p.tracer = tp.Tracer(tracerName, trace.WithInstrumentationVersion(opts.Version))
 	p.stopShadows, p.cancelShadows = context.WithCancel(context.Background())
+	p.shadowClient = newShadowClient()
 	reg := opts.Registerer
 	if reg == nil {
 		reg = prometheus.NewRegistry()

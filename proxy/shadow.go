@@ -274,7 +274,15 @@ func (p *Proxy) call(ctx context.Context, job *shadowJob, b router.Backend, role
 	_, span := p.startClientSpan(job.in.Context(), out.Header, b.String(), roles[role], request)
 
 	start := time.Now()
-	resp, err := u.proxy.Transport.RoundTrip(out)
+	var err error
+	if addr, ok := plainHTTPAddr(out); ok {
+		var resp *http.Response
+		if resp, res.complete, err = p.shadowClient.roundTrip(ctx, addr, out, res.body, job.maxBody); err == nil {
+			res.status, res.header = resp.StatusCode, resp.Header
+		}
+	} else {
+		err = transportCall(ctx, u.proxy.Transport, out, res, job.maxBody)
+	}
 	latency := time.Since(start)
 	job.route.rt.metrics.upstream[b][role].Observe(latency.Seconds())
 	defer func() {
@@ -290,20 +298,40 @@ func (p *Proxy) call(ctx context.Context, job *shadowJob, b router.Backend, role
 		}
 		return res
 	}
-	defer resp.Body.Close()
-	res.status = resp.StatusCode
-	res.header = resp.Header
-	n, err := io.Copy(res.body, io.LimitReader(resp.Body, job.maxBody+1))
-	switch {
-	case err != nil && ctx.Err() != nil:
-		res.outcome, res.err = outcomeTimeout, err
-	case err != nil:
-		res.outcome, res.err = outcomeFailed, err
-	default:
-		res.outcome = outcomeSent
-		res.complete = n <= job.maxBody
-	}
+	res.outcome = outcomeSent
 	return res
+}
+
+// plainHTTPAddr returns the host:port of an http:// request, which the
+// shadow client serves; https goes through the upstream's Transport.
+func plainHTTPAddr(req *http.Request) (string, bool) {
+	if req.URL.Scheme != "http" {
+		return "", false
+	}
+	if req.URL.Port() != "" {
+		return req.URL.Host, true
+	}
+	return net.JoinHostPort(req.URL.Hostname(), "80"), true
+}
+
+// transportCall makes a shadow call through rt and reads the answer into
+// res, up to max body bytes.
+func transportCall(ctx context.Context, rt http.RoundTripper, out *http.Request, res *captured, max int64) error {
+	resp, err := rt.RoundTrip(out)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	res.status, res.header = resp.StatusCode, resp.Header
+	n, err := io.Copy(res.body, io.LimitReader(resp.Body, max+1))
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return err
+	}
+	res.complete = n <= max
+	return nil
 }
 
 // removeHopByHopHeaders deletes the headers a proxy must not forward
@@ -381,6 +409,7 @@ func (p *Proxy) DrainShadows(ctx context.Context) {
 		p.shadows.Wait()
 		close(done)
 	}()
+	defer p.shadowClient.closeIdle()
 	select {
 	case <-done:
 		return

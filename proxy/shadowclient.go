@@ -1,0 +1,151 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// maxIdleShadowConns bounds the idle connections kept per upstream address.
+const maxIdleShadowConns = 256
+
+// shadowClient makes the shadow and noise calls to plain-HTTP upstreams.
+// It does each HTTP/1.1 exchange on the calling goroutine, over its own
+// pool of keep-alive connections, where http.Transport hands every
+// exchange to two goroutines per connection: at 100% shadow that doubles
+// the goroutine wake-ups of the request path. Request framing and response
+// parsing are net/http's own (Request.Write, ReadResponse).
+type shadowClient struct {
+	dialer net.Dialer
+
+	mu   sync.Mutex
+	idle map[string][]*shadowConn // by host:port
+}
+
+type shadowConn struct {
+	net.Conn
+	br *bufio.Reader
+	bw *bufio.Writer
+}
+
+func newShadowClient() *shadowClient {
+	return &shadowClient{dialer: net.Dialer{KeepAlive: 30 * time.Second}, idle: map[string][]*shadowConn{}}
+}
+
+// roundTrip sends req to addr and reads the answer's body into body, up to
+// max bytes. It reports whether the whole body fitted. A stale idle
+// connection (closed by the upstream since) is retried once on a fresh one.
+func (c *shadowClient) roundTrip(ctx context.Context, addr string, req *http.Request, body io.Writer, max int64) (*http.Response, bool, error) {
+	conn, reused, err := c.conn(ctx, addr)
+	if err != nil {
+		return nil, false, err
+	}
+	res, complete, err := c.exchange(ctx, addr, conn, req, body, max)
+	if err != nil && reused && ctx.Err() == nil && isStale(err) {
+		if conn, _, err = c.conn(ctx, addr); err != nil {
+			return nil, false, err
+		}
+		res, complete, err = c.exchange(ctx, addr, conn, req, body, max)
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	return res, complete, nil
+}
+
+// exchange writes req on conn and reads the answer, then returns conn to
+// the pool when it can carry another exchange.
+func (c *shadowClient) exchange(ctx context.Context, addr string, conn *shadowConn, req *http.Request, body io.Writer, max int64) (*http.Response, bool, error) {
+	if deadline, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(deadline)
+	}
+	// Cancellation unblocks a read or write in progress.
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	if err := req.Write(conn.bw); err != nil {
+		conn.Close()
+		return nil, false, ctxErr(ctx, err)
+	}
+	if err := conn.bw.Flush(); err != nil {
+		conn.Close()
+		return nil, false, ctxErr(ctx, err)
+	}
+	res, err := http.ReadResponse(conn.br, req)
+	if err != nil {
+		conn.Close()
+		return nil, false, ctxErr(ctx, err)
+	}
+	n, err := io.Copy(body, io.LimitReader(res.Body, max+1))
+	res.Body.Close()
+	if err != nil {
+		conn.Close()
+		return nil, false, ctxErr(ctx, err)
+	}
+	complete := n <= max
+	if !complete || res.Close || req.Close || !stop() {
+		conn.Close() // unread bytes, or the upstream or a cancellation ended it
+	} else {
+		_ = conn.SetDeadline(time.Time{})
+		c.put(addr, conn)
+	}
+	return res, complete, nil
+}
+
+func (c *shadowClient) conn(ctx context.Context, addr string) (*shadowConn, bool, error) {
+	c.mu.Lock()
+	if idle := c.idle[addr]; len(idle) > 0 {
+		conn := idle[len(idle)-1]
+		c.idle[addr] = idle[:len(idle)-1]
+		c.mu.Unlock()
+		return conn, true, nil
+	}
+	c.mu.Unlock()
+	nc, err := c.dialer.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, false, err
+	}
+	return &shadowConn{Conn: nc, br: bufio.NewReader(nc), bw: bufio.NewWriter(nc)}, false, nil
+}
+
+func (c *shadowClient) put(addr string, conn *shadowConn) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.idle[addr]) >= maxIdleShadowConns {
+		conn.Close()
+		return
+	}
+	c.idle[addr] = append(c.idle[addr], conn)
+}
+
+// closeIdle closes every idle connection; used when the proxy stops.
+func (c *shadowClient) closeIdle() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for addr, conns := range c.idle {
+		for _, conn := range conns {
+			conn.Close()
+		}
+		delete(c.idle, addr)
+	}
+}
+
+// isStale reports whether err is what a reused connection the upstream had
+// already closed looks like: nothing was answered.
+func isStale(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+// ctxErr prefers the context's error, so a timeout reads as one.
+func ctxErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return err
+}
