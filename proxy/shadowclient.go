@@ -142,10 +142,16 @@ func isStale(err error) bool {
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
-// ctxErr prefers the context's error, so a timeout reads as one.
+// ctxErr prefers the context's error, so a timeout reads as one. The
+// connection deadline is the context's, and may fire a moment before the
+// context says so.
 func ctxErr(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
+	}
+	var ne net.Error
+	if _, ok := ctx.Deadline(); ok && errors.As(err, &ne) && ne.Timeout() {
+		return context.DeadlineExceeded
 	}
 	return err
 }

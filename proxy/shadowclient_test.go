@@ -1,0 +1,99 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// countingServer answers body and counts the connections it accepted.
+func countingServer(t *testing.T, h http.HandlerFunc) (*httptest.Server, *atomic.Int64) {
+	var conns atomic.Int64
+	srv := httptest.NewUnstartedServer(h)
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return srv, &conns
+}
+
+func shadowGet(t *testing.T, c *shadowClient, ctx context.Context, srv *httptest.Server, max int64) (*http.Response, string, bool, error) {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+"/x", nil)
+	var body bytes.Buffer
+	res, complete, err := c.roundTrip(ctx, strings.TrimPrefix(srv.URL, "http://"), req, &body, max)
+	return res, body.String(), complete, err
+}
+
+func TestShadowClient(t *testing.T) {
+	ctx := context.Background()
+	t.Run("keep-alive connections are reused", func(t *testing.T) {
+		srv, conns := countingServer(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+		c := newShadowClient()
+		defer c.closeIdle()
+		for i := 0; i < 5; i++ {
+			if res, body, complete, err := shadowGet(t, c, ctx, srv, 100); err != nil || res.StatusCode != 200 || body != "ok" || !complete {
+				t.Fatalf("call %d: %v %q %v %v", i, res, body, complete, err)
+			}
+		}
+		if n := conns.Load(); n != 1 {
+			t.Errorf("%d connections for 5 calls; want 1", n)
+		}
+	})
+	t.Run("a connection the upstream closed is retried on a fresh one", func(t *testing.T) {
+		srv, conns := countingServer(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+		c := newShadowClient()
+		defer c.closeIdle()
+		if _, _, _, err := shadowGet(t, c, ctx, srv, 100); err != nil {
+			t.Fatal(err)
+		}
+		srv.CloseClientConnections() // the idle one in the pool is now stale
+		if res, body, _, err := shadowGet(t, c, ctx, srv, 100); err != nil || res.StatusCode != 200 || body != "ok" {
+			t.Fatalf("after the upstream closed the idle connection: %v %q %v", res, body, err)
+		}
+		if n := conns.Load(); n != 2 {
+			t.Errorf("%d connections; want 2", n)
+		}
+	})
+	t.Run("a body over the cap is cut and its connection not reused", func(t *testing.T) {
+		srv, conns := countingServer(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, strings.Repeat("x", 1000)) })
+		c := newShadowClient()
+		defer c.closeIdle()
+		for i := 0; i < 2; i++ {
+			if _, _, complete, err := shadowGet(t, c, ctx, srv, 100); err != nil || complete {
+				t.Fatalf("call %d: complete %v, err %v; want an incomplete body", i, complete, err)
+			}
+		}
+		if n := conns.Load(); n != 2 {
+			t.Errorf("%d connections; want a fresh one per call", n)
+		}
+	})
+	t.Run("the context bounds a hanging upstream", func(t *testing.T) {
+		release := make(chan struct{})
+		defer close(release)
+		srv, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		})
+		c := newShadowClient()
+		defer c.closeIdle()
+		tctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		defer cancel()
+		if _, _, _, err := shadowGet(t, c, tctx, srv, 100); !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("err = %v; want context.DeadlineExceeded", err)
+		}
+	})
+}
