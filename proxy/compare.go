@@ -198,7 +198,7 @@ func (rt *routeRuntime) countFields(vec *prometheus.CounterVec, diffs []diff.Dif
 			set[label] = true
 			bump(c.fields[label])
 		}
-		if k := [2]string{label, string(d.Kind)}; !kinds[k] {
+		if k := [2]string{label, string(d.Kind)}; !kinds[k] && !rt.removed.Load() {
 			kinds[k] = true
 			vec.WithLabelValues(rt.name, label, string(d.Kind)).Inc()
 		}

@@ -147,7 +147,7 @@ func (p *Proxy) checkGuard(br *boundRoute, now time.Time) {
 func (p *Proxy) trip(br *boundRoute, now time.Time, rearms uint64, source, reason, detail string) {
 	rt := br.rt
 	rt.guard.mu.Lock()
-	if rt.guard.tripped.Load() || rt.guard.rearms.Load() != rearms {
+	if rt.guard.tripped.Load() || rt.guard.rearms.Load() != rearms || rt.removed.Load() {
 		rt.guard.mu.Unlock()
 		return
 	}

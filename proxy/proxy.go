@@ -99,6 +99,9 @@ type routeRuntime struct {
 	cmp                  compareState
 	win                  *window
 	guard                guardState
+	// removed is set when a reload drops the route: work still in flight
+	// on it must not bring its metric series back.
+	removed atomic.Bool
 }
 
 // New returns a Proxy serving snap.
@@ -205,6 +208,7 @@ func (p *Proxy) Update(snap *config.Snapshot) {
 	}
 	for name := range p.routes {
 		if !seen[name] {
+			p.routes[name].removed.Store(true)
 			delete(p.routes, name)
 			p.metrics.forget(name)
 		}

@@ -271,3 +271,27 @@ func TestSIGHUPStyleReloadAndInFlightRequestsKeepTheirConfig(t *testing.T) {
 		t.Errorf("in-flight request finished on %q; want legacy, the backend it started on", got)
 	}
 }
+
+func TestRemovedRouteSeriesStayRemoved(t *testing.T) {
+	release := make(chan struct{})
+	slow := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("X-Strangler-Shadow") != "" {
+			<-release // the shadow is still out when the route goes
+		}
+		fmt.Fprintf(w, `{"v":%q}`, r.Header.Get("X-Strangler-Shadow"))
+	})
+	h := newHarness(t, slow, slow, `
+routes:
+  - { name: doomed, match: "GET /orders/{id}", shadow: { percent: 100 } }
+`)
+	h.get("/orders/1")
+	h.writeConfig("routes: []\n")
+	if err := h.reloader.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	h.proxy.shadows.Wait()
+	if series := h.fieldSeries("strangler_field_differences_total", "doomed"); len(series) != 0 {
+		t.Errorf("a removed route's field series came back: %v", series)
+	}
+}
