@@ -25,6 +25,7 @@ import (
 
 	"github.com/strangler-proxy/strangler/legacy"
 	"github.com/strangler-proxy/strangler/newpath"
+	"github.com/strangler-proxy/strangler/proxy"
 )
 
 func main() {
@@ -132,8 +133,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 
-	ordersSrv := newHTTPServer(orders, logger)
-	downstreamSrv := newHTTPServer(downstream, logger)
+	ordersSrv := proxy.NewServer(orders, logger)
+	downstreamSrv := proxy.NewServer(downstream, logger)
 	// Each server goroutine ends when its server is shut down below; the
 	// buffer lets both report without a reader.
 	errc := make(chan error, 2)
@@ -188,18 +189,6 @@ func openStore(ctx context.Context, databaseURL string, logger *slog.Logger) (le
 	}
 	logger.Info("using the Postgres store", "migrations_applied", applied)
 	return store, pool.Close, nil
-}
-
-// newHTTPServer sets the timeouts every listener of this project sets, so
-// that a slow or idle client cannot hold a connection forever.
-func newHTTPServer(h http.Handler, logger *slog.Logger) *http.Server {
-	return &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 5 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-	}
 }
 
 // serve runs srv on ln until it is shut down, which is not an error.

@@ -181,7 +181,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("order API listener: %w", err)
 		}
-		srv := newHTTPServer(api, logger)
+		srv := proxy.NewServer(api, logger)
 		servers = append(servers, srv)
 		go func() { errc <- serve(srv, ln) }()
 		fmt.Fprintf(stdout, "newpath order API listening on http://%s\n", ln.Addr())
@@ -198,7 +198,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			w.Header().Set("Content-Type", "application/json")
 			_, _ = io.WriteString(w, "{\"status\":\"ok\"}\n")
 		})
-		srv := newHTTPServer(mux, logger)
+		srv := proxy.NewServer(mux, logger)
 		servers = append(servers, srv)
 		go func() { errc <- serve(srv, ln) }()
 		fmt.Fprintf(stdout, "metrics listening on http://%s/metrics\n", ln.Addr())
@@ -274,16 +274,6 @@ func newpathSeed(seed legacy.Seed) newpath.Seed {
 			PaymentID: o.PaymentID, CreatedAt: o.CreatedAt, UpdatedAt: o.UpdatedAt}
 	}
 	return out
-}
-
-func newHTTPServer(h http.Handler, logger *slog.Logger) *http.Server {
-	return &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 5 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-	}
 }
 
 // serve runs srv on ln until it is shut down, which is not an error.
