@@ -265,6 +265,11 @@ func (p *Proxy) call(ctx context.Context, job *shadowJob, b router.Backend, role
 	pr := &httputil.ProxyRequest{In: job.in, Out: out}
 	u.prepare(pr, job.peer, job.trusted, job.requestID, job.override)
 	out.Header.Set(headerShadow, "1")
+	if _, ok := job.in.Header["User-Agent"]; !ok {
+		// As httputil does for the primary: no Go default User-Agent, so
+		// both sides see the client's headers alike.
+		out.Header["User-Agent"] = []string{""}
+	}
 	if job.dryRun && b == router.Newpath {
 		out.Header.Set(headerDryRun, "1")
 	}

@@ -445,7 +445,7 @@ routes:
     compare: { noise_percent: 100 }
 `)
 	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-	h.get("/orders/1", "X-Request-Id", "abc-1", "Traceparent", tp)
+	h.get("/orders/1", "X-Request-Id", "abc-1", "Traceparent", tp, "User-Agent", "") // a client without one
 	h.waitCompared("get-order", 1)
 	mu.Lock()
 	defer mu.Unlock()
@@ -466,6 +466,11 @@ routes:
 	}
 	if shadows != 2 {
 		t.Errorf("%d calls marked X-Strangler-Shadow; want 2 (shadow and noise)", shadows)
+	}
+	for _, hdr := range seen {
+		if ua := hdr.Get("User-Agent"); ua != seen[0].Get("User-Agent") {
+			t.Errorf("User-Agent %q differs between calls; want the primary's %q on every call", ua, seen[0].Get("User-Agent"))
+		}
 	}
 }
 
