@@ -223,18 +223,11 @@ func (p *Proxy) runShadow(job *shadowJob) {
 	}
 
 	// The primary may still be streaming to a slow client.
-	wait := time.NewTimer(job.timeout)
-	defer wait.Stop()
-	select {
-	case <-job.primaryDone:
-		defer putBuffer(job.primaryRes.body)
-	case <-wait.C:
-		rt.count(resultSkipped)
-		return
-	case <-p.stopShadows.Done():
+	if !p.waitPrimary(job) {
 		rt.count(resultSkipped)
 		return
 	}
+	defer putBuffer(job.primaryRes.body)
 	_, span := p.tracer.Start(job.in.Context(), "compare", trace.WithAttributes(attribute.String("route", rt.name)))
 	result := p.compare(job, shadowRes, noiseRes)
 	rt.count(result)
@@ -243,12 +236,40 @@ func (p *Proxy) runShadow(job *shadowJob) {
 	span.End()
 }
 
+// waitPrimary waits for the primary to finish streaming, at most
+// shadow.timeout; usually it has, and no timer is needed.
+func (p *Proxy) waitPrimary(job *shadowJob) bool {
+	select {
+	case <-job.primaryDone:
+		return true
+	default:
+	}
+	wait := time.NewTimer(job.timeout)
+	defer wait.Stop()
+	select {
+	case <-job.primaryDone:
+		return true
+	case <-wait.C:
+	case <-p.stopShadows.Done():
+	}
+	return false
+}
+
 // call sends job's request to backend b with the shadow headers and reads
 // the answer up to max_body_bytes.
 func (p *Proxy) call(ctx context.Context, job *shadowJob, b router.Backend, role int) *captured {
 	u := job.upstream[b]
 	res := &captured{body: getBuffer()}
-	out := job.in.Clone(ctx)
+	var out *http.Request
+	if job.noise {
+		out = job.in.Clone(ctx) // two calls at once: each its own copy
+	} else {
+		// The only call may use the frozen copy's header itself; the URL,
+		// which SetURL rewrites, is copied.
+		out = job.in.WithContext(ctx)
+		u := *job.in.URL
+		out.URL = &u
+	}
 	out.RequestURI = ""
 	out.Close = false
 	if len(job.body) > 0 {
@@ -259,9 +280,7 @@ func (p *Proxy) call(ctx context.Context, job *shadowJob, b router.Backend, role
 		out.ContentLength = 0
 	}
 	removeHopByHopHeaders(out.Header)
-	for _, h := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
-		out.Header.Del(h)
-	}
+	out.Header.Del("Forwarded") // X-Forwarded-* are rewritten by prepare
 	pr := &httputil.ProxyRequest{In: job.in, Out: out}
 	u.prepare(pr, job.peer, job.trusted, job.requestID, job.override)
 	out.Header.Set(headerShadow, "1")

@@ -643,3 +643,24 @@ func TestNonUTF8KeysAreComparedWithoutCrashing(t *testing.T) {
 }
 
 func utf8Valid(s string) bool { return strings.ToValidUTF8(s, "") == s }
+
+func TestShadowCallsForwardLikeThePrimary(t *testing.T) {
+	legacy, newpath := &writeRecorder{}, &writeRecorder{}
+	h := newHarness(t, legacy, newpath, `
+trusted_proxies: ["127.0.0.0/8"]
+routes:
+  - { name: get-order, match: "GET /orders/{id}", shadow: { percent: 100 } }
+`)
+	h.get("/orders/1", "X-Forwarded-For", "203.0.113.9", "Forwarded", "for=203.0.113.9", "Connection", "X-Hop", "X-Hop", "1")
+	h.waitCompared("get-order", 1)
+	_, primary, _ := legacy.snapshot()
+	_, shadow, _ := newpath.snapshot()
+	for _, k := range []string{"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Forwarded", "X-Hop"} {
+		if primary.Get(k) != shadow.Get(k) {
+			t.Errorf("%s: primary %q, shadow %q; want the same", k, primary.Get(k), shadow.Get(k))
+		}
+	}
+	if got := shadow.Get("X-Forwarded-For"); got != "203.0.113.9, 127.0.0.1" {
+		t.Errorf("shadow X-Forwarded-For = %q; want the trusted chain with the peer appended", got)
+	}
+}
