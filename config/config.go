@@ -271,13 +271,3 @@ func (d *Duration) UnmarshalText(b []byte) error {
 
 // TrustedProxyPrefixes returns TrustedProxies parsed during validation.
 func (c *Config) TrustedProxyPrefixes() []netip.Prefix { return c.trustedProxies }
-
-// Route returns the route named name, or nil.
-func (c *Config) Route(name string) *Route {
-	for i := range c.Routes {
-		if c.Routes[i].Name == name {
-			return &c.Routes[i]
-		}
-	}
-	return nil
-}

@@ -136,7 +136,7 @@ func (c *Config) validateRoutes(add func(path, format string, args ...any)) {
 		}
 		if r.Match == "" {
 			add(p+".match", "required")
-		} else if err := registerPattern(mux, r.Match); err != nil {
+		} else if err := RegisterPattern(mux, r.Match, http.NotFoundHandler()); err != nil {
 			add(p+".match", "%v", err)
 		}
 		checkPercent(add, p+".weight", r.Weight)
@@ -160,16 +160,17 @@ func (c *Config) validateRoutes(add func(path, format string, args ...any)) {
 	}
 }
 
-// registerPattern adds pattern to mux, turning ServeMux's panic on a bad or
-// conflicting pattern into an error.
-func registerPattern(mux *http.ServeMux, pattern string) (err error) {
+// RegisterPattern adds h to mux under pattern, turning ServeMux's panic on
+// a bad or conflicting pattern into an error that names both patterns. It is
+// the one definition of pattern validity, for validation and the router.
+func RegisterPattern(mux *http.ServeMux, pattern string, h http.Handler) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			msg := registeredAtRE.ReplaceAllString(fmt.Sprint(r), "")
 			err = errors.New(strings.ReplaceAll(msg, ":\n", ": "))
 		}
 	}()
-	mux.Handle(pattern, http.NotFoundHandler())
+	mux.Handle(pattern, h)
 	return nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -170,7 +171,7 @@ func setForwarded(h http.Header, in *http.Request, peer netip.Addr, trusted bool
 	host := in.Host
 	if trusted {
 		if prior := in.Header.Values("X-Forwarded-For"); len(prior) > 0 {
-			addr = joinComma(prior) + ", " + addr
+			addr = strings.Join(prior, ", ") + ", " + addr
 		}
 		if v := in.Header.Get("X-Forwarded-Proto"); v != "" {
 			proto = v
@@ -182,17 +183,6 @@ func setForwarded(h http.Header, in *http.Request, peer netip.Addr, trusted bool
 	h["X-Forwarded-For"] = []string{addr}
 	h["X-Forwarded-Proto"] = []string{proto}
 	h["X-Forwarded-Host"] = []string{host}
-}
-
-func joinComma(vs []string) string {
-	if len(vs) == 1 {
-		return vs[0]
-	}
-	out := vs[0]
-	for _, v := range vs[1:] {
-		out += ", " + v
-	}
-	return out
 }
 
 // errFallback asks the error handler to let legacy answer instead.

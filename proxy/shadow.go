@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -362,9 +363,9 @@ func transportCall(ctx context.Context, rt http.RoundTripper, out *http.Request,
 // (RFC 9110 §7.6.1): those named in Connection and the fixed list.
 func removeHopByHopHeaders(h http.Header) {
 	for _, v := range h.Values("Connection") {
-		for _, name := range bytes.Split([]byte(v), []byte{','}) {
-			if name = bytes.TrimSpace(name); len(name) > 0 {
-				h.Del(string(name))
+		for _, name := range strings.Split(v, ",") {
+			if name = strings.TrimSpace(name); name != "" {
+				h.Del(name)
 			}
 		}
 	}

@@ -71,21 +71,11 @@ func New(cfg *config.Config) (*Table, error) {
 	t.saltDigest.Reset()
 	_, _ = t.saltDigest.WriteString(cfg.Sticky.Salt + ":")
 	for i, r := range cfg.Routes {
-		if err := register(t.mux, r.Match, routeHandler(i)); err != nil {
+		if err := config.RegisterPattern(t.mux, r.Match, routeHandler(i)); err != nil {
 			return nil, fmt.Errorf("route %q: %w", r.Name, err)
 		}
 	}
 	return t, nil
-}
-
-func register(mux *http.ServeMux, pattern string, h http.Handler) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("%v", r)
-		}
-	}()
-	mux.Handle(pattern, h)
-	return nil
 }
 
 // Match returns the index in Config.Routes of the route r matches, with
