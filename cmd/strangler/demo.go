@@ -131,7 +131,12 @@ func demo(ctx context.Context, opts demoOptions, stdout io.Writer) error {
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	urls, err := startBackends(ctx, &wg, opts, logger)
+	// The backends outlive the proxy: they stop once it has answered its
+	// last request and drained its shadows (deferred after wg.Wait, so
+	// this runs first).
+	backendsCtx, stopBackends := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBackends()
+	urls, err := startBackends(backendsCtx, &wg, opts, logger)
 	if err != nil {
 		return err
 	}
@@ -187,7 +192,8 @@ Ctrl-C to stop.
 }
 
 // serveLoopback serves h on addr (a free loopback port if addr is taken)
-// until ctx is done, and returns its base URL.
+// until ctx is done, and returns its base URL. ctx ends after the proxy
+// stopped, so nothing is in flight when the server closes.
 func serveLoopback(ctx context.Context, wg *sync.WaitGroup, addr string, h http.Handler) (string, error) {
 	ln, err := net.Listen("tcp", freeOr(addr))
 	if err != nil {
@@ -197,9 +203,10 @@ func serveLoopback(ctx context.Context, wg *sync.WaitGroup, addr string, h http.
 	wg.Go(func() { _ = srv.Serve(ln) })
 	wg.Go(func() {
 		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
+		// The proxy is done by now. Shutdown would wait up to 5 s for
+		// connections accepted but never used (net/http counts a new
+		// connection idle only after 5 s), so close at once.
+		_ = srv.Close()
 	})
 	return "http://" + ln.Addr().String(), nil
 }
