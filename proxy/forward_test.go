@@ -414,7 +414,7 @@ func TestMalformedRequestsGet4xx(t *testing.T) {
 	tests := []struct{ name, raw string }{
 		{"bad request line", "GARBAGE\r\n\r\n"},
 		{"two content lengths", "POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd"},
-		{"header too large", "GET /x HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", maxHeaderBytes+8192) + "\r\n\r\n"},
+		{"header too large", "GET /x HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", http.DefaultMaxHeaderBytes+8192) + "\r\n\r\n"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -92,7 +92,8 @@ func newHarness(t *testing.T, legacy, newpath http.Handler, yaml string) *harnes
 	h.proxy = New(rl.Current(), Options{Registerer: h.reg, Logger: logger, Version: "test", TracerProvider: tp})
 	rl.Subscribe(h.proxy.Update)
 	h.front = httptest.NewUnstartedServer(h.proxy)
-	h.front.Config = NewServer(h.proxy, logger)
+	// The daemons' server limits are cmd/internal/service's, tested there.
+	h.front.Config = &http.Server{Handler: h.proxy, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
 	h.front.Start()
 	t.Cleanup(h.front.Close)
 	return h

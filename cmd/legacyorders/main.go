@@ -17,15 +17,14 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
 
+	"github.com/strangler-proxy/strangler/cmd/internal/service"
 	"github.com/strangler-proxy/strangler/legacy"
 	"github.com/strangler-proxy/strangler/newpath"
-	"github.com/strangler-proxy/strangler/proxy"
 )
 
 func main() {
@@ -90,8 +89,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 }
 
 // run starts both servers, prints their addresses, and serves until ctx
-// ends, then shuts them down gracefully: the order API first, so that its
-// in-flight chains can still reach the downstream services.
+// ends, then shuts them down gracefully.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg, err := parseFlags(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
@@ -133,32 +131,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 
-	ordersSrv := proxy.NewServer(orders, logger)
-	downstreamSrv := proxy.NewServer(downstream, logger)
-	// Each server goroutine ends when its server is shut down below; the
-	// buffer lets both report without a reader.
-	errc := make(chan error, 2)
-	go func() { errc <- serve(ordersSrv, ordersLn) }()
-	go func() { errc <- serve(downstreamSrv, downstreamLn) }()
 	fmt.Fprintf(stdout, "legacy order API listening on http://%s\n", ordersLn.Addr())
 	fmt.Fprintf(stdout, "downstream services listening on http://%s\n", downstreamLn.Addr())
 	logger.Info("legacyorders started", "listen", ordersLn.Addr().String(), "downstream_listen", downstreamLn.Addr().String(), "faults", cfg.faults)
-
-	running := 2
-	var serveErr error
-	select {
-	case <-ctx.Done():
-		logger.Info("shutting down", "grace", cfg.shutdownTimeout.String())
-	case serveErr = <-errc:
-		running--
-	}
-	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.shutdownTimeout)
-	defer cancel()
-	shutdownErr := errors.Join(shutdown(shutdownCtx, ordersSrv), shutdown(shutdownCtx, downstreamSrv))
-	for ; running > 0; running-- {
-		serveErr = errors.Join(serveErr, <-errc)
-	}
-	return errors.Join(serveErr, shutdownErr)
+	context.AfterFunc(ctx, func() { logger.Info("shutting down", "grace", cfg.shutdownTimeout.String()) })
+	// The order API stops first, so that its in-flight chains can still
+	// reach the downstream services.
+	err = service.Run(ctx, cfg.shutdownTimeout,
+		service.NewServer(ordersLn, orders, logger), service.NewServer(downstreamLn, downstream, logger))
+	logger.Info("legacyorders stopped")
+	return err
 }
 
 // openStore returns the order store: with a database URL, the Postgres
@@ -189,23 +171,6 @@ func openStore(ctx context.Context, databaseURL string, logger *slog.Logger) (le
 	}
 	logger.Info("using the Postgres store", "migrations_applied", applied)
 	return store, pool.Close, nil
-}
-
-// serve runs srv on ln until it is shut down, which is not an error.
-func serve(srv *http.Server, ln net.Listener) error {
-	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("serve %s: %w", ln.Addr(), err)
-	}
-	return nil
-}
-
-// shutdown drains srv, and closes what is left when the grace period ends.
-func shutdown(ctx context.Context, srv *http.Server) error {
-	if err := srv.Shutdown(ctx); err != nil {
-		closeErr := srv.Close()
-		return fmt.Errorf("shutdown: %w", errors.Join(err, closeErr))
-	}
-	return nil
 }
 
 // dialAddress turns a listener address into one the order API can dial: a

@@ -40,10 +40,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/strangler-proxy/strangler/cmd/internal/service"
 	"github.com/strangler-proxy/strangler/config"
 	"github.com/strangler-proxy/strangler/legacy"
 	"github.com/strangler-proxy/strangler/newpath"
-	"github.com/strangler-proxy/strangler/proxy"
 )
 
 // version is set at build time (make build: -X main.version=...).
@@ -128,7 +128,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	// A new trace is always recorded; one the caller started follows the
 	// caller's sampling decision.
-	tp, shutdownTracing, err := proxy.NewTracerProvider(ctx, config.Tracing{Exporter: "none", SampleRatio: 1}, "neworders", version, stderr)
+	tp, shutdownTracing, err := service.NewTracerProvider(ctx, config.Tracing{Exporter: "none", SampleRatio: 1}, "neworders", version, stderr)
 	if err != nil {
 		return err
 	}
@@ -160,8 +160,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 
-	var servers []*http.Server
-	errc := make(chan error, 2)
+	var servers []*service.Server
 	if !cfg.relayOnly {
 		api, err := newpath.NewServer(newpath.ServerOptions{
 			Store:             store,
@@ -181,26 +180,23 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("order API listener: %w", err)
 		}
-		srv := proxy.NewServer(api, logger)
-		servers = append(servers, srv)
-		go func() { errc <- serve(srv, ln) }()
+		defer ln.Close()
+		servers = append(servers, service.NewServer(ln, api, logger))
 		fmt.Fprintf(stdout, "newpath order API listening on http://%s\n", ln.Addr())
 	}
 	if cfg.metricsListen != "" {
 		ln, err := net.Listen("tcp", cfg.metricsListen)
 		if err != nil {
-			shutdownAll(context.Background(), servers)
 			return fmt.Errorf("metrics listener: %w", err)
 		}
+		defer ln.Close()
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}))
 		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("Content-Type", "application/json")
 			_, _ = io.WriteString(w, "{\"status\":\"ok\"}\n")
 		})
-		srv := proxy.NewServer(mux, logger)
-		servers = append(servers, srv)
-		go func() { errc <- serve(srv, ln) }()
+		servers = append(servers, service.NewServer(ln, mux, logger))
 		fmt.Fprintf(stdout, "metrics listening on http://%s/metrics\n", ln.Addr())
 	}
 
@@ -213,19 +209,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "outbox relay %s running\n", relay.Owner())
 	}
 
-	var serveErr error
-	select {
-	case <-ctx.Done():
-		logger.Info("shutting down", "grace", cfg.shutdownTimeout.String())
-	case serveErr = <-errc:
-		logger.Error("listener failed; shutting down", "error", serveErr)
-	}
-	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.shutdownTimeout)
-	defer cancel()
-	shutdownErr := shutdownAll(shutdownCtx, servers)
+	context.AfterFunc(ctx, func() { logger.Info("shutting down", "grace", cfg.shutdownTimeout.String()) })
+	// The order API stops first: its in-flight orders still commit and
+	// notify, and the metrics listener still answers meanwhile.
+	err = service.Run(ctx, cfg.shutdownTimeout, servers...)
 	stopRelay()
 	relayDone.Wait()
-	return errors.Join(serveErr, shutdownErr)
+	return err
 }
 
 // openStore returns the Postgres store (migrated, and seeded with
@@ -274,23 +264,4 @@ func newpathSeed(seed legacy.Seed) newpath.Seed {
 			PaymentID: o.PaymentID, CreatedAt: o.CreatedAt, UpdatedAt: o.UpdatedAt}
 	}
 	return out
-}
-
-// serve runs srv on ln until it is shut down, which is not an error.
-func serve(srv *http.Server, ln net.Listener) error {
-	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("serve %s: %w", ln.Addr(), err)
-	}
-	return nil
-}
-
-// shutdownAll drains the servers, closing what is left at the deadline.
-func shutdownAll(ctx context.Context, servers []*http.Server) error {
-	var errs []error
-	for _, srv := range servers {
-		if err := srv.Shutdown(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("shutdown: %w", errors.Join(err, srv.Close())))
-		}
-	}
-	return errors.Join(errs...)
 }

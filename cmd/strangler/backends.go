@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"sync"
@@ -13,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/strangler-proxy/strangler/cmd/internal/service"
 	"github.com/strangler-proxy/strangler/legacy"
 	"github.com/strangler-proxy/strangler/newpath"
 )
@@ -26,6 +28,7 @@ type backendURLs struct {
 // startBackends serves the fake downstream services, the legacy simulator
 // and the newpath with its outbox relay until ctx is done, both services
 // on one store: Postgres when DATABASE_URL is set, else one in-memory store.
+// ctx ends after the proxy stopped, so nothing is in flight by then.
 func startBackends(ctx context.Context, wg *sync.WaitGroup, opts demoOptions, logger *slog.Logger) (backendURLs, error) {
 	var urls backendURLs
 	lg, np, closeStore, kind, err := openDemoStores(ctx, logger)
@@ -33,43 +36,76 @@ func startBackends(ctx context.Context, wg *sync.WaitGroup, opts demoOptions, lo
 		return urls, err
 	}
 	urls.store = kind
-	wg.Go(func() { <-ctx.Done(); closeStore() })
+	var listeners []net.Listener
+	fail := func(err error) (backendURLs, error) {
+		for _, ln := range listeners {
+			ln.Close()
+		}
+		closeStore()
+		return urls, err
+	}
+	// listen binds addr, or a free loopback port when addr is taken.
+	listen := func(addr string) (net.Listener, string, error) {
+		ln, err := net.Listen("tcp", freeOr(addr))
+		if err != nil {
+			return nil, "", err
+		}
+		listeners = append(listeners, ln)
+		return ln, "http://" + ln.Addr().String(), nil
+	}
 
 	downstream, err := legacy.NewDownstream(legacy.DownstreamOptions{Logger: logger})
 	if err != nil {
-		return urls, err
+		return fail(err)
 	}
-	if urls.downstream, err = serveLoopback(ctx, wg, "127.0.0.1:0", downstream); err != nil {
-		return urls, err
+	downstreamLn, downstreamURL, err := listen("127.0.0.1:0")
+	if err != nil {
+		return fail(err)
 	}
+	urls.downstream = downstreamURL
 	legacyAPI, err := legacy.NewServer(legacy.Options{Store: lg, DownstreamURL: urls.downstream, Logger: logger})
 	if err != nil {
-		return urls, err
+		return fail(err)
 	}
-	if urls.legacy, err = serveLoopback(ctx, wg, opts.legacyListen, legacyAPI); err != nil {
-		return urls, err
+	legacyLn, legacyURL, err := listen(opts.legacyListen)
+	if err != nil {
+		return fail(err)
 	}
+	urls.legacy = legacyURL
 
 	reg := prometheus.NewRegistry()
 	metrics := newpath.NewMetrics(reg, np, logger)
 	relay, err := newpath.NewRelay(newpath.RelayOptions{Store: np, DownstreamURL: urls.downstream, Logger: logger, Metrics: metrics})
 	if err != nil {
-		return urls, err
+		return fail(err)
 	}
-	wg.Go(func() { _ = relay.Run(ctx) })
 	newpathAPI, err := newpath.NewServer(newpath.ServerOptions{Store: np, DownstreamURL: urls.downstream, Logger: logger, Metrics: metrics, Notify: relay.Notify})
 	if err != nil {
-		return urls, err
+		return fail(err)
 	}
-	if urls.newpath, err = serveLoopback(ctx, wg, opts.newpathListen, newpathAPI); err != nil {
-		return urls, err
+	newpathLn, newpathURL, err := listen(opts.newpathListen)
+	if err != nil {
+		return fail(err)
 	}
+	urls.newpath = newpathURL
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	if urls.newpathMetrics, err = serveLoopback(ctx, wg, opts.newpathMetricsListen, mux); err != nil {
-		return urls, err
+	metricsLn, metricsURL, err := listen(opts.newpathMetricsListen)
+	if err != nil {
+		return fail(err)
 	}
-	urls.newpathMetrics += "/metrics"
+	urls.newpathMetrics = metricsURL + "/metrics"
+
+	wg.Go(func() { _ = relay.Run(ctx) })
+	wg.Go(func() {
+		// The downstream services stop last: the two order APIs call them.
+		_ = service.Run(ctx, 5*time.Second,
+			service.NewServer(legacyLn, legacyAPI, logger),
+			service.NewServer(newpathLn, newpathAPI, logger),
+			service.NewServer(metricsLn, mux, logger),
+			service.NewServer(downstreamLn, downstream, logger))
+		closeStore()
+	})
 	return urls, nil
 }
 

@@ -191,26 +191,6 @@ Ctrl-C to stop.
 	return nil
 }
 
-// serveLoopback serves h on addr (a free loopback port if addr is taken)
-// until ctx is done, and returns its base URL. ctx ends after the proxy
-// stopped, so nothing is in flight when the server closes.
-func serveLoopback(ctx context.Context, wg *sync.WaitGroup, addr string, h http.Handler) (string, error) {
-	ln, err := net.Listen("tcp", freeOr(addr))
-	if err != nil {
-		return "", err
-	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
-	wg.Go(func() { _ = srv.Serve(ln) })
-	wg.Go(func() {
-		<-ctx.Done()
-		// The proxy is done by now. Shutdown would wait up to 5 s for
-		// connections accepted but never used (net/http counts a new
-		// connection idle only after 5 s), so close at once.
-		_ = srv.Close()
-	})
-	return "http://" + ln.Addr().String(), nil
-}
-
 // freeOr returns addr if it can be bound now, else a free loopback port.
 func freeOr(addr string) string {
 	ln, err := net.Listen("tcp", addr)

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 
+	"github.com/strangler-proxy/strangler/cmd/internal/service"
 	"github.com/strangler-proxy/strangler/config"
 	"github.com/strangler-proxy/strangler/proxy"
 )
@@ -56,7 +57,7 @@ func serve(ctx context.Context, path string, grace time.Duration, stderr io.Writ
 	cfg := rl.Current().Config
 	setLevel(level, cfg.Log.Level)
 
-	tp, flushTraces, err := proxy.NewTracerProvider(ctx, cfg.Tracing, "strangler", buildVersion(), stderr)
+	tp, flushTraces, err := service.NewTracerProvider(ctx, cfg.Tracing, "strangler", buildVersion(), stderr)
 	if err != nil {
 		return err
 	}
@@ -111,18 +112,10 @@ func serve(ctx context.Context, path string, grace time.Duration, stderr io.Writ
 		}
 	})
 
-	// Either server failing stops both.
-	srvCtx, stopServers := context.WithCancel(ctx)
-	defer stopServers()
+	// Either server failing stops both. The proxy's listener stops first;
+	// the admin listener answers /metrics until the proxy has drained.
 	admin := p.AdminHandler(proxy.AdminOptions{Gatherer: reg, Config: rl})
-	errs := make(chan error, 2)
-	go func() { errs <- proxy.Serve(srvCtx, proxy.NewServer(p, logger), ln, grace) }()
-	go func() { errs <- proxy.Serve(srvCtx, proxy.NewServer(admin, logger), adminLn, grace) }()
-	err = <-errs
-	stopServers()
-	if err2 := <-errs; err == nil {
-		err = err2
-	}
+	err = service.Run(ctx, grace, service.NewServer(ln, p, logger), service.NewServer(adminLn, admin, logger))
 	if err != nil {
 		logger.Error("server failed", "error", err.Error())
 	}

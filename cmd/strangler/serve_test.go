@@ -65,6 +65,11 @@ func startServe(t *testing.T, cfg string) (*exec.Cmd, string, string) {
 	return nil, "", ""
 }
 
+// TestSIGTERMFinishesInFlightRequests sends SIGTERM with 50 requests in
+// flight and two connections that never sent a request, one to each
+// listener: the requests finish with 200, and the process exits 0 without
+// waiting on the unused connections (net/http alone would count each busy
+// for five seconds).
 func TestSIGTERMFinishesInFlightRequests(t *testing.T) {
 	const n = 50
 	var entered atomic.Int64
@@ -75,7 +80,7 @@ func TestSIGTERMFinishesInFlightRequests(t *testing.T) {
 		fmt.Fprint(w, "done")
 	}))
 	defer slow.Close()
-	cmd, addr, _ := startServe(t, fmt.Sprintf(`
+	cmd, addr, adminAddr := startServe(t, fmt.Sprintf(`
 listen: "127.0.0.1:0"
 admin: { listen: "127.0.0.1:0" }
 log: { access: false }
@@ -105,6 +110,16 @@ upstreams:
 		time.Sleep(5 * time.Millisecond)
 	}
 
+	// Net/http's own five seconds start now.
+	unusedMark := time.Now().Add(5 * time.Second)
+	for _, a := range []string{addr, adminAddr} {
+		c, err := net.Dial("tcp", a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	exited := make(chan error, 1)
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +142,14 @@ upstreams:
 			t.Errorf("in-flight request %d finished with %d; want 200", i, code)
 		}
 	}
-	if err := cmd.Wait(); err != nil {
-		t.Errorf("strangler exited with %v; want exit 0", err)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("strangler exited with %v; want exit 0", err)
+		}
+	case <-time.After(time.Until(unusedMark)):
+		t.Error("strangler still runs at the five-second mark: shutdown waited on the unused connections")
+		<-exited
 	}
 }
