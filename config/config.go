@@ -43,7 +43,13 @@ type Config struct {
 	Routes []Route `mapstructure:"routes" json:"routes"`
 
 	trustedProxies []netip.Prefix
+	warnings       []FieldError
 }
+
+// Warnings lists what is valid but probably not what the operator meant,
+// such as a method-less route pattern that also moves writes. strangler
+// check prints them; serve logs them at every load.
+func (c *Config) Warnings() []FieldError { return c.warnings }
 
 // Admin configures the admin listener.
 type Admin struct {

@@ -184,6 +184,9 @@ func (r *Reloader) install(cfg *Config, data []byte) {
 	r.failure.Store(nil)
 	r.metrics.successful.Set(1)
 	r.metrics.successTS.Set(float64(now.UnixNano()) / 1e9)
+	for _, w := range cfg.Warnings() {
+		r.logger.Warn("config warning", "path", r.path, "key", w.Path, "warning", w.Problem)
+	}
 }
 
 // checkRestartKeys refuses changes to the listeners: the sockets are bound

@@ -134,10 +134,14 @@ func (c *Config) validateRoutes(add func(path, format string, args ...any)) {
 			}
 			names[r.Name] = i
 		}
-		if r.Match == "" {
+		switch {
+		case r.Match == "":
 			add(p+".match", "required")
-		} else if err := RegisterPattern(mux, r.Match, http.NotFoundHandler()); err != nil {
-			add(p+".match", "%v", err)
+		case !c.checkPattern(add, p+".match", r):
+		default:
+			if err := RegisterPattern(mux, r.Match, http.NotFoundHandler()); err != nil {
+				add(p+".match", "%v", err)
+			}
 		}
 		checkPercent(add, p+".weight", r.Weight)
 		r.weightBasisPoints = int(math.Round(r.Weight * 100))
@@ -158,6 +162,42 @@ func (c *Config) validateRoutes(add func(path, format string, args ...any)) {
 			checkGuard(add, p+".guard", r.Guard)
 		}
 	}
+}
+
+// checkPattern refuses the patterns ServeMux accepts that can never match
+// what an operator meant, and warns of a method-less one that moves
+// traffic. It reports whether the pattern may be registered.
+func (c *Config) checkPattern(add func(string, string, ...any), path string, r *Route) bool {
+	method, rest := splitPattern(r.Match)
+	ok := true
+	// Methods are case-sensitive (RFC 9110 §9.1): "get" matches no client.
+	if method != "" && strings.ToUpper(method) != method {
+		add(path, "route %q: method %q is not upper case and matches no request (methods are case-sensitive); write %q",
+			r.Name, method, strings.ToUpper(method)+" "+rest)
+		ok = false
+	}
+	// ServeMux reads what comes before the first slash as a host name, so
+	// "GET orders/{id}" matches only requests for the host "orders".
+	if !strings.HasPrefix(rest, "/") {
+		add(path, "route %q: the path %q does not start with \"/\" (ServeMux would read %q as a host name; strangler matches paths only)",
+			r.Name, rest, strings.SplitN(rest, "/", 2)[0])
+		ok = false
+	}
+	if ok && method == "" && (r.Weight > 0 || r.Shadow.Percent > 0) {
+		c.warnings = append(c.warnings, FieldError{Path: path, Problem: fmt.Sprintf(
+			"route %q: %q has no method, so it matches every method: its weight and shadowing also apply to writes (POST, PUT, DELETE); name the method, as in %q",
+			r.Name, r.Match, "GET "+rest)})
+	}
+	return ok
+}
+
+// splitPattern splits a ServeMux pattern "[METHOD ][HOST]/[PATH]" into its
+// method (empty when it has none) and the rest, as ServeMux does.
+func splitPattern(pattern string) (method, rest string) {
+	if i := strings.IndexAny(pattern, " \t"); i >= 0 {
+		return pattern[:i], strings.TrimLeft(pattern[i+1:], " \t")
+	}
+	return "", pattern
 }
 
 // RegisterPattern adds h to mux under pattern, turning ServeMux's panic on

@@ -40,6 +40,9 @@ func check(stdout, stderr io.Writer, path string) error {
 		return errSilent
 	}
 	fmt.Fprintf(stdout, "%s: ok\n", path)
+	for _, w := range cfg.Warnings() {
+		fmt.Fprintf(stderr, "%s: warning: %s\n", path, w.Error())
+	}
 	fmt.Fprintf(stdout, "listen %s, admin %s, legacy %s, newpath %s, sticky %s\n\n",
 		cfg.Listen, cfg.Admin.Listen, cfg.Upstreams.Legacy.URL, cfg.Upstreams.Newpath.URL, cfg.Sticky.Key)
 	printRoutes(stdout, cfg)

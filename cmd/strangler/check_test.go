@@ -30,6 +30,11 @@ func TestCheckNamesTheBrokenKey(t *testing.T) {
 		{"weight not a number", validUpstreams + "routes:\n  - {name: a, match: \"GET /a\", weight: ten}\n", "routes[0].weight: expected a number"},
 		{"conflicting patterns", validUpstreams + "routes:\n  - {name: a, match: \"GET /orders/{id}\"}\n  - {name: b, match: \"GET /orders/{oid}\"}\n", "routes[1].match"},
 		{"bad pattern", validUpstreams + "routes:\n  - {name: a, match: \"GET orders\"}\n", "routes[0].match"},
+		// ServeMux accepts these two, and they match nothing.
+		{"lower-case method", validUpstreams + "routes:\n  - {name: get-order, match: \"get /orders/{id}\", weight: 10}\n",
+			`routes[0].match: route "get-order": method "get" is not upper case`},
+		{"path read as a host", validUpstreams + "routes:\n  - {name: get-order, match: \"GET orders/{id}\", weight: 10}\n",
+			`routes[0].match: route "get-order": the path "orders/{id}" does not start with "/"`},
 		{"duplicate route name", validUpstreams + "routes:\n  - {name: a, match: \"GET /a\"}\n  - {name: a, match: \"GET /b\"}\n", "routes[1].name: duplicate route name"},
 		{"bad route name", validUpstreams + "routes:\n  - {name: Get_Order, match: \"GET /a\"}\n", "routes[0].name"},
 		{"missing legacy url", "upstreams:\n  newpath: { url: \"http://127.0.0.1:9002\" }\n", "upstreams.legacy.url: required"},
@@ -85,11 +90,42 @@ routes:
 	}
 }
 
+func TestCheckWarnsOfAMethodlessRouteThatMovesTraffic(t *testing.T) {
+	tests := []struct {
+		name, route string
+		warn        bool
+	}{
+		{"weight", `{name: orders, match: "/orders/{id}", weight: 10}`, true},
+		{"shadow", `{name: orders, match: "/orders/{id}", shadow: {percent: 5}}`, true},
+		{"neither", `{name: orders, match: "/orders/{id}"}`, false},
+		{"a method", `{name: orders, match: "GET /orders/{id}", weight: 10}`, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "strangler.yaml")
+			if err := os.WriteFile(path, []byte(validUpstreams+"routes:\n  - "+tt.route+"\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			var stdout, stderr bytes.Buffer
+			if code := run(context.Background(), []string{"check", "--config", path}, &stdout, &stderr); code != 0 {
+				t.Fatalf("exit code = %d; want 0 (a warning is no error)\nstderr: %s", code, &stderr)
+			}
+			const want = `warning: routes[0].match: route "orders": "/orders/{id}" has no method`
+			if got := strings.Contains(stderr.String(), want); got != tt.warn {
+				t.Errorf("stderr = %q; warning shown %t, want %t", &stderr, got, tt.warn)
+			}
+		})
+	}
+}
+
 func TestCheckExampleConfig(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	code := run(context.Background(), []string{"check", "--config", "../../config/example.yaml"}, &stdout, &stderr)
 	if code != 0 {
 		t.Fatalf("exit code = %d; want 0\nstderr: %s", code, &stderr)
+	}
+	if stderr.Len() > 0 {
+		t.Errorf("the example config has warnings: %s", &stderr)
 	}
 	for _, want := range []string{"get-order", "GET /orders/{id}", "10%", "create-order"} {
 		if !strings.Contains(stdout.String(), want) {
