@@ -193,18 +193,22 @@ func TestReadinessVerdicts(t *testing.T) {
 		}
 	}
 	// Each route's path picks the newpath behaviour it is judged on. Both
-	// backends take 20 ms, so scheduling jitter is small beside it.
+	// backends take 120 ms, inside the histogram bucket from 100 to 250
+	// ms, so the scheduling jitter of a loaded machine (seen: 200 ms under
+	// the race detector) moves neither p99 out of it; the slow newpath
+	// takes ten times as long.
+	const latency = 120 * time.Millisecond
 	newpath := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case strings.HasPrefix(r.URL.Path, "/diverging/"):
-			order(20*time.Millisecond, 999)(w, r)
+			order(latency, 999)(w, r)
 		case strings.HasPrefix(r.URL.Path, "/slow/"):
-			order(150*time.Millisecond, 1000)(w, r)
+			order(10*latency, 1000)(w, r)
 		default:
-			order(20*time.Millisecond, 1000)(w, r)
+			order(latency, 1000)(w, r)
 		}
 	})
-	h := newHarness(t, order(20*time.Millisecond, 1000), newpath, `
+	h := newHarness(t, order(latency, 1000), newpath, `
 shadow: { max_in_flight: 1000 }
 routes:
   - { name: quiet, match: "GET /quiet/{id}", shadow: { percent: 100 } }
@@ -217,10 +221,12 @@ routes:
 		if route == "quiet" {
 			n = 10
 		}
+		// Clients wait for legacy only: the newpath shadows run meanwhile.
+		const clients = 16
 		var wg sync.WaitGroup
-		for c := 0; c < 8; c++ {
+		for c := 0; c < clients; c++ {
 			wg.Go(func() {
-				for i := c; i < n; i += 8 {
+				for i := c; i < n; i += clients {
 					h.get(fmt.Sprintf("/%s/%d", route, i))
 				}
 			})
