@@ -162,6 +162,51 @@ func TestReloaderCountsAndRefuses(t *testing.T) {
 	}
 }
 
+// A provisioner's refusal is a failed reload: no provisioner activates,
+// no subscriber hears of it, the old config stays in force.
+func TestReloaderProvisionersAllOrNothing(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "strangler.yaml")
+	writeFile(t, path, minimal)
+	rl, err := NewReloader(path, ReloaderOptions{Registerer: prometheus.NewRegistry(), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var activated []string
+	refuse := false
+	rl.AddProvisioner(func(*Snapshot) (func(), error) {
+		return func() { activated = append(activated, "first") }, nil
+	})
+	rl.AddProvisioner(func(s *Snapshot) (func(), error) {
+		if refuse {
+			return nil, &ValidationError{Errors: []FieldError{{Path: "routes[0].compare", Problem: "cannot compile"}}}
+		}
+		return func() { activated = append(activated, "second") }, nil
+	})
+	var heard int
+	rl.Subscribe(func(*Snapshot) { heard++ })
+
+	refuse = true
+	writeFile(t, path, strings.Replace(minimal, `"GET /orders/{id}"`, `"GET /orders/{id}"`+"\n    weight: 20", 1))
+	if err := rl.Reload(); err == nil || !strings.Contains(err.Error(), "routes[0].compare: cannot compile") {
+		t.Errorf("Reload: %v; want the provisioner's refusal", err)
+	}
+	if len(activated) != 0 || heard != 0 || rl.Current().Config.Routes[0].Weight != 0 {
+		t.Errorf("after a refusal: activated %v, subscribers called %d, weight %v; want nothing changed",
+			activated, heard, rl.Current().Config.Routes[0].Weight)
+	}
+	if testutil.ToFloat64(rl.metrics.successful) != 0 || rl.LastFailure() == nil {
+		t.Error("a refused config is not reported as a failed reload")
+	}
+
+	refuse = false
+	if err := rl.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(activated, ",") != "first,second" || heard != 1 || rl.Current().Config.Routes[0].Weight != 20 {
+		t.Errorf("after an accepted reload: activated %v, subscribers called %d; want both activated in order, then the subscriber", activated, heard)
+	}
+}
+
 func TestNewReloaderRefusesAnInvalidFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "strangler.yaml")
 	writeFile(t, path, "routes: 5\n")

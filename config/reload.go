@@ -55,8 +55,9 @@ type Reloader struct {
 	poll    time.Duration
 	metrics reloadMetrics
 
-	mu          sync.Mutex // serializes reloads and subscriber calls
-	subscribers []func(*Snapshot)
+	mu           sync.Mutex // serializes reloads, provisioner and subscriber calls
+	provisioners []Provisioner
+	subscribers  []func(*Snapshot)
 
 	current atomic.Pointer[Snapshot]
 	failure atomic.Pointer[ReloadFailure]
@@ -118,8 +119,25 @@ func NewReloader(path string, opts ReloaderOptions) (*Reloader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load config %q: %w", path, err)
 	}
-	r.install(cfg, data)
+	r.install(&Snapshot{Config: cfg, SHA256: digest(data), LoadedAt: r.now()})
 	return r, nil
+}
+
+// A Provisioner builds what a configuration needs at run time (route
+// tables, compiled rules, clients) and checks it, without changing what
+// runs. Its error rejects the configuration as a validation error does:
+// the reload fails, nothing changes, and the reload metrics say so. It
+// returns the function that puts what it built in force, called only once
+// every provisioner has accepted the configuration.
+type Provisioner func(*Snapshot) (activate func(), err error)
+
+// AddProvisioner registers p for every reload. Provision the configuration
+// in force yourself (the Reloader loaded it before p existed), and call it
+// before Watch starts.
+func (r *Reloader) AddProvisioner(p Provisioner) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.provisioners = append(r.provisioners, p)
 }
 
 // Path returns the watched file's path.
@@ -151,8 +169,14 @@ func (r *Reloader) Reload() error {
 	if data != nil && err == nil && digest(data) == r.current.Load().SHA256 && r.failure.Load() == nil {
 		return nil
 	}
+	var snap *Snapshot
+	var activations []func()
 	if err == nil {
-		err = r.checkRestartKeys(cfg)
+		// Both kinds of refusal are reported, so one edit can fix them.
+		snap = &Snapshot{Config: cfg, SHA256: digest(data), LoadedAt: r.now()}
+		var provisionErr error
+		activations, provisionErr = r.provision(snap)
+		err = errors.Join(r.checkRestartKeys(cfg), provisionErr)
 	}
 	if err != nil {
 		if data == nil && errors.Is(err, os.ErrNotExist) {
@@ -169,22 +193,38 @@ func (r *Reloader) Reload() error {
 		r.logger.Error("config reload failed; keeping the previous config", "path", r.path, "error", err.Error())
 		return fmt.Errorf("reload config %q: %w", r.path, err)
 	}
-	r.install(cfg, data)
+	for _, activate := range activations {
+		activate()
+	}
+	r.install(snap)
 	r.metrics.reloads.WithLabelValues("success").Inc()
-	r.logger.Info("config reloaded", "path", r.path, "sha256", r.current.Load().SHA256)
+	r.logger.Info("config reloaded", "path", r.path, "sha256", snap.SHA256)
 	for _, fn := range r.subscribers {
-		fn(r.current.Load())
+		fn(snap)
 	}
 	return nil
 }
 
-func (r *Reloader) install(cfg *Config, data []byte) {
-	now := r.now()
-	r.current.Store(&Snapshot{Config: cfg, SHA256: digest(data), LoadedAt: now})
+// provision runs every provisioner on snap and returns their activations,
+// or the first refusal.
+func (r *Reloader) provision(snap *Snapshot) ([]func(), error) {
+	activations := make([]func(), 0, len(r.provisioners))
+	for _, p := range r.provisioners {
+		activate, err := p(snap)
+		if err != nil {
+			return nil, err
+		}
+		activations = append(activations, activate)
+	}
+	return activations, nil
+}
+
+func (r *Reloader) install(snap *Snapshot) {
+	r.current.Store(snap)
 	r.failure.Store(nil)
 	r.metrics.successful.Set(1)
-	r.metrics.successTS.Set(float64(now.UnixNano()) / 1e9)
-	for _, w := range cfg.Warnings() {
+	r.metrics.successTS.Set(float64(snap.LoadedAt.UnixNano()) / 1e9)
+	for _, w := range snap.Config.Warnings() {
 		r.logger.Warn("config warning", "path", r.path, "key", w.Path, "warning", w.Problem)
 	}
 }

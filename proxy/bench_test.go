@@ -93,7 +93,11 @@ func newBenchProxyWith(b *testing.B, extra, route string, legacyH, newpathH http
 		b.Fatal(err)
 	}
 	logger := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	return New(rl.Current(), Options{Registerer: prometheus.NewRegistry(), Logger: logger})
+	p, err := New(rl.Current(), Options{Registerer: prometheus.NewRegistry(), Logger: logger})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return p
 }
 
 // BenchmarkStranglerShadow is every request shadowed and compared.

@@ -94,7 +94,7 @@ func (p *Proxy) compare(job *shadowJob, shadowRes, noiseRes *captured) int {
 	if job.fellBack || shadowRes.outcome != outcomeSent {
 		return resultError
 	}
-	if !shadowRes.complete || !job.primaryRes.complete || job.route.comparer == nil {
+	if !shadowRes.complete || !job.primaryRes.complete {
 		return resultSkipped // too large to compare, or the client left
 	}
 	legacy, newpath := &job.primaryRes, shadowRes

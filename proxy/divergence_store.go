@@ -39,14 +39,10 @@ type divergenceStore struct {
 	lastLog atomic.Int64
 }
 
-// newDivergenceStore prepares the writer. It does not connect: Postgres may
-// come up after the proxy, and the proxy must start regardless.
-func newDivergenceStore(databaseURL string, dropped prometheus.Counter, logger *slog.Logger) (*divergenceStore, error) {
-	cfg, err := pgxpool.ParseConfig(databaseURL)
-	if err != nil {
-		return nil, fmt.Errorf("divergence store: %w", err)
-	}
-	cfg.MaxConns = 2
+// newDivergenceStore prepares the writer on the pool Provision configured.
+// It does not connect: Postgres may come up after the proxy, and the proxy
+// must start regardless.
+func newDivergenceStore(cfg *pgxpool.Config, dropped prometheus.Counter, logger *slog.Logger) (*divergenceStore, error) {
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		return nil, fmt.Errorf("divergence store: %w", err)

@@ -79,10 +79,8 @@ type transportKey struct {
 	timeout      time.Duration
 }
 
-func (p *Proxy) newUpstream(b router.Backend, cfg *config.Upstream) *upstream {
-	u := &upstream{backend: b, cfg: cfg}
-	target := cfg.ParsedURL()
-	u.key = transportKey{scheme: target.Scheme, host: target.Host, timeout: time.Duration(cfg.Timeout)}
+func (p *Proxy) newUpstream(b router.Backend, cfg *config.Upstream, key transportKey) *upstream {
+	u := &upstream{backend: b, cfg: cfg, key: key}
 	t, ok := p.transports[u.key]
 	if !ok {
 		t = newTransport(time.Duration(cfg.Timeout))

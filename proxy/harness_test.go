@@ -89,8 +89,11 @@ func newHarness(t *testing.T, legacy, newpath http.Handler, yaml string) *harnes
 	h.reloader = rl
 	h.spans = tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(h.spans))
-	h.proxy = New(rl.Current(), Options{Registerer: h.reg, Logger: logger, Version: "test", TracerProvider: tp})
-	rl.Subscribe(h.proxy.Update)
+	h.proxy, err = New(rl.Current(), Options{Registerer: h.reg, Logger: logger, Version: "test", TracerProvider: tp})
+	if err != nil {
+		t.Fatalf("provision config: %v", err)
+	}
+	rl.AddProvisioner(h.proxy.Prepare)
 	h.front = httptest.NewUnstartedServer(h.proxy)
 	// The daemons' server limits are cmd/internal/service's, tested there.
 	h.front.Config = &http.Server{Handler: h.proxy, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}

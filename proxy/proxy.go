@@ -43,7 +43,7 @@ type Options struct {
 }
 
 // Proxy is the client-facing handler. Configuration changes arrive through
-// Update and are swapped in atomically: a request runs on the state it
+// Prepare and are swapped in atomically: a request runs on the state it
 // loaded when it started.
 type Proxy struct {
 	logger  *slog.Logger
@@ -65,7 +65,7 @@ type Proxy struct {
 	shadowInFlight atomic.Int64
 	shadowClient   *shadowClient
 
-	mu         sync.Mutex // guards the fields below; taken by Update only
+	mu         sync.Mutex // guards the fields below; taken by activate and the admin re-arm
 	routes     map[string]*routeRuntime
 	transports map[transportKey]*http.Transport
 }
@@ -86,7 +86,7 @@ type state struct {
 type boundRoute struct {
 	cfg      *config.Route
 	rt       *routeRuntime
-	comparer *diff.Comparer // nil when the compare options do not compile
+	comparer *diff.Comparer
 }
 
 // routeRuntime is the state of a route that survives reloads, keyed by the
@@ -104,8 +104,13 @@ type routeRuntime struct {
 	removed atomic.Bool
 }
 
-// New returns a Proxy serving snap.
-func New(snap *config.Snapshot, opts Options) *Proxy {
+// New returns a Proxy serving snap. It fails, naming the keys, when snap
+// cannot be provisioned (see Provision).
+func New(snap *config.Snapshot, opts Options) (*Proxy, error) {
+	pv, err := Provision(snap.Config)
+	if err != nil {
+		return nil, err
+	}
 	p := &Proxy{
 		logger:     opts.Logger,
 		now:        opts.Now,
@@ -132,15 +137,14 @@ func New(snap *config.Snapshot, opts Options) *Proxy {
 	p.metrics = newMetrics(reg, opts.Version)
 	reg.MustRegister(readinessCollector{p: p, desc: prometheus.NewDesc("strangler_route_ready",
 		"Whether the route is ready for promotion (1) by the readiness rule over its window.", []string{"route"}, nil)})
-	if url := snap.Config.DivergenceStore.DatabaseURL; url != "" {
-		d, err := newDivergenceStore(url, p.metrics.samplesDropped, p.logger)
-		if err != nil {
-			p.logger.Error("divergence store disabled", "error", err.Error())
+	if pv.divergences != nil {
+		// The store's URL is a restart key: it is connected to once.
+		if p.divergences, err = newDivergenceStore(pv.divergences, p.metrics.samplesDropped, p.logger); err != nil {
+			return nil, err
 		}
-		p.divergences = d
 	}
-	p.Update(snap)
-	return p
+	p.activate(snap, pv)
+	return p, nil
 }
 
 // Run runs the proxy's background work until ctx is done, and returns when
@@ -156,23 +160,31 @@ func (p *Proxy) Run(ctx context.Context) {
 	wg.Wait()
 }
 
-// Update swaps in a new configuration. It is a config.Reloader subscriber.
-func (p *Proxy) Update(snap *config.Snapshot) {
+// Prepare provisions snap without changing what the proxy serves, and
+// returns the function that swaps it in. It is the proxy's
+// config.Provisioner: a configuration it refuses fails the reload, and the
+// proxy keeps serving the previous one.
+func (p *Proxy) Prepare(snap *config.Snapshot) (activate func(), err error) {
+	pv, err := Provision(snap.Config)
+	if err != nil {
+		return nil, err
+	}
+	return func() { p.activate(snap, pv) }, nil
+}
+
+var _ config.Provisioner = (*Proxy)(nil).Prepare
+
+// activate swaps in a provisioned configuration; requests in flight finish
+// on the state they started with.
+func (p *Proxy) activate(snap *config.Snapshot, pv *Provisioned) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 
 	cfg := snap.Config
-	table, err := router.New(cfg)
-	if err != nil {
-		// Validation already registered every pattern in a ServeMux; a
-		// failure here is a bug, and the old state keeps serving.
-		p.logger.Error("build route table", "error", err.Error())
-		return
-	}
 	st := &state{
 		snap:    snap,
 		cfg:     cfg,
-		table:   table,
+		table:   pv.table,
 		routes:  make([]*boundRoute, len(cfg.Routes)),
 		unmatch: p.runtimeFor("unmatched").metrics,
 		trusted: cfg.TrustedProxyPrefixes(),
@@ -187,11 +199,7 @@ func (p *Proxy) Update(snap *config.Snapshot) {
 	for i := range cfg.Routes {
 		rc := &cfg.Routes[i]
 		rt := p.runtimeFor(rc.Name)
-		comparer, err := newComparer(rc)
-		if err != nil {
-			p.logger.Error("compile compare options; comparisons of this route count as errors", "route", rc.Name, "error", err.Error())
-		}
-		br := &boundRoute{cfg: rc, rt: rt, comparer: comparer}
+		br := &boundRoute{cfg: rc, rt: rt, comparer: pv.comparers[i]}
 		st.routes[i] = br
 		rt.cmp.mu.Lock()
 		rt.cmp.samples.resize(cfg.DivergenceStore.SamplesPerRoute)
@@ -215,7 +223,7 @@ func (p *Proxy) Update(snap *config.Snapshot) {
 	}
 	used := map[transportKey]bool{}
 	for _, b := range backends {
-		u := p.newUpstream(b, upstreamConfig(cfg, b))
+		u := p.newUpstream(b, upstreamConfig(cfg, b), pv.upstreams[b])
 		st.upstream[b] = u
 		used[u.key] = true
 	}

@@ -187,7 +187,7 @@ func configMapLayout(t *testing.T, h *harness, yaml string) (*config.Reloader, f
 	if err != nil {
 		t.Fatal(err)
 	}
-	rl.Subscribe(h.proxy.Update)
+	rl.AddProvisioner(h.proxy.Prepare)
 	return rl, swap
 }
 

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/strangler-proxy/strangler/config"
+	"github.com/strangler-proxy/strangler/proxy"
 )
 
 func checkCmd() *cobra.Command {
@@ -25,8 +26,13 @@ func checkCmd() *cobra.Command {
 	return cmd
 }
 
+// check loads, validates and provisions the file exactly as serve's
+// start-up and every reload do: a file it accepts is one the proxy runs.
 func check(stdout, stderr io.Writer, path string) error {
 	cfg, _, err := config.Load(path)
+	if err == nil {
+		_, err = proxy.Provision(cfg)
+	}
 	if err != nil {
 		var ve *config.ValidationError
 		if !errors.As(err, &ve) {

@@ -68,8 +68,11 @@ func serve(ctx context.Context, path string, grace time.Duration, stderr io.Writ
 			logger.Warn("flush traces", "error", err.Error())
 		}
 	}()
-	p := proxy.New(rl.Current(), proxy.Options{Registerer: reg, Logger: logger, Version: buildVersion(), TracerProvider: tp})
-	rl.Subscribe(p.Update)
+	p, err := proxy.New(rl.Current(), proxy.Options{Registerer: reg, Logger: logger, Version: buildVersion(), TracerProvider: tp})
+	if err != nil {
+		return fmt.Errorf("provision config %q: %w", path, err)
+	}
+	rl.AddProvisioner(p.Prepare)
 	// The proxy's background work outlives the servers by a little: it
 	// writes the samples of the last comparisons.
 	runCtx, stopRun := context.WithCancel(context.WithoutCancel(ctx))

@@ -95,7 +95,10 @@ routes:
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := proxy.New(rl.Current(), proxy.Options{Logger: logger, TracerProvider: tp})
+	p, err := proxy.New(rl.Current(), proxy.Options{Logger: logger, TracerProvider: tp})
+	if err != nil {
+		t.Fatal(err)
+	}
 	s.front = httptest.NewServer(p)
 	t.Cleanup(s.front.Close)
 	return s

@@ -105,7 +105,8 @@ type headerField struct {
 	canonical string // the http.Header key
 }
 
-// New compiles opts; an invalid pattern (not starting with "/", empty segment) is an error naming it.
+// New compiles opts; an invalid pattern (not starting with "/", empty
+// segment) is a *PatternError naming it.
 // A pattern must also start with a segment of the response tree (status,
 // headers, body or *), so that a misspelt one is caught at load rather than
 // silently matching nothing.

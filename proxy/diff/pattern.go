@@ -27,34 +27,48 @@ type patternEdge struct {
 	to      int32
 }
 
-// compilePatterns builds the trie of the ignore and unordered patterns.
+// PatternError is an ignore or unordered pattern New could not compile.
+type PatternError struct {
+	// List is "ignore" or "unordered"; Index is the pattern's place in it.
+	List    string
+	Index   int
+	Pattern string
+	Err     error
+}
+
+func (e *PatternError) Error() string {
+	return fmt.Sprintf("%s pattern %q: %v", e.List, e.Pattern, e.Err)
+}
+
+func (e *PatternError) Unwrap() error { return e.Err }
+
+// compilePatterns builds the trie of the ignore and unordered patterns. A
+// pattern that does not compile is a *PatternError.
 func compilePatterns(ignore, unordered []string) ([]patternNode, error) {
 	trie := []patternNode{{star: -1}}
-	add := func(p, what string) error {
-		segs, err := splitPattern(p)
-		if err != nil {
-			return fmt.Errorf("%s pattern %q: %w", what, p, err)
-		}
-		at := int32(0)
-		for _, s := range segs {
-			at = trieChild(&trie, at, s)
-		}
-		if what == "ignore" {
-			trie[at].ignore = true
-		} else {
-			trie[at].unordered = true
+	add := func(list []string, what string) error {
+		for i, p := range list {
+			segs, err := splitPattern(p)
+			if err != nil {
+				return &PatternError{List: what, Index: i, Pattern: p, Err: err}
+			}
+			at := int32(0)
+			for _, s := range segs {
+				at = trieChild(&trie, at, s)
+			}
+			if what == "ignore" {
+				trie[at].ignore = true
+			} else {
+				trie[at].unordered = true
+			}
 		}
 		return nil
 	}
-	for _, p := range ignore {
-		if err := add(p, "ignore"); err != nil {
-			return nil, err
-		}
+	if err := add(ignore, "ignore"); err != nil {
+		return nil, err
 	}
-	for _, p := range unordered {
-		if err := add(p, "unordered"); err != nil {
-			return nil, err
-		}
+	if err := add(unordered, "unordered"); err != nil {
+		return nil, err
 	}
 	return trie, nil
 }

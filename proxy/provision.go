@@ -1,0 +1,151 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/strangler-proxy/strangler/config"
+	"github.com/strangler-proxy/strangler/proxy/diff"
+	"github.com/strangler-proxy/strangler/router"
+)
+
+// Provisioned is everything a configuration needs at run time beyond its
+// own validation, built and checked once: the route table, each route's
+// compiled compare options, what the upstream transports dial, and the
+// divergence store's connection settings. Provision builds it for
+// strangler check, for serve's start-up (New) and for every reload
+// (Prepare), so a configuration check accepts is one the proxy runs, and a
+// reload that would not run is a failed reload.
+type Provisioned struct {
+	cfg       *config.Config
+	table     *router.Table
+	comparers []*diff.Comparer // index-aligned with cfg.Routes
+	upstreams [2]transportKey  // by router.Backend
+	// divergences is nil without divergence_store.database_url.
+	divergences *pgxpool.Config
+}
+
+// Provision builds and checks what cfg, a validated configuration, needs
+// at run time. Its error is a *config.ValidationError naming every key
+// that cannot be put in force.
+func Provision(cfg *config.Config) (*Provisioned, error) {
+	var errs []config.FieldError
+	add := func(path, format string, args ...any) {
+		errs = append(errs, config.FieldError{Path: path, Problem: fmt.Sprintf(format, args...)})
+	}
+	pv := &Provisioned{cfg: cfg, comparers: make([]*diff.Comparer, len(cfg.Routes))}
+
+	table, err := router.New(cfg)
+	if err != nil {
+		add("routes", "%v", err)
+	}
+	pv.table = table
+	for i := range cfg.Routes {
+		rc := &cfg.Routes[i]
+		path := fmt.Sprintf("routes[%d]", i)
+		comparer, err := newComparer(rc)
+		var pe *diff.PatternError
+		switch {
+		case errors.As(err, &pe):
+			add(fmt.Sprintf("%s.compare.%s[%d]", path, pe.List, pe.Index), "%q: %v", pe.Pattern, pe.Err)
+		case err != nil:
+			add(path+".compare", "%v", err)
+		}
+		pv.comparers[i] = comparer
+		if g := rc.Guard; g != nil {
+			checkGuardQuery(add, path+".guard", g)
+		}
+	}
+
+	for _, b := range backends {
+		name := "upstreams." + b.String()
+		u := upstreamConfig(cfg, b)
+		if err := checkDialPort(u.ParsedURL()); err != nil {
+			add(name+".url", "%v", err)
+		}
+		pv.upstreams[b] = transportKeyOf(u)
+	}
+
+	if dsn := cfg.DivergenceStore.DatabaseURL; dsn != "" {
+		pc, err := pgxpool.ParseConfig(dsn)
+		if err != nil {
+			add("divergence_store.database_url", "%s", pgxProblem(err))
+		} else {
+			pc.MaxConns = 2
+			pv.divergences = pc
+		}
+	}
+
+	if len(errs) > 0 {
+		return nil, &config.ValidationError{Errors: errs}
+	}
+	return pv, nil
+}
+
+// pgxProblem is pgx's reason for refusing a connection string, without
+// the string itself: the key already names it.
+func pgxProblem(err error) string {
+	msg := err.Error()
+	if rest, ok := strings.CutPrefix(msg, "cannot parse `"); ok {
+		if _, reason, ok := strings.Cut(rest, "`: "); ok {
+			return reason
+		}
+	}
+	return msg
+}
+
+// transportKeyOf is what an upstream's transport dials and how long it
+// waits: upstreams with equal keys share one transport and its warm
+// connections, across routes and reloads.
+func transportKeyOf(u *config.Upstream) transportKey {
+	target := u.ParsedURL()
+	return transportKey{scheme: target.Scheme, host: target.Host, timeout: time.Duration(u.Timeout)}
+}
+
+// checkDialPort refuses a URL whose port no connection can reach, which
+// url.Parse accepts (any digits).
+func checkDialPort(u *url.URL) error {
+	if u == nil || u.Port() == "" {
+		return nil
+	}
+	if n, err := strconv.Atoi(u.Port()); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("port %s of %q is not between 1 and 65535", u.Port(), u.Redacted())
+	}
+	return nil
+}
+
+// promMatcherRE is one PromQL label matcher: name, operator, quoted value.
+// Validation has checked that prometheus_matchers is a list of them.
+var promMatcherRE = regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*("(?:[^"\\]|\\.)*")`)
+
+// checkGuardQuery checks what Prometheus would refuse in a guard's query:
+// its URL's port, a matcher value with a bad escape, a regular expression
+// that does not compile (PromQL's are RE2, as Go's, and anchored).
+func checkGuardQuery(add func(string, string, ...any), path string, g *config.Guard) {
+	if err := checkDialPort(g.ParsedPrometheusURL()); err != nil {
+		add(path+".prometheus_url", "%v", err)
+	}
+	for _, m := range promMatcherRE.FindAllStringSubmatch(g.PrometheusMatchers, -1) {
+		value, err := strconv.Unquote(m[3])
+		if err != nil {
+			add(path+".prometheus_matchers", "matcher %s: the value %s is not a valid string (bad escape)", m[0], m[3])
+			continue
+		}
+		if m[2] == "=~" || m[2] == "!~" {
+			_, err := regexp.Compile(value)
+			if err == nil {
+				_, err = regexp.Compile("^(?:" + value + ")$")
+			}
+			if err != nil {
+				add(path+".prometheus_matchers", "matcher %s: %v", m[0], err)
+			}
+		}
+	}
+}
