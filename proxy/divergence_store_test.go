@@ -3,11 +3,7 @@ package proxy
 import (
 	"context"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
-	"net/url"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,57 +12,9 @@ import (
 	"github.com/strangler-proxy/strangler/newpath/pgtest" // a test helper: a schema per test
 )
 
-// tcpForwarder relays connections to target until closed, so a test can
-// take "Postgres" away from the proxy mid-run.
-type tcpForwarder struct {
-	ln    net.Listener
-	mu    sync.Mutex
-	conns []net.Conn
-}
-
-func newTCPForwarder(t *testing.T, target string) *tcpForwarder {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &tcpForwarder{ln: ln}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			f.mu.Lock()
-			f.conns = append(f.conns, c, up)
-			f.mu.Unlock()
-			go func() { _, _ = io.Copy(up, c); up.Close() }()
-			go func() { _, _ = io.Copy(c, up); c.Close() }()
-		}
-	}()
-	t.Cleanup(f.close)
-	return f
-}
-
-func (f *tcpForwarder) close() {
-	f.ln.Close()
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for _, c := range f.conns {
-		c.Close()
-	}
-}
-
 func TestDivergenceSamplesReachPostgresAndAnOutageOnlyDropsThem(t *testing.T) {
 	dbURL := pgtest.URL(t)
-	u, _ := url.Parse(dbURL)
-	fwd := newTCPForwarder(t, u.Host)
-	viaForwarder := *u
-	viaForwarder.Host = fwd.ln.Addr().String()
+	relay, viaRelay := pgtest.NewRelay(t, dbURL)
 
 	differ := func(total int) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) { fmt.Fprintf(w, `{"total_cents":%d}`, total) }
@@ -77,7 +25,7 @@ routes:
   - name: get-order
     match: "GET /orders/{id}"
     shadow: { percent: 100 }
-`, viaForwarder.String()))
+`, viaRelay))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { h.proxy.Run(ctx); close(done) }()
@@ -109,7 +57,7 @@ routes:
 
 	// Postgres goes away: requests keep being served, samples are dropped
 	// and counted.
-	fwd.close()
+	relay.SetDown(true)
 	for i := 0; i < 30; i++ {
 		if res, _ := h.get(fmt.Sprintf("/orders/%d", i)); res.StatusCode != http.StatusOK {
 			t.Fatalf("request %d during the outage: %d", i, res.StatusCode)
