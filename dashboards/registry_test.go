@@ -160,8 +160,11 @@ func newProxy(t *testing.T, reg prometheus.Registerer, yaml string) (*proxy.Prox
 	if err != nil {
 		t.Fatalf("load config: %v", err)
 	}
-	p := proxy.New(rl.Current(), proxy.Options{Registerer: reg, Logger: logger, Version: "dashboards-test"})
-	rl.Subscribe(p.Update)
+	p, err := proxy.New(rl.Current(), proxy.Options{Registerer: reg, Logger: logger, Version: "dashboards-test"})
+	if err != nil {
+		t.Fatalf("provision config: %v", err)
+	}
+	rl.AddProvisioner(p.Prepare)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { p.Run(ctx); close(done) }()

@@ -1,24 +1,22 @@
 package proxy
 
 import (
-	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/strangler-proxy/strangler/config"
+	"github.com/strangler-proxy/strangler/router"
 )
 
 // ConfigSource is what the admin API needs of a config.Reloader.
@@ -35,7 +33,7 @@ type AdminOptions struct {
 	Gatherer prometheus.Gatherer
 	// Config reports the configuration in force for /admin/config.
 	Config ConfigSource
-	// DialTimeout bounds the upstream reachability check of /readyz.
+	// DialTimeout bounds the legacy reachability check of /readyz.
 	// Default 1s.
 	DialTimeout time.Duration
 }
@@ -63,49 +61,23 @@ func (p *Proxy) AdminHandler(opts AdminOptions) http.Handler {
 	return mux
 }
 
-// serveReady answers 200 when a config is loaded and both upstreams accept
-// TCP connections, else 503 naming what is missing.
+// serveReady answers 200 when a config is loaded and legacy accepts TCP
+// connections, else 503 saying why. Newpath is left out on purpose: legacy
+// (and fallback) can serve every request, so a newpath outage must not
+// pull every replica out of a load balancer. Its state is in the body,
+// strangler_upstream_up and /admin/routes.
 func (p *Proxy) serveReady(w http.ResponseWriter, r *http.Request, timeout time.Duration) {
 	st := p.state.Load()
-	ctx, cancel := context.WithTimeout(r.Context(), timeout)
-	defer cancel()
-	problems := map[string]string{}
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for _, u := range st.upstream {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := dialCheck(ctx, u.cfg.ParsedURL()); err != nil {
-				mu.Lock()
-				problems[u.backend.String()] = err.Error()
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	if len(problems) > 0 {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "unavailable", "upstreams": problems})
+	err := p.probeUpstream(r.Context(), st, router.Legacy, timeout)
+	body := map[string]any{"config_sha256": st.snap.SHA256, "upstreams": p.upstreamsHealth()}
+	if err != nil {
+		body["status"] = "unavailable"
+		body["reason"] = "legacy is unreachable: " + err.Error()
+		writeJSON(w, http.StatusServiceUnavailable, body)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "config_sha256": st.snap.SHA256})
-}
-
-func dialCheck(ctx context.Context, u *url.URL) error {
-	host := u.Host
-	if u.Port() == "" {
-		port := "80"
-		if u.Scheme == "https" {
-			port = "443"
-		}
-		host = net.JoinHostPort(u.Hostname(), port)
-	}
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", host)
-	if err != nil {
-		return err
-	}
-	return c.Close()
+	body["status"] = "ready"
+	writeJSON(w, http.StatusOK, body)
 }
 
 // configView is /admin/config.
@@ -172,13 +144,16 @@ type routeView struct {
 	Readiness Readiness `json:"readiness"`
 }
 
+// serveRoutes answers every route's state, and the last reachability probe
+// of each upstream: a newpath that is down is the reason its routes fall
+// back.
 func (p *Proxy) serveRoutes(w http.ResponseWriter, r *http.Request) {
 	st := p.state.Load()
 	views := make([]routeView, 0, len(st.routes))
 	for _, br := range st.routes {
 		views = append(views, p.routeView(br))
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"routes": views})
+	writeJSON(w, http.StatusOK, map[string]any{"upstreams": p.upstreamsHealth(), "routes": views})
 }
 
 func (p *Proxy) routeView(br *boundRoute) routeView {

@@ -89,7 +89,8 @@ func newHarness(t *testing.T, legacy, newpath http.Handler, yaml string) *harnes
 	h.reloader = rl
 	h.spans = tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(h.spans))
-	h.proxy, err = New(rl.Current(), Options{Registerer: h.reg, Logger: logger, Version: "test", TracerProvider: tp})
+	// The probes run only in tests that call h.proxy.Run.
+	h.proxy, err = New(rl.Current(), Options{Registerer: h.reg, Logger: logger, Version: "test", TracerProvider: tp, ProbeInterval: 10 * time.Millisecond})
 	if err != nil {
 		t.Fatalf("provision config: %v", err)
 	}

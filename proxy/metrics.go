@@ -78,6 +78,7 @@ type metrics struct {
 	guardTripped     *prometheus.GaugeVec
 	guardTrips       *prometheus.CounterVec
 	samplesDropped   prometheus.Counter
+	upstreamUp       [2]prometheus.Gauge // by router.Backend
 }
 
 func newMetrics(reg prometheus.Registerer, version string) *metrics {
@@ -145,6 +146,13 @@ func newMetrics(reg prometheus.Registerer, version string) *metrics {
 			Help: "Divergence samples not written to Postgres: queue full or the write failed.",
 		}),
 	}
+	upstreamUp := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "strangler_upstream_up",
+		Help: "Whether the upstream accepted a TCP connection at the last probe (1) or not (0); 0 before the first probe.",
+	}, []string{"upstream"})
+	for _, b := range backends {
+		m.upstreamUp[b] = upstreamUp.WithLabelValues(b.String())
+	}
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "strangler_build_info",
 		Help: "Build information; always 1.",
@@ -152,7 +160,7 @@ func newMetrics(reg prometheus.Registerer, version string) *metrics {
 	buildInfo.WithLabelValues(version, runtime.Version()).Set(1)
 	reg.MustRegister(m.requests, m.duration, m.upstream, m.fallbacks, m.weight, m.effective, buildInfo,
 		m.shadowRequests, m.shadowInFlight, m.comparisons, m.fieldDifferences, m.noiseDifferences, m.noiseProbes,
-		m.guardTripped, m.guardTrips, m.samplesDropped)
+		m.guardTripped, m.guardTrips, m.samplesDropped, upstreamUp)
 	return m
 }
 

@@ -40,16 +40,21 @@ type Options struct {
 	// TracerProvider makes the proxy's spans. Default: a no-op provider,
 	// which still propagates an inbound traceparent.
 	TracerProvider trace.TracerProvider
+	// ProbeInterval is how often Run dials each upstream for
+	// strangler_upstream_up and /admin/routes. Default: 2s.
+	ProbeInterval time.Duration
 }
 
 // Proxy is the client-facing handler. Configuration changes arrive through
 // Prepare and are swapped in atomically: a request runs on the state it
 // loaded when it started.
 type Proxy struct {
-	logger  *slog.Logger
-	metrics *metrics
-	now     func() time.Time
-	tracer  trace.Tracer
+	logger        *slog.Logger
+	metrics       *metrics
+	now           func() time.Time
+	tracer        trace.Tracer
+	probeInterval time.Duration
+	health        upstreamHealth
 
 	state atomic.Pointer[state]
 
@@ -112,10 +117,14 @@ func New(snap *config.Snapshot, opts Options) (*Proxy, error) {
 		return nil, err
 	}
 	p := &Proxy{
-		logger:     opts.Logger,
-		now:        opts.Now,
-		routes:     map[string]*routeRuntime{},
-		transports: map[transportKey]*http.Transport{},
+		logger:        opts.Logger,
+		now:           opts.Now,
+		probeInterval: opts.ProbeInterval,
+		routes:        map[string]*routeRuntime{},
+		transports:    map[transportKey]*http.Transport{},
+	}
+	if p.probeInterval <= 0 {
+		p.probeInterval = defaultProbeInterval
 	}
 	if p.logger == nil {
 		p.logger = slog.Default()
@@ -148,8 +157,8 @@ func New(snap *config.Snapshot, opts Options) (*Proxy, error) {
 }
 
 // Run runs the proxy's background work until ctx is done, and returns when
-// all of it has: the divergence store's writer, and the guards whose
-// source is prometheus. Cancel ctx after the servers stopped and
+// all of it has: the divergence store's writer, the upstream probes, and
+// the guards whose source is prometheus. Cancel ctx after the servers stopped and
 // DrainShadows returned, so the last samples are written.
 func (p *Proxy) Run(ctx context.Context) {
 	var wg sync.WaitGroup
@@ -157,6 +166,7 @@ func (p *Proxy) Run(ctx context.Context) {
 		wg.Go(func() { p.divergences.run(ctx) })
 	}
 	wg.Go(func() { p.runPrometheusGuards(ctx) })
+	wg.Go(func() { p.runUpstreamProbes(ctx, p.probeInterval) })
 	wg.Wait()
 }
 

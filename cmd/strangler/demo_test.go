@@ -89,7 +89,7 @@ func TestReportReadsTheAdminAPI(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"ROUTE", "VERDICT", "get-order", "list-orders", "create-order", "insufficient_data"} {
+	for _, want := range []string{"UPSTREAM", "newpath   ", "ROUTE", "VERDICT", "get-order", "list-orders", "create-order", "insufficient_data"} {
 		if !strings.Contains(report.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, &report)
 		}

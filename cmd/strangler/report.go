@@ -53,11 +53,30 @@ func report(ctx context.Context, w io.Writer, admin string) error {
 	if res.StatusCode != http.StatusOK {
 		return fmt.Errorf("read readiness: %s answered %s", req.URL, res.Status)
 	}
-	var body struct{ Routes []routeReport }
+	var body struct {
+		Upstreams map[string]proxy.UpstreamHealth
+		Routes    []routeReport
+	}
 	if err := json.NewDecoder(res.Body).Decode(&body); err != nil {
 		return fmt.Errorf("read readiness: %w", err)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "UPSTREAM\tURL\tREACHABLE")
+	for _, name := range []string{"legacy", "newpath"} {
+		u, ok := body.Upstreams[name]
+		state := "up"
+		switch {
+		case !ok || u.CheckedAt.IsZero():
+			state = "not probed yet"
+		case !u.Up:
+			state = "DOWN: " + u.Error
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", name, u.URL, state)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(w)
 	fmt.Fprintln(tw, "ROUTE\tWEIGHT\tEFFECTIVE\tGUARD\tCOMPARED\tMISMATCH\tNOISE\tERR LEGACY\tERR NEWPATH\tP99 LEGACY\tP99 NEWPATH\tVERDICT\tREASONS")
 	for _, r := range body.Routes {
 		rd := r.Readiness

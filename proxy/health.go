@@ -1,0 +1,104 @@
+package proxy
+
+import (
+	"context"
+	"net"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/strangler-proxy/strangler/router"
+)
+
+// defaultProbeInterval is how often Run dials each upstream when
+// Options.ProbeInterval is zero.
+const defaultProbeInterval = 2 * time.Second
+
+// UpstreamHealth is the last reachability probe of one upstream: a TCP
+// connection to its URL's host, as a load balancer's check would make.
+type UpstreamHealth struct {
+	// URL is the upstream's URL, its password redacted.
+	URL string `json:"url"`
+	Up  bool   `json:"up"`
+	// CheckedAt is when the probe ran; zero before the first one.
+	CheckedAt time.Time `json:"checked_at"`
+	Error     string    `json:"error,omitempty"`
+}
+
+// upstreamHealth holds the last probe of each upstream, which
+// strangler_upstream_up, /admin/routes and /readyz report.
+type upstreamHealth struct {
+	mu   sync.Mutex
+	last [2]UpstreamHealth // by router.Backend
+}
+
+// probeUpstream dials b's upstream in st and records the outcome.
+func (p *Proxy) probeUpstream(ctx context.Context, st *state, b router.Backend, timeout time.Duration) error {
+	u := st.upstream[b].cfg.ParsedURL()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	err := dialCheck(ctx, u)
+	h := UpstreamHealth{URL: redactURL(u.String()), Up: err == nil, CheckedAt: p.now()}
+	if err != nil {
+		h.Error = err.Error()
+	}
+	p.health.mu.Lock()
+	p.health.last[b] = h
+	p.health.mu.Unlock()
+	up := 0.0
+	if h.Up {
+		up = 1
+	}
+	p.metrics.upstreamUp[b].Set(up)
+	return err
+}
+
+// upstreamsHealth returns the last probe of each upstream by name.
+func (p *Proxy) upstreamsHealth() map[string]UpstreamHealth {
+	p.health.mu.Lock()
+	defer p.health.mu.Unlock()
+	out := make(map[string]UpstreamHealth, len(backends))
+	for _, b := range backends {
+		out[b.String()] = p.health.last[b]
+	}
+	return out
+}
+
+// runUpstreamProbes dials both upstreams every interval until ctx is done.
+// Run owns it.
+func (p *Proxy) runUpstreamProbes(ctx context.Context, interval time.Duration) {
+	timeout := min(interval, time.Second)
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		st := p.state.Load()
+		var wg sync.WaitGroup
+		for _, b := range backends {
+			wg.Go(func() { _ = p.probeUpstream(ctx, st, b, timeout) })
+		}
+		wg.Wait()
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// dialCheck opens and closes a TCP connection to u's host.
+func dialCheck(ctx context.Context, u *url.URL) error {
+	host := u.Host
+	if u.Port() == "" {
+		port := "80"
+		if u.Scheme == "https" {
+			port = "443"
+		}
+		host = net.JoinHostPort(u.Hostname(), port)
+	}
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", host)
+	if err != nil {
+		return err
+	}
+	return c.Close()
+}
