@@ -1,6 +1,7 @@
 package legacy
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -38,8 +39,13 @@ type Options struct {
 	// Workers bounds how many order API requests run at once, like the
 	// fixed worker pool of the old application server: with a slow payment
 	// service every worker ends up waiting on it and every other request
-	// queues. Zero means unbounded. GET /healthz never queues.
+	// queues. Zero means unbounded. GET /healthz and /readyz never queue.
 	Workers int
+	// Ready reports whether the store can serve, such as a Postgres pool's
+	// Ping: GET /readyz answers 503 while it fails (GET /healthz only says
+	// the process is alive). Nil means always ready, as the in-memory
+	// store is.
+	Ready func(context.Context) error
 }
 
 // Server is the legacy order API. It is an http.Handler.
@@ -49,6 +55,7 @@ type Server struct {
 	logger     *slog.Logger
 	clock      func() time.Time
 	latency    time.Duration
+	ready      func(context.Context) error
 	// workers is a semaphore of Options.Workers slots; nil when unbounded.
 	workers chan struct{}
 	mux     *http.ServeMux
@@ -88,6 +95,7 @@ func NewServer(opts Options) (*Server, error) {
 		logger:     opts.Logger,
 		clock:      opts.Clock,
 		latency:    opts.Latency,
+		ready:      opts.Ready,
 	}
 	if s.logger == nil {
 		s.logger = slog.New(slog.DiscardHandler)
@@ -125,8 +133,26 @@ func (s *Server) routes() *http.ServeMux {
 	mux.Handle("/orders/{id}/cancel", methodNotAllowed("POST"))
 	mux.HandleFunc("GET /healthz", handleHealthz)
 	mux.Handle("/healthz", methodNotAllowed("GET", "HEAD"))
+	mux.HandleFunc("GET /readyz", s.handleReadyz)
+	mux.Handle("/readyz", methodNotAllowed("GET", "HEAD"))
 	mux.HandleFunc("/", notFound)
 	return mux
+}
+
+// readyTimeout bounds the store check of GET /readyz, so that a probe
+// answers within a second or two however Postgres fails.
+const readyTimeout = time.Second
+
+func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
+	if s.ready != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
+		defer cancel()
+		if err := s.ready(ctx); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": "store: " + err.Error()})
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }
 
 // ServeHTTP implements http.Handler.

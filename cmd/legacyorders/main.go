@@ -100,7 +100,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.logLevel}))
 
-	store, closeStore, err := openStore(ctx, cfg.databaseURL, logger)
+	store, ready, closeStore, err := openStore(ctx, cfg.databaseURL, logger)
 	if err != nil {
 		return err
 	}
@@ -126,6 +126,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Logger:            logger,
 		Latency:           cfg.latency,
 		Workers:           cfg.workers,
+		Ready:             ready,
 	})
 	if err != nil {
 		return err
@@ -146,31 +147,32 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 // openStore returns the order store: with a database URL, the Postgres
 // store on the schema newpath's migrations create (applied here, so that
 // either service may start first) and seeded with what is missing;
-// otherwise the in-memory store.
-func openStore(ctx context.Context, databaseURL string, logger *slog.Logger) (legacy.Store, func(), error) {
+// otherwise the in-memory store. ready is the Postgres pool's ping, nil
+// for the in-memory store (always ready).
+func openStore(ctx context.Context, databaseURL string, logger *slog.Logger) (store legacy.Store, ready func(context.Context) error, closeStore func(), err error) {
 	if databaseURL == "" {
 		store, err := legacy.NewMemoryStore(legacy.DefaultSeed())
-		return store, func() {}, err
+		return store, nil, func() {}, err
 	}
 	pool, err := newpath.OpenPool(ctx, databaseURL)
 	if err != nil {
-		return nil, nil, fmt.Errorf("--database-url: %w", err)
+		return nil, nil, nil, fmt.Errorf("--database-url: %w", err)
 	}
 	applied, err := newpath.Migrate(ctx, pool)
 	if err != nil {
 		pool.Close()
-		return nil, nil, fmt.Errorf("--database-url: %w", err)
+		return nil, nil, nil, fmt.Errorf("--database-url: %w", err)
 	}
-	store, err := legacy.NewPostgresStore(pool)
+	pgStore, err := legacy.NewPostgresStore(pool)
 	if err == nil {
-		err = store.Seed(ctx, legacy.DefaultSeed())
+		err = pgStore.Seed(ctx, legacy.DefaultSeed())
 	}
 	if err != nil {
 		pool.Close()
-		return nil, nil, fmt.Errorf("--database-url: %w", err)
+		return nil, nil, nil, fmt.Errorf("--database-url: %w", err)
 	}
 	logger.Info("using the Postgres store", "migrations_applied", applied)
-	return store, pool.Close, nil
+	return pgStore, pool.Ping, pool.Close, nil
 }
 
 // dialAddress turns a listener address into one the order API can dial: a

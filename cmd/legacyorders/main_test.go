@@ -170,3 +170,43 @@ func TestRunOnPostgres(t *testing.T) {
 		t.Errorf("user 1's orders after a restart = %d %s; want ord_1, ord_2, ord_11", code, got)
 	}
 }
+
+// TestReadyzFollowsPostgres: /healthz says the process is alive, /readyz
+// whether its Postgres answers. The first probe after Postgres goes away
+// answers 503, within the probe's own one-second bound; once Postgres is
+// back, 200 again.
+func TestReadyzFollowsPostgres(t *testing.T) {
+	relay, dbURL := pgtest.NewRelay(t, pgtest.URL(t))
+	orders, _, stop := startRun(t, "--database-url", dbURL)
+	defer stop()
+	probe := &http.Client{Timeout: 2 * time.Second}
+	readyz := func() int {
+		t.Helper()
+		res, err := probe.Get(orders + "/readyz")
+		if err != nil {
+			t.Fatalf("GET /readyz: %v", err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	if code := readyz(); code != http.StatusOK {
+		t.Fatalf("/readyz with Postgres up = %d; want 200", code)
+	}
+
+	relay.SetDown(true)
+	if code := readyz(); code != http.StatusServiceUnavailable {
+		t.Errorf("/readyz with Postgres down = %d; want 503", code)
+	}
+	if code, _ := get(t, "GET", orders+"/healthz", ""); code != http.StatusOK {
+		t.Errorf("/healthz with Postgres down = %d; want 200 (alive)", code)
+	}
+
+	relay.SetDown(false)
+	deadline := time.Now().Add(10 * time.Second)
+	for readyz() != http.StatusOK {
+		if time.Now().After(deadline) {
+			t.Fatal("/readyz still fails after Postgres came back")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
