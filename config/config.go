@@ -146,6 +146,10 @@ type DivergenceStore struct {
 	DatabaseURL string `mapstructure:"database_url" json:"database_url"`
 	// SamplesPerRoute bounds the in-memory ring buffer of each route.
 	SamplesPerRoute int `mapstructure:"samples_per_route" json:"samples_per_route"`
+	// Retention is how long samples stay in Postgres: older ones are
+	// deleted in small batches every minute. 0 keeps them forever.
+	// Default: 168h (7 days).
+	Retention Duration `mapstructure:"retention" json:"retention"`
 }
 
 // Tracing configures OpenTelemetry.

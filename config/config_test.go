@@ -45,6 +45,7 @@ func TestMinimalConfigGetsEveryDefault(t *testing.T) {
 		{"shadow.max_body_bytes", cfg.Shadow.MaxBodyBytes, int64(1 << 20)},
 		{"shadow.timeout", cfg.Shadow.Timeout, Duration(5 * time.Second)},
 		{"divergence_store.samples_per_route", cfg.DivergenceStore.SamplesPerRoute, 100},
+		{"divergence_store.retention", cfg.DivergenceStore.Retention, Duration(7 * 24 * time.Hour)},
 		{"tracing.exporter", cfg.Tracing.Exporter, "none"},
 		{"tracing.sample_ratio", cfg.Tracing.SampleRatio, 1.0},
 		{"log.level", cfg.Log.Level, "info"},

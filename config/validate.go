@@ -91,6 +91,9 @@ func (c *Config) validate() []FieldError {
 			add("divergence_store.database_url", "must be a postgres:// URL")
 		}
 	}
+	if c.DivergenceStore.Retention < 0 {
+		add("divergence_store.retention", "must be 0 (keep forever) or more")
+	}
 	if c.DivergenceStore.SamplesPerRoute < 1 {
 		add("divergence_store.samples_per_route", "must be at least 1, got %d", c.DivergenceStore.SamplesPerRoute)
 	}

@@ -17,6 +17,9 @@ import (
 //go:embed sql/divergences.sql
 var divergencesSchema string
 
+//go:embed sql/prune_divergences.sql
+var pruneDivergences string
+
 // Divergence store bounds: the queue the request path feeds without ever
 // waiting, and the batches the writer sends.
 const (
@@ -24,6 +27,10 @@ const (
 	divergenceBatch    = 256
 	divergenceInterval = 250 * time.Millisecond
 	divergenceTimeout  = 5 * time.Second
+	// Retention: samples older than divergence_store.retention are
+	// deleted every pruneInterval, pruneBatch rows a statement.
+	pruneInterval = time.Minute
+	pruneBatch    = 1000
 )
 
 // divergenceStore writes mismatch samples to Postgres table
@@ -34,20 +41,25 @@ type divergenceStore struct {
 	pool    *pgxpool.Pool
 	queue   chan Sample
 	dropped prometheus.Counter
-	logger  *slog.Logger
-	ready   atomic.Bool // the table exists
-	lastLog atomic.Int64
+	pruned  prometheus.Counter
+	// retention returns divergence_store.retention in force, which a
+	// reload may change.
+	retention func() time.Duration
+	logger    *slog.Logger
+	ready     atomic.Bool // the table exists
+	lastLog   atomic.Int64
 }
 
 // newDivergenceStore prepares the writer on the pool Provision configured.
 // It does not connect: Postgres may come up after the proxy, and the proxy
 // must start regardless.
-func newDivergenceStore(cfg *pgxpool.Config, dropped prometheus.Counter, logger *slog.Logger) (*divergenceStore, error) {
+func newDivergenceStore(cfg *pgxpool.Config, m *metrics, retention func() time.Duration, logger *slog.Logger) (*divergenceStore, error) {
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		return nil, fmt.Errorf("divergence store: %w", err)
 	}
-	return &divergenceStore{pool: pool, queue: make(chan Sample, divergenceQueue), dropped: dropped, logger: logger}, nil
+	return &divergenceStore{pool: pool, queue: make(chan Sample, divergenceQueue), dropped: m.samplesDropped, pruned: m.samplesPruned,
+		retention: retention, logger: logger}, nil
 }
 
 // add queues s, or drops it when the queue is full. It never blocks.
@@ -66,6 +78,8 @@ func (d *divergenceStore) run(ctx context.Context) {
 	defer d.pool.Close()
 	tick := time.NewTicker(divergenceInterval)
 	defer tick.Stop()
+	prune := time.NewTicker(pruneInterval)
+	defer prune.Stop()
 	batch := make([]Sample, 0, divergenceBatch)
 	flush := func(ctx context.Context) {
 		if len(batch) > 0 {
@@ -81,6 +95,8 @@ func (d *divergenceStore) run(ctx context.Context) {
 			}
 		case <-tick.C:
 			flush(ctx)
+		case now := <-prune.C:
+			d.pruneOld(ctx, now)
 		case <-ctx.Done():
 		drain:
 			for {
@@ -123,6 +139,40 @@ func (d *divergenceStore) write(ctx context.Context, batch []Sample) {
 			d.logger.Warn("divergence store: samples dropped", "count", len(batch), "error", err.Error())
 		}
 		d.ready.Store(false)
+	}
+}
+
+// pruneOld deletes the samples older than the retention in force at now.
+func (d *divergenceStore) pruneOld(ctx context.Context, now time.Time) {
+	keep := d.retention()
+	if keep <= 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, pruneInterval)
+	defer cancel()
+	if err := d.ensureTable(ctx); err != nil {
+		return // the writer logs Postgres being down
+	}
+	if _, err := d.prune(ctx, now.Add(-keep), pruneBatch); err != nil {
+		d.logger.Warn("divergence store: pruning old samples failed; retrying in a minute", "error", err.Error())
+	}
+}
+
+// prune deletes the samples older than before, batch rows a statement,
+// until a statement finds fewer, and returns how many it deleted.
+func (d *divergenceStore) prune(ctx context.Context, before time.Time, batch int) (int64, error) {
+	var total int64
+	for {
+		tag, err := d.pool.Exec(ctx, pruneDivergences, before, batch)
+		if err != nil {
+			return total, fmt.Errorf("prune strangler_divergences: %w", err)
+		}
+		n := tag.RowsAffected()
+		total += n
+		d.pruned.Add(float64(n))
+		if n < int64(batch) {
+			return total, nil
+		}
 	}
 }
 

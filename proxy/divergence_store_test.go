@@ -71,3 +71,75 @@ routes:
 		t.Errorf("mismatches = %v; want all 50 still compared", v)
 	}
 }
+
+// TestDivergenceRetentionPrunesOldSamplesInBatches: samples older than the
+// retention go, in statements of at most a batch; younger ones stay; the
+// metric counts what went.
+func TestDivergenceRetentionPrunesOldSamplesInBatches(t *testing.T) {
+	dbURL := pgtest.URL(t)
+	h := newHarness(t, nil, nil, fmt.Sprintf(`
+divergence_store: { database_url: %q, retention: 168h }
+routes:
+  - { name: get-order, match: "GET /orders/{id}" }
+`, dbURL))
+	d := h.proxy.divergences
+	ctx := context.Background()
+	if err := d.ensureTable(ctx); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	now := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+	insert := func(n int, age time.Duration) {
+		t.Helper()
+		if _, err := conn.Exec(ctx, `INSERT INTO strangler_divergences (time, route, method, path, request_id, legacy_status, newpath_status, differences)
+			SELECT $1, 'get-order', 'GET', '/orders/1', 'req-' || g, 200, 200, '[]' FROM generate_series(1, $2) g`, now.Add(-age), n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	count := func() int {
+		t.Helper()
+		var n int
+		if err := conn.QueryRow(ctx, `SELECT count(*) FROM strangler_divergences`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	insert(35, 8*24*time.Hour) // past the week
+	insert(5, 24*time.Hour)
+
+	deleted, err := d.prune(ctx, now.Add(-7*24*time.Hour), 10)
+	if err != nil || deleted != 35 {
+		t.Fatalf("prune with batches of 10: deleted %d, %v; want all 35 old samples, over four statements", deleted, err)
+	}
+	if n := count(); n != 5 {
+		t.Errorf("%d samples left; want the 5 younger than the retention", n)
+	}
+
+	// The background pass reads the retention from the config in force.
+	insert(3, 7*24*time.Hour+time.Minute)
+	d.pruneOld(ctx, now)
+	if n := count(); n != 5 {
+		t.Errorf("after the background pass: %d samples left; want 5", n)
+	}
+	if v, _ := h.metric("strangler_divergence_samples_pruned_total", nil); v != 38 {
+		t.Errorf("strangler_divergence_samples_pruned_total = %v; want 38", v)
+	}
+
+	// Retention 0 keeps everything.
+	h.writeConfig(fmt.Sprintf(`
+divergence_store: { database_url: %q, retention: 0s }
+routes:
+  - { name: get-order, match: "GET /orders/{id}" }
+`, dbURL))
+	if err := h.reloader.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	d.pruneOld(ctx, now.Add(365*24*time.Hour))
+	if n := count(); n != 5 {
+		t.Errorf("with retention 0: %d samples left; want all 5 kept", n)
+	}
+}

@@ -78,6 +78,7 @@ type metrics struct {
 	guardTripped     *prometheus.GaugeVec
 	guardTrips       *prometheus.CounterVec
 	samplesDropped   prometheus.Counter
+	samplesPruned    prometheus.Counter
 	upstreamUp       [2]prometheus.Gauge // by router.Backend
 }
 
@@ -146,6 +147,10 @@ func newMetrics(reg prometheus.Registerer, version string) *metrics {
 			Help: "Divergence samples not written to Postgres: queue full or the write failed.",
 		}),
 	}
+	m.samplesPruned = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "strangler_divergence_samples_pruned_total",
+		Help: "Divergence samples deleted from Postgres because they were older than divergence_store.retention.",
+	})
 	upstreamUp := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "strangler_upstream_up",
 		Help: "Whether the upstream accepted a TCP connection at the last probe (1) or not (0); 0 before the first probe.",
@@ -160,7 +165,7 @@ func newMetrics(reg prometheus.Registerer, version string) *metrics {
 	buildInfo.WithLabelValues(version, runtime.Version()).Set(1)
 	reg.MustRegister(m.requests, m.duration, m.upstream, m.fallbacks, m.weight, m.effective, buildInfo,
 		m.shadowRequests, m.shadowInFlight, m.comparisons, m.fieldDifferences, m.noiseDifferences, m.noiseProbes,
-		m.guardTripped, m.guardTrips, m.samplesDropped, upstreamUp)
+		m.guardTripped, m.guardTrips, m.samplesDropped, m.samplesPruned, upstreamUp)
 	return m
 }
 

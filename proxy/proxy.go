@@ -148,7 +148,8 @@ func New(snap *config.Snapshot, opts Options) (*Proxy, error) {
 		"Whether the route is ready for promotion (1) by the readiness rule over its window.", []string{"route"}, nil)})
 	if pv.divergences != nil {
 		// The store's URL is a restart key: it is connected to once.
-		if p.divergences, err = newDivergenceStore(pv.divergences, p.metrics.samplesDropped, p.logger); err != nil {
+		retention := func() time.Duration { return time.Duration(p.state.Load().cfg.DivergenceStore.Retention) }
+		if p.divergences, err = newDivergenceStore(pv.divergences, p.metrics, retention, p.logger); err != nil {
 			return nil, err
 		}
 	}
