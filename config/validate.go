@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -49,6 +50,10 @@ var (
 )
 
 const labelMatcher = `[a-zA-Z_][a-zA-Z0-9_]*\s*(=~|!~|!=|=)\s*"([^"\\]|\\.)*"`
+
+// labelMatcherPartsRE splits one label matcher into its operator and its
+// quoted value.
+var labelMatcherPartsRE = regexp.MustCompile(`[a-zA-Z_][a-zA-Z0-9_]*\s*(=~|!~|!=|=)\s*("(?:[^"\\]|\\.)*")`)
 
 // validate checks every key and builds the derived state. It reports all
 // problems rather than stopping at the first.
@@ -247,10 +252,40 @@ func parseBaseURL(add func(string, string, ...any), path, raw string) *url.URL {
 		add(path, "%q has no host", raw)
 	case p.RawQuery != "" || p.Fragment != "":
 		add(path, "%q must not have a query or fragment", raw)
+	case !validPort(p.Port()):
+		// url.Parse accepts any digits.
+		add(path, "port %s of %q is not between 1 and 65535", p.Port(), p.Redacted())
 	default:
 		return p
 	}
 	return nil
+}
+
+func validPort(port string) bool {
+	if port == "" {
+		return true
+	}
+	n, err := strconv.Atoi(port)
+	return err == nil && n >= 1 && n <= 65535
+}
+
+// checkMatcherValues refuses what Prometheus would refuse in matchers, a
+// list of label matchers of valid syntax: a value with a bad escape, a
+// regular expression that does not compile (PromQL's are RE2, as Go's,
+// and anchored).
+func checkMatcherValues(add func(string, string, ...any), path, matchers string) {
+	for _, m := range labelMatcherPartsRE.FindAllStringSubmatch(matchers, -1) {
+		value, err := strconv.Unquote(m[2])
+		if err != nil {
+			add(path, "matcher %s: the value %s is not a valid string (bad escape)", m[0], m[2])
+			continue
+		}
+		if m[1] == "=~" || m[1] == "!~" {
+			if _, err := regexp.Compile("^(?s:" + value + ")$"); err != nil {
+				add(path, "matcher %s: %v", m[0], err)
+			}
+		}
+	}
 }
 
 func checkGuard(add func(string, string, ...any), path string, g *Guard) {
@@ -290,6 +325,8 @@ func checkGuard(add func(string, string, ...any), path string, g *Guard) {
 			add(path+".prometheus_matchers", `%q is not a list of label matchers such as job="strangler",namespace="prod"`, g.PrometheusMatchers)
 		} else if routeMatcherRE.MatchString(g.PrometheusMatchers) {
 			add(path+".prometheus_matchers", "must not match on route: strangler adds the route's own matcher")
+		} else {
+			checkMatcherValues(add, path+".prometheus_matchers", g.PrometheusMatchers)
 		}
 	}
 	if g.PrometheusInterval <= 0 {

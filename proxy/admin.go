@@ -36,6 +36,10 @@ type AdminOptions struct {
 	// DialTimeout bounds the legacy reachability check of /readyz.
 	// Default 1s.
 	DialTimeout time.Duration
+	// Stopping is closed when the process begins to shut down: from then
+	// on /readyz answers 503, so that a load balancer probing it stops
+	// sending traffic to a proxy whose listener is draining. Nil: never.
+	Stopping <-chan struct{}
 }
 
 // AdminHandler serves the admin listener (SPEC §9): /metrics, /healthz,
@@ -50,7 +54,7 @@ func (p *Proxy) AdminHandler(opts AdminOptions) http.Handler {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		p.serveReady(w, r, opts.DialTimeout)
+		p.serveReady(w, r, opts.DialTimeout, opts.Stopping)
 	})
 	mux.HandleFunc("GET /admin/config", func(w http.ResponseWriter, r *http.Request) {
 		serveConfig(w, opts.Config)
@@ -66,16 +70,24 @@ func (p *Proxy) AdminHandler(opts AdminOptions) http.Handler {
 // (and fallback) can serve every request, so a newpath outage must not
 // pull every replica out of a load balancer. Its state is in the body,
 // strangler_upstream_up and /admin/routes.
-func (p *Proxy) serveReady(w http.ResponseWriter, r *http.Request, timeout time.Duration) {
+func (p *Proxy) serveReady(w http.ResponseWriter, r *http.Request, timeout time.Duration, stopping <-chan struct{}) {
 	st := p.state.Load()
-	err := p.probeUpstream(r.Context(), st, router.Legacy, timeout)
-	body := map[string]any{"config_sha256": st.snap.SHA256, "upstreams": p.upstreamsHealth()}
-	if err != nil {
-		body["status"] = "unavailable"
-		body["reason"] = "legacy is unreachable: " + err.Error()
+	body := map[string]any{"config_sha256": st.snap.SHA256}
+	unavailable := func(reason string) {
+		body["status"], body["reason"], body["upstreams"] = "unavailable", reason, p.upstreamsHealth()
 		writeJSON(w, http.StatusServiceUnavailable, body)
+	}
+	select {
+	case <-stopping:
+		unavailable("shutting down: in-flight requests are finishing")
+		return
+	default:
+	}
+	if err := p.probeUpstream(r.Context(), st, router.Legacy, timeout); err != nil {
+		unavailable("legacy is unreachable: " + err.Error())
 		return
 	}
+	body["upstreams"] = p.upstreamsHealth()
 	body["status"] = "ready"
 	writeJSON(w, http.StatusOK, body)
 }

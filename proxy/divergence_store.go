@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -19,6 +20,9 @@ var divergencesSchema string
 
 //go:embed sql/prune_divergences.sql
 var pruneDivergences string
+
+//go:embed sql/divergences_time_index.sql
+var divergencesTimeIndex string
 
 // Divergence store bounds: the queue the request path feeds without ever
 // waiting, and the batches the writer sends.
@@ -47,6 +51,7 @@ type divergenceStore struct {
 	retention func() time.Duration
 	logger    *slog.Logger
 	ready     atomic.Bool // the table exists
+	indexed   atomic.Bool // its time index exists
 	lastLog   atomic.Int64
 }
 
@@ -72,14 +77,15 @@ func (d *divergenceStore) add(s Sample) {
 }
 
 // run writes queued samples until ctx is done, then writes what is queued
-// within a short grace and closes the pool. It is the store's only
-// goroutine, owned by Proxy.Run.
+// within a short grace and closes the pool. Proxy.Run owns it; it owns the
+// pruner's goroutine, so that a long deletion never delays the writer.
 func (d *divergenceStore) run(ctx context.Context) {
 	defer d.pool.Close()
+	var pruner sync.WaitGroup
+	defer pruner.Wait()
+	pruner.Go(func() { d.runPruner(ctx) })
 	tick := time.NewTicker(divergenceInterval)
 	defer tick.Stop()
-	prune := time.NewTicker(pruneInterval)
-	defer prune.Stop()
 	batch := make([]Sample, 0, divergenceBatch)
 	flush := func(ctx context.Context) {
 		if len(batch) > 0 {
@@ -95,8 +101,6 @@ func (d *divergenceStore) run(ctx context.Context) {
 			}
 		case <-tick.C:
 			flush(ctx)
-		case now := <-prune.C:
-			d.pruneOld(ctx, now)
 		case <-ctx.Done():
 		drain:
 			for {
@@ -142,18 +146,45 @@ func (d *divergenceStore) write(ctx context.Context, batch []Sample) {
 	}
 }
 
+// runPruner deletes old samples every pruneInterval until ctx is done.
+func (d *divergenceStore) runPruner(ctx context.Context) {
+	tick := time.NewTicker(pruneInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			d.pruneOld(ctx, now)
+		}
+	}
+}
+
 // pruneOld deletes the samples older than the retention in force at now.
+// The first pass also builds the index it deletes by, concurrently: on a
+// table grown large before retention existed, a plain CREATE INDEX would
+// block the replicas' writes for as long as it takes.
 func (d *divergenceStore) pruneOld(ctx context.Context, now time.Time) {
 	keep := d.retention()
 	if keep <= 0 {
 		return
 	}
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, pruneInterval)
 	defer cancel()
-	if err := d.ensureTable(ctx); err != nil {
+	err := d.ensureTable(ctx)
+	if err != nil {
 		return // the writer logs Postgres being down
 	}
-	if _, err := d.prune(ctx, now.Add(-keep), pruneBatch); err != nil {
+	if !d.indexed.Load() {
+		if _, err = d.pool.Exec(ctx, divergencesTimeIndex); err == nil {
+			d.indexed.Store(true)
+		}
+	}
+	if err == nil {
+		_, err = d.prune(ctx, now.Add(-keep), pruneBatch)
+	}
+	if err != nil && parent.Err() == nil { // not at shutdown
 		d.logger.Warn("divergence store: pruning old samples failed; retrying in a minute", "error", err.Error())
 	}
 }

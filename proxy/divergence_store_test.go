@@ -125,6 +125,10 @@ routes:
 	if n := count(); n != 5 {
 		t.Errorf("after the background pass: %d samples left; want 5", n)
 	}
+	var indexed bool
+	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_indexes WHERE schemaname = current_schema() AND indexname = 'strangler_divergences_time')`).Scan(&indexed); err != nil || !indexed {
+		t.Errorf("the background pass did not build the time index (%v)", err)
+	}
 	if v, _ := h.metric("strangler_divergence_samples_pruned_total", nil); v != 38 {
 		t.Errorf("strangler_divergence_samples_pruned_total = %v; want 38", v)
 	}

@@ -192,23 +192,31 @@ func TestReadinessVerdicts(t *testing.T) {
 			fmt.Fprintf(w, `{"total_cents":%d}`, total)
 		}
 	}
-	// Each route's path picks the newpath behaviour it is judged on. Both
-	// backends take 120 ms, inside the histogram bucket from 100 to 250
-	// ms, so the scheduling jitter of a loaded machine (seen: 200 ms under
-	// the race detector) moves neither p99 out of it; the slow newpath
-	// takes ten times as long.
-	const latency = 120 * time.Millisecond
+	// Each route's path picks the behaviour it is judged on. A loaded
+	// machine only ever adds latency (seen: 200 ms under the race
+	// detector), so each latency verdict leans away from the jitter: on
+	// parity legacy takes 300 ms and newpath nothing, so newpath's p99
+	// would need 2% of its answers to take over 450 ms to fail; on slow
+	// newpath takes a second and legacy nothing, so legacy's p99 would
+	// need to reach 667 ms to pass it.
+	legacy := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/parity/") {
+			order(300*time.Millisecond, 1000)(w, r)
+			return
+		}
+		order(0, 1000)(w, r)
+	})
 	newpath := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case strings.HasPrefix(r.URL.Path, "/diverging/"):
-			order(latency, 999)(w, r)
+			order(0, 999)(w, r)
 		case strings.HasPrefix(r.URL.Path, "/slow/"):
-			order(10*latency, 1000)(w, r)
+			order(time.Second, 1000)(w, r)
 		default:
-			order(latency, 1000)(w, r)
+			order(0, 1000)(w, r)
 		}
 	})
-	h := newHarness(t, order(latency, 1000), newpath, `
+	h := newHarness(t, legacy, newpath, `
 shadow: { max_in_flight: 1000 }
 routes:
   - { name: quiet, match: "GET /quiet/{id}", shadow: { percent: 100 } }

@@ -11,8 +11,12 @@ import (
 )
 
 // defaultProbeInterval is how often Run dials each upstream when
-// Options.ProbeInterval is zero.
-const defaultProbeInterval = 2 * time.Second
+// Options.ProbeInterval is zero; probeTimeout bounds one dial, whatever
+// the interval.
+const (
+	defaultProbeInterval = 2 * time.Second
+	probeTimeout         = time.Second
+)
 
 // UpstreamHealth is the last reachability probe of one upstream: a TCP
 // connection to its URL's host, as a load balancer's check would make.
@@ -32,19 +36,26 @@ type upstreamHealth struct {
 	last [2]UpstreamHealth // by router.Backend
 }
 
-// probeUpstream dials b's upstream in st and records the outcome.
+// probeUpstream dials b's upstream in st and records the outcome, unless
+// a probe that started later has already recorded its own. The dial is
+// detached from ctx's cancellation: a caller that gives up must not
+// record the upstream as down.
 func (p *Proxy) probeUpstream(ctx context.Context, st *state, b router.Backend, timeout time.Duration) error {
 	u := st.upstream[b].cfg.ParsedURL()
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	started := p.now()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()
 	err := dialCheck(ctx, u)
-	h := UpstreamHealth{URL: redactURL(u.String()), Up: err == nil, CheckedAt: p.now()}
+	h := UpstreamHealth{URL: redactURL(u.String()), Up: err == nil, CheckedAt: started}
 	if err != nil {
 		h.Error = err.Error()
 	}
 	p.health.mu.Lock()
+	defer p.health.mu.Unlock()
+	if p.health.last[b].CheckedAt.After(started) {
+		return err
+	}
 	p.health.last[b] = h
-	p.health.mu.Unlock()
 	up := 0.0
 	if h.Up {
 		up = 1
@@ -67,14 +78,13 @@ func (p *Proxy) upstreamsHealth() map[string]UpstreamHealth {
 // runUpstreamProbes dials both upstreams every interval until ctx is done.
 // Run owns it.
 func (p *Proxy) runUpstreamProbes(ctx context.Context, interval time.Duration) {
-	timeout := min(interval, time.Second)
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for {
 		st := p.state.Load()
 		var wg sync.WaitGroup
 		for _, b := range backends {
-			wg.Go(func() { _ = p.probeUpstream(ctx, st, b, timeout) })
+			wg.Go(func() { _ = p.probeUpstream(ctx, st, b, probeTimeout) })
 		}
 		wg.Wait()
 		select {

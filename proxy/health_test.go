@@ -86,6 +86,15 @@ routes:
 		t.Errorf("fallbacks by connect_error = %v; want 1", v)
 	}
 
+	// A replica that is shutting down is unready, whatever its upstreams.
+	stopping := make(chan struct{})
+	close(stopping)
+	draining := httptest.NewServer(h.proxy.AdminHandler(AdminOptions{Gatherer: h.reg, Config: h.reloader, Stopping: stopping}))
+	defer draining.Close()
+	if code, body := getReadyz(t, draining.URL); code != http.StatusServiceUnavailable || !strings.Contains(body.Reason, "shutting down") {
+		t.Errorf("/readyz while stopping: %d %+v; want 503 shutting down", code, body)
+	}
+
 	h.legacy.Close()
 	eventually(t, 10*time.Second, "legacy is probed down", func() bool { return up("legacy") == 0 })
 	code, body = getReadyz(t, admin.URL)

@@ -3,9 +3,6 @@ package proxy
 import (
 	"errors"
 	"fmt"
-	"net/url"
-	"regexp"
-	"strconv"
 	"strings"
 	"time"
 
@@ -19,7 +16,7 @@ import (
 // Provisioned is everything a configuration needs at run time beyond its
 // own validation, built and checked once: the route table, each route's
 // compiled compare options, what the upstream transports dial, and the
-// divergence store's connection settings. Provision builds it for
+// divergence store's connection settings as pgx reads them. Provision builds it for
 // strangler check, for serve's start-up (New) and for every reload
 // (Prepare), so a configuration check accepts is one the proxy runs, and a
 // reload that would not run is a failed reload.
@@ -59,18 +56,9 @@ func Provision(cfg *config.Config) (*Provisioned, error) {
 			add(path+".compare", "%v", err)
 		}
 		pv.comparers[i] = comparer
-		if g := rc.Guard; g != nil {
-			checkGuardQuery(add, path+".guard", g)
-		}
 	}
-
 	for _, b := range backends {
-		name := "upstreams." + b.String()
-		u := upstreamConfig(cfg, b)
-		if err := checkDialPort(u.ParsedURL()); err != nil {
-			add(name+".url", "%v", err)
-		}
-		pv.upstreams[b] = transportKeyOf(u)
+		pv.upstreams[b] = transportKeyOf(upstreamConfig(cfg, b))
 	}
 
 	if dsn := cfg.DivergenceStore.DatabaseURL; dsn != "" {
@@ -107,45 +95,4 @@ func pgxProblem(err error) string {
 func transportKeyOf(u *config.Upstream) transportKey {
 	target := u.ParsedURL()
 	return transportKey{scheme: target.Scheme, host: target.Host, timeout: time.Duration(u.Timeout)}
-}
-
-// checkDialPort refuses a URL whose port no connection can reach, which
-// url.Parse accepts (any digits).
-func checkDialPort(u *url.URL) error {
-	if u == nil || u.Port() == "" {
-		return nil
-	}
-	if n, err := strconv.Atoi(u.Port()); err != nil || n < 1 || n > 65535 {
-		return fmt.Errorf("port %s of %q is not between 1 and 65535", u.Port(), u.Redacted())
-	}
-	return nil
-}
-
-// promMatcherRE is one PromQL label matcher: name, operator, quoted value.
-// Validation has checked that prometheus_matchers is a list of them.
-var promMatcherRE = regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*("(?:[^"\\]|\\.)*")`)
-
-// checkGuardQuery checks what Prometheus would refuse in a guard's query:
-// its URL's port, a matcher value with a bad escape, a regular expression
-// that does not compile (PromQL's are RE2, as Go's, and anchored).
-func checkGuardQuery(add func(string, string, ...any), path string, g *config.Guard) {
-	if err := checkDialPort(g.ParsedPrometheusURL()); err != nil {
-		add(path+".prometheus_url", "%v", err)
-	}
-	for _, m := range promMatcherRE.FindAllStringSubmatch(g.PrometheusMatchers, -1) {
-		value, err := strconv.Unquote(m[3])
-		if err != nil {
-			add(path+".prometheus_matchers", "matcher %s: the value %s is not a valid string (bad escape)", m[0], m[3])
-			continue
-		}
-		if m[2] == "=~" || m[2] == "!~" {
-			_, err := regexp.Compile(value)
-			if err == nil {
-				_, err = regexp.Compile("^(?:" + value + ")$")
-			}
-			if err != nil {
-				add(path+".prometheus_matchers", "matcher %s: %v", m[0], err)
-			}
-		}
-	}
 }

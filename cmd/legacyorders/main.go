@@ -135,7 +135,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "legacy order API listening on http://%s\n", ordersLn.Addr())
 	fmt.Fprintf(stdout, "downstream services listening on http://%s\n", downstreamLn.Addr())
 	logger.Info("legacyorders started", "listen", ordersLn.Addr().String(), "downstream_listen", downstreamLn.Addr().String(), "faults", cfg.faults)
-	context.AfterFunc(ctx, func() { logger.Info("shutting down", "grace", cfg.shutdownTimeout.String()) })
+	stopLog := context.AfterFunc(ctx, func() { logger.Info("shutting down", "grace", cfg.shutdownTimeout.String()) })
+	defer stopLog()
 	// The order API stops first, so that its in-flight chains can still
 	// reach the downstream services.
 	err = service.Run(ctx, cfg.shutdownTimeout,

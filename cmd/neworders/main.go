@@ -209,7 +209,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "outbox relay %s running\n", relay.Owner())
 	}
 
-	context.AfterFunc(ctx, func() { logger.Info("shutting down", "grace", cfg.shutdownTimeout.String()) })
+	stopLog := context.AfterFunc(ctx, func() { logger.Info("shutting down", "grace", cfg.shutdownTimeout.String()) })
+	defer stopLog()
 	// The order API stops first: its in-flight orders still commit and
 	// notify, and the metrics listener still answers meanwhile.
 	err = service.Run(ctx, cfg.shutdownTimeout, servers...)

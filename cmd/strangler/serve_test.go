@@ -135,6 +135,16 @@ upstreams:
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+	// While the proxy drains, the admin listener still answers, and
+	// /readyz says the replica is going away.
+	res, err := http.Get("http://" + adminAddr + "/readyz")
+	if err != nil {
+		t.Fatalf("admin listener during the drain: %v", err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("/readyz during the drain = %d; want 503", res.StatusCode)
+	}
 	close(release)
 
 	for i := 0; i < n; i++ {

@@ -14,5 +14,3 @@ CREATE TABLE IF NOT EXISTS strangler_divergences (
     differences    jsonb       NOT NULL
 );
 CREATE INDEX IF NOT EXISTS strangler_divergences_route_time ON strangler_divergences (route, time DESC);
--- Retention deletes by time.
-CREATE INDEX IF NOT EXISTS strangler_divergences_time ON strangler_divergences (time);

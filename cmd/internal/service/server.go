@@ -113,11 +113,17 @@ func (s *Server) shutdown(ctx context.Context) error {
 	}
 	clear(s.fresh)
 	s.mu.Unlock()
-	if err := s.http.Shutdown(ctx); err != nil {
+	err := s.http.Shutdown(ctx)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, context.DeadlineExceeded):
 		_ = s.http.Close()
 		return fmt.Errorf("shutdown %s: in-flight requests cut off at the end of the grace period: %w", s.ln.Addr(), err)
+	default:
+		_ = s.http.Close()
+		return fmt.Errorf("shutdown %s: %w", s.ln.Addr(), err)
 	}
-	return nil
 }
 
 // track is the http.Server's ConnState hook. A connection accepted while

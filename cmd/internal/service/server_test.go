@@ -132,6 +132,7 @@ func TestShutdownFinishesInFlightRequests(t *testing.T) {
 	})
 	select {
 	case err := <-s.done:
+		s.done <- err // for the cleanup
 		t.Fatalf("Run returned %v with a request in flight", err)
 	default:
 	}
