@@ -27,7 +27,7 @@ type postgresQueries struct {
 	getUser, getOrder, listOrdersByUser                             string
 	insertOrder, insertOrderNextID, transitionOrder                 string
 	seedUsers                                                       string
-	claimKey, getKey, completeKey                                   string
+	claimKey, releaseKey, lockClaim, getKey, completeKey            string
 	insertEvent, claimEvents, markDelivered, markFailed             string
 	orderEvents, outboxStats                                        string
 	migrateLock, migrateVersionTable, migrateApplied, migrateRecord string
@@ -43,6 +43,8 @@ func loadQueries() postgresQueries {
 		transitionOrder:     query("transition_order"),
 		seedUsers:           query("seed_users"),
 		claimKey:            query("claim_key"),
+		releaseKey:          query("release_key"),
+		lockClaim:           query("lock_claim"),
 		getKey:              query("get_key"),
 		completeKey:         query("complete_key"),
 		insertEvent:         query("insert_event"),

@@ -1,3 +1,3 @@
-SELECT key, fingerprint, coalesce(order_id, ''), respond_by, response_status, response_body
+SELECT key, fingerprint, owner, claimed_until, coalesce(order_id, ''), respond_by, response_status, response_body
 FROM idempotency_keys
 WHERE key = $1
