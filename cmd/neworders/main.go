@@ -66,6 +66,7 @@ type options struct {
 	databaseURL     string
 	downstreamURL   string
 	downstreamTO    time.Duration
+	requestTimeout  time.Duration
 	fulfilTimeout   time.Duration
 	shutdownTimeout time.Duration
 	logLevel        slog.Level
@@ -84,6 +85,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&cfg.databaseURL, "database-url", os.Getenv("DATABASE_URL"), "Postgres URL of the order store (default $DATABASE_URL; empty: the in-memory store)")
 	fs.StringVar(&cfg.downstreamURL, "downstream-url", "http://127.0.0.1:9003", "base URL of the inventory, payment, warehouse and mail services")
 	fs.DurationVar(&cfg.downstreamTO, "downstream-timeout", newpath.DefaultDownstreamTimeout, "timeout of each call to a downstream service")
+	fs.DurationVar(&cfg.requestTimeout, "request-timeout", newpath.DefaultRequestTimeout, "bound of every order API request, below the proxy's newpath timeout (5s by default); an order charged within it is always written and answered")
 	fs.DurationVar(&cfg.fulfilTimeout, "fulfil-timeout", 3*time.Second, "how long a POST /orders waits for the warehouse to accept the new order before answering paid and leaving it to the relay")
 	fs.DurationVar(&cfg.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long in-flight requests may finish after SIGINT or SIGTERM")
 	fs.TextVar(&cfg.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn or error")
@@ -167,6 +169,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			Store:             store,
 			DownstreamURL:     cfg.downstreamURL,
 			DownstreamTimeout: cfg.downstreamTO,
+			RequestTimeout:    cfg.requestTimeout,
 			Logger:            logger,
 			Metrics:           metrics,
 			FulfilTimeout:     cfg.fulfilTimeout,

@@ -57,7 +57,9 @@ func startBackends(ctx context.Context, wg *sync.WaitGroup, opts demoOptions, lo
 		return urls, err
 	}
 	wg.Go(func() { _ = relay.Run(ctx) })
-	newpathAPI, err := newpath.NewServer(newpath.ServerOptions{Store: np, DownstreamURL: urls.downstream, Logger: logger, Metrics: metrics, Notify: relay.Notify})
+	// RequestTimeout: below the demo proxy's newpath timeout of 5s.
+	newpathAPI, err := newpath.NewServer(newpath.ServerOptions{Store: np, DownstreamURL: urls.downstream, Logger: logger, Metrics: metrics, Notify: relay.Notify,
+		RequestTimeout: 4 * time.Second})
 	if err != nil {
 		return urls, err
 	}
