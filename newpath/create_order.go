@@ -305,7 +305,7 @@ func (s *Server) placeOrder(ctx context.Context, p placement) (answer, error) {
 	resp := StoredResponse{Status: http.StatusCreated, Body: body}
 	if claim != nil {
 		storeCtx, cancel := context.WithTimeout(finish, s.afterCharge/2)
-		stored, err := s.store.CompleteIdempotencyKey(storeCtx, p.key, resp)
+		stored, err := s.store.CompleteIdempotencyKey(storeCtx, p.key, resp, s.clock())
 		cancel()
 		if err != nil {
 			// The order is committed; a retry answers from its state
@@ -452,7 +452,7 @@ func (s *Server) answerFromRecord(ctx context.Context, p placement, rec Idempote
 	if err != nil {
 		return storeFailure(ctx), true, err
 	}
-	stored, err := s.store.CompleteIdempotencyKey(ctx, p.key, StoredResponse{Status: http.StatusCreated, Body: orderJSONBody(order)})
+	stored, err := s.store.CompleteIdempotencyKey(ctx, p.key, StoredResponse{Status: http.StatusCreated, Body: orderJSONBody(order)}, s.clock())
 	if err != nil {
 		return storeFailure(ctx), true, err
 	}

@@ -15,6 +15,8 @@
 //     delivers the events to the warehouse and mail services at least once,
 //     with an event id the receivers deduplicate on. A warehouse outage
 //     delays fulfilment and loses nothing.
+//   - Retention: a Pruner deletes idempotency keys and delivered outbox
+//     events past their retention, in short batches.
 //   - Dry runs: X-Strangler-Dry-Run: 1 computes the answer and commits,
 //     charges and sends nothing, so the proxy can shadow writes.
 //   - Structured logs with request_id and trace_id, neworders_* metrics,

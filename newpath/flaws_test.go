@@ -307,6 +307,11 @@ func TestMetricsExportedAtZero(t *testing.T) {
 			t.Errorf("deliveries_total{%s} = %v", result, got)
 		}
 	}
+	for _, table := range []string{"idempotency_keys", "outbox_events"} {
+		if got := e.counter(t, "neworders_pruned_rows_total", "table", table); got != 0 {
+			t.Errorf("pruned_rows_total{%s} = %v", table, got)
+		}
+	}
 	for _, g := range []string{"neworders_idempotent_replays_total", "neworders_outbox_pending_events", "neworders_outbox_oldest_pending_age_seconds", "neworders_outbox_dead_events"} {
 		if got := e.counter(t, g); got != 0 {
 			t.Errorf("%s = %v; want 0", g, got)

@@ -259,11 +259,11 @@ type failingCompleteStore struct {
 	failures atomic.Int32
 }
 
-func (s *failingCompleteStore) CompleteIdempotencyKey(ctx context.Context, key string, resp newpath.StoredResponse) (newpath.StoredResponse, error) {
+func (s *failingCompleteStore) CompleteIdempotencyKey(ctx context.Context, key string, resp newpath.StoredResponse, at time.Time) (newpath.StoredResponse, error) {
 	if s.failures.Add(-1) >= 0 {
 		return newpath.StoredResponse{}, errors.New("injected: died before storing the answer")
 	}
-	return s.Store.CompleteIdempotencyKey(ctx, key, resp)
+	return s.Store.CompleteIdempotencyKey(ctx, key, resp, at)
 }
 
 // TestHolderDiedAfterCommit: the order is committed but its answer never

@@ -166,7 +166,7 @@ func (s *MemoryStore) ClaimIdempotencyKey(_ context.Context, claim KeyClaim, now
 		return cloneRecord(*k), false, nil
 	}
 	if !ok {
-		k = &IdempotencyRecord{Key: claim.Key, Fingerprint: claim.Fingerprint}
+		k = &IdempotencyRecord{Key: claim.Key, Fingerprint: claim.Fingerprint, CreatedAt: wireTime(now)}
 		s.keys[claim.Key] = k
 	}
 	k.Owner, k.ClaimedUntil, k.RespondBy = claim.Owner, wireTime(claim.ClaimedUntil), wireTime(claim.RespondBy)
@@ -205,7 +205,7 @@ func (s *MemoryStore) IdempotencyKey(_ context.Context, key string) (Idempotency
 }
 
 // CompleteIdempotencyKey implements Store.
-func (s *MemoryStore) CompleteIdempotencyKey(_ context.Context, key string, resp StoredResponse) (StoredResponse, error) {
+func (s *MemoryStore) CompleteIdempotencyKey(_ context.Context, key string, resp StoredResponse, at time.Time) (StoredResponse, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	k, ok := s.keys[key]
@@ -214,6 +214,7 @@ func (s *MemoryStore) CompleteIdempotencyKey(_ context.Context, key string, resp
 	}
 	if k.Response == nil {
 		k.Response = &StoredResponse{Status: resp.Status, Body: slices.Clone(resp.Body)}
+		k.CompletedAt = wireTime(at)
 	}
 	return StoredResponse{Status: k.Response.Status, Body: slices.Clone(k.Response.Body)}, nil
 }
@@ -319,6 +320,51 @@ func (s *MemoryStore) OutboxStats(_ context.Context) (OutboxStats, error) {
 		}
 	}
 	return st, nil
+}
+
+// PruneIdempotencyKeys implements Store. Each call walks the keys once
+// under the lock, which is what one batch costs here.
+func (s *MemoryStore) PruneIdempotencyKeys(_ context.Context, before time.Time, limit int) (int, error) {
+	before = wireTime(before)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for key, k := range s.keys {
+		if n == limit {
+			break
+		}
+		expired := (!k.CompletedAt.IsZero() && k.CompletedAt.Before(before)) ||
+			(k.CompletedAt.IsZero() && k.CreatedAt.Before(before) && k.ClaimedUntil.Before(before))
+		if expired {
+			delete(s.keys, key)
+			n++
+		}
+	}
+	return n, nil
+}
+
+// PruneOutboxEvents implements Store.
+func (s *MemoryStore) PruneOutboxEvents(_ context.Context, before time.Time, limit int) (int, error) {
+	before = wireTime(before)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for id, e := range s.events {
+		if n == limit {
+			break
+		}
+		if e.Status != EventDelivered || !e.DeliveredAt.Before(before) {
+			continue
+		}
+		delete(s.events, id)
+		if ids := slices.DeleteFunc(s.byOrder[e.OrderID], func(x string) bool { return x == id }); len(ids) > 0 {
+			s.byOrder[e.OrderID] = ids
+		} else {
+			delete(s.byOrder, e.OrderID)
+		}
+		n++
+	}
+	return n, nil
 }
 
 func cloneEvent(e Event) Event {

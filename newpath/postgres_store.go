@@ -210,12 +210,12 @@ func (s *PostgresStore) TransitionOrder(ctx context.Context, id string, from, to
 
 // ClaimIdempotencyKey implements Store.
 func (s *PostgresStore) ClaimIdempotencyKey(ctx context.Context, claim KeyClaim, now time.Time) (IdempotencyRecord, bool, error) {
-	var key string
+	var created time.Time
 	err := s.pool.QueryRow(ctx, s.q.claimKey, claim.Key, claim.Fingerprint, claim.Owner,
-		wireTime(claim.ClaimedUntil), wireTime(claim.RespondBy), wireTime(now)).Scan(&key)
+		wireTime(claim.ClaimedUntil), wireTime(claim.RespondBy), wireTime(now)).Scan(&created)
 	if err == nil {
 		return IdempotencyRecord{Key: claim.Key, Fingerprint: claim.Fingerprint, Owner: claim.Owner,
-			ClaimedUntil: wireTime(claim.ClaimedUntil), RespondBy: wireTime(claim.RespondBy)}, true, nil
+			ClaimedUntil: wireTime(claim.ClaimedUntil), RespondBy: wireTime(claim.RespondBy), CreatedAt: wireTime(created)}, true, nil
 	}
 	if !errors.Is(err, pgx.ErrNoRows) {
 		return IdempotencyRecord{}, false, fmt.Errorf("claim idempotency key %q: %w", claim.Key, translate(err))
@@ -256,14 +256,18 @@ func (s *PostgresStore) IdempotencyKey(ctx context.Context, key string) (Idempot
 		status *int32
 		body   []byte
 	)
-	var claimedUntil *time.Time
-	err := s.pool.QueryRow(ctx, s.q.getKey, key).Scan(&rec.Key, &rec.Fingerprint, &rec.Owner, &claimedUntil, &rec.OrderID, &rec.RespondBy, &status, &body)
+	var claimedUntil, completedAt *time.Time
+	err := s.pool.QueryRow(ctx, s.q.getKey, key).Scan(&rec.Key, &rec.Fingerprint, &rec.Owner, &claimedUntil, &rec.OrderID, &rec.RespondBy,
+		&status, &body, &rec.CreatedAt, &completedAt)
 	if err != nil {
 		return IdempotencyRecord{}, fmt.Errorf("idempotency key %q: %w", key, translate(err))
 	}
-	rec.RespondBy = wireTime(rec.RespondBy)
+	rec.RespondBy, rec.CreatedAt = wireTime(rec.RespondBy), wireTime(rec.CreatedAt)
 	if claimedUntil != nil {
 		rec.ClaimedUntil = wireTime(*claimedUntil)
+	}
+	if completedAt != nil {
+		rec.CompletedAt = wireTime(*completedAt)
 	}
 	if status != nil {
 		rec.Response = &StoredResponse{Status: int(*status), Body: body}
@@ -272,12 +276,12 @@ func (s *PostgresStore) IdempotencyKey(ctx context.Context, key string) (Idempot
 }
 
 // CompleteIdempotencyKey implements Store.
-func (s *PostgresStore) CompleteIdempotencyKey(ctx context.Context, key string, resp StoredResponse) (StoredResponse, error) {
+func (s *PostgresStore) CompleteIdempotencyKey(ctx context.Context, key string, resp StoredResponse, at time.Time) (StoredResponse, error) {
 	var (
 		status int32
 		body   []byte
 	)
-	err := s.pool.QueryRow(ctx, s.q.completeKey, key, int32(resp.Status), resp.Body).Scan(&status, &body)
+	err := s.pool.QueryRow(ctx, s.q.completeKey, key, int32(resp.Status), resp.Body, wireTime(at)).Scan(&status, &body)
 	if err == nil {
 		return StoredResponse{Status: int(status), Body: body}, nil
 	}
@@ -352,6 +356,24 @@ func (s *PostgresStore) OutboxStats(ctx context.Context) (OutboxStats, error) {
 		st.OldestPending = wireTime(*oldest)
 	}
 	return st, nil
+}
+
+// PruneIdempotencyKeys implements Store.
+func (s *PostgresStore) PruneIdempotencyKeys(ctx context.Context, before time.Time, limit int) (int, error) {
+	tag, err := s.pool.Exec(ctx, s.q.pruneKeys, wireTime(before), limit)
+	if err != nil {
+		return 0, fmt.Errorf("prune idempotency keys: %w", translate(err))
+	}
+	return int(tag.RowsAffected()), nil
+}
+
+// PruneOutboxEvents implements Store.
+func (s *PostgresStore) PruneOutboxEvents(ctx context.Context, before time.Time, limit int) (int, error) {
+	tag, err := s.pool.Exec(ctx, s.q.pruneEvents, wireTime(before), limit)
+	if err != nil {
+		return 0, fmt.Errorf("prune outbox events: %w", translate(err))
+	}
+	return int(tag.RowsAffected()), nil
 }
 
 // pgOrderTx is an OrderTx on a pgx transaction, begun at its first write.

@@ -29,7 +29,7 @@ type postgresQueries struct {
 	seedUsers                                                       string
 	claimKey, releaseKey, lockClaim, getKey, completeKey            string
 	insertEvent, claimEvents, markDelivered, markFailed             string
-	orderEvents, outboxStats                                        string
+	orderEvents, outboxStats, pruneKeys, pruneEvents                string
 	migrateLock, migrateVersionTable, migrateApplied, migrateRecord string
 }
 
@@ -53,6 +53,8 @@ func loadQueries() postgresQueries {
 		markFailed:          query("mark_failed"),
 		orderEvents:         query("order_events"),
 		outboxStats:         query("outbox_stats"),
+		pruneKeys:           query("prune_keys"),
+		pruneEvents:         query("prune_events"),
 		migrateLock:         query("migrate_lock"),
 		migrateVersionTable: query("migrate_version_table"),
 		migrateApplied:      query("migrate_applied"),

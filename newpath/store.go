@@ -78,10 +78,17 @@ type Store interface {
 	// IdempotencyKey returns the record of key, claimed, ordered or
 	// answered, or an error wrapping ErrNotFound.
 	IdempotencyKey(ctx context.Context, key string) (IdempotencyRecord, error)
-	// CompleteIdempotencyKey stores resp as the final response of key
-	// unless one is stored already, and returns the one stored: the first
-	// writer wins, so every request with the key answers the same bytes.
-	CompleteIdempotencyKey(ctx context.Context, key string, resp StoredResponse) (StoredResponse, error)
+	// CompleteIdempotencyKey stores resp as the final response of key,
+	// completed at at, unless one is stored already, and returns the one
+	// stored: the first writer wins, so every request with the key answers
+	// the same bytes.
+	CompleteIdempotencyKey(ctx context.Context, key string, resp StoredResponse, at time.Time) (StoredResponse, error)
+	// PruneIdempotencyKeys deletes at most limit keys completed before
+	// before, or never completed and created before before unless their
+	// lease still runs then, and returns how many it deleted. Each call is
+	// one short statement: call it again until it deletes fewer than
+	// limit.
+	PruneIdempotencyKeys(ctx context.Context, before time.Time, limit int) (int, error)
 
 	// ClaimEvents leases up to limit due events (pending, available at or
 	// before now) to owner until now+lease, counting an attempt for each,
@@ -102,6 +109,11 @@ type Store interface {
 	OrderEvents(ctx context.Context, orderID string) ([]Event, error)
 	// OutboxStats counts pending and dead events.
 	OutboxStats(ctx context.Context) (OutboxStats, error)
+	// PruneOutboxEvents deletes at most limit events delivered before
+	// before, and returns how many it deleted; pending and dead events are
+	// never deleted. Each call is one short statement: call it again until
+	// it deletes fewer than limit.
+	PruneOutboxEvents(ctx context.Context, before time.Time, limit int) (int, error)
 }
 
 // OrderTx is the transaction of one order: its row, its outbox events and
@@ -154,6 +166,10 @@ type IdempotencyRecord struct {
 	// Response is the answer every request with the key gets; nil while the
 	// request holding the key has not answered yet.
 	Response *StoredResponse
+	// CreatedAt is when the key was first claimed; CompletedAt when its
+	// answer was stored, zero before. Retention counts from them.
+	CreatedAt   time.Time
+	CompletedAt time.Time
 }
 
 // StoredResponse is an HTTP answer kept for an idempotency key.

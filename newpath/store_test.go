@@ -88,6 +88,7 @@ var storeSuite = []struct {
 	{"outbox lease", testStoreOutboxLease},
 	{"outbox delivery", testStoreOutboxDelivery},
 	{"outbox concurrent claims", testStoreOutboxConcurrentClaims},
+	{"prune", testStorePrune},
 }
 
 func ids(orders []Order) []string {
@@ -335,19 +336,23 @@ func testStoreIdempotencyKey(t *testing.T, s Store) {
 		t.Errorf("after releasing a key with an order: %+v, %v; want it kept", rec, err)
 	}
 
-	first, err := s.CompleteIdempotencyKey(ctx, "k-1", StoredResponse{Status: 201, Body: []byte(`{"a":1}`)})
+	if !rec.CreatedAt.Equal(t0) || !rec.CompletedAt.IsZero() {
+		t.Errorf("record times = created %v, completed %v; want created %v, not completed", rec.CreatedAt, rec.CompletedAt, t0)
+	}
+	done := t0.Add(2 * time.Second)
+	first, err := s.CompleteIdempotencyKey(ctx, "k-1", StoredResponse{Status: 201, Body: []byte(`{"a":1}`)}, done)
 	if err != nil || first.Status != 201 || string(first.Body) != `{"a":1}` {
 		t.Fatalf("CompleteIdempotencyKey = %+v, %v", first, err)
 	}
 	// The first answer stored wins.
-	second, err := s.CompleteIdempotencyKey(ctx, "k-1", StoredResponse{Status: 500, Body: []byte(`{"b":2}`)})
+	second, err := s.CompleteIdempotencyKey(ctx, "k-1", StoredResponse{Status: 500, Body: []byte(`{"b":2}`)}, done.Add(time.Hour))
 	if err != nil || second.Status != 201 || string(second.Body) != `{"a":1}` {
 		t.Errorf("second CompleteIdempotencyKey = %+v, %v; want the first answer", second, err)
 	}
-	if rec, _ := s.IdempotencyKey(ctx, "k-1"); rec.Response == nil || string(rec.Response.Body) != `{"a":1}` {
-		t.Errorf("stored response = %+v", rec.Response)
+	if rec, _ := s.IdempotencyKey(ctx, "k-1"); rec.Response == nil || string(rec.Response.Body) != `{"a":1}` || !rec.CompletedAt.Equal(done) {
+		t.Errorf("stored response = %+v, completed at %v; want the first, at %v", rec.Response, rec.CompletedAt, done)
 	}
-	if _, err := s.CompleteIdempotencyKey(ctx, "k-unknown", StoredResponse{Status: 201}); !errors.Is(err, ErrNotFound) {
+	if _, err := s.CompleteIdempotencyKey(ctx, "k-unknown", StoredResponse{Status: 201}, done); !errors.Is(err, ErrNotFound) {
 		t.Errorf("completing an unknown key: error = %v; want ErrNotFound", err)
 	}
 
@@ -673,6 +678,97 @@ func testStoreOutboxConcurrentClaims(t *testing.T, s Store) {
 	wg.Wait()
 	if len(seen) != 2*orders {
 		t.Errorf("claimed %d events; want %d", len(seen), 2*orders)
+	}
+}
+
+// testStorePrune: one call deletes at most its limit, and only what is
+// past the cutoff: keys answered before it, keys never answered created
+// before it unless their lease still runs, events delivered before it;
+// never a pending or dead event.
+func testStorePrune(t *testing.T, s Store) {
+	ctx := t.Context()
+	cutoff := t0.Add(24 * time.Hour)
+	claim := func(key string, created, until time.Time) {
+		t.Helper()
+		if _, ok, err := s.ClaimIdempotencyKey(ctx, KeyClaim{Key: key, Fingerprint: "fp", Owner: key, ClaimedUntil: until, RespondBy: until}, created); err != nil || !ok {
+			t.Fatalf("claim %s = %v, %v", key, ok, err)
+		}
+	}
+	complete := func(key string, at time.Time) {
+		t.Helper()
+		if _, err := s.CompleteIdempotencyKey(ctx, key, StoredResponse{Status: 201, Body: []byte(`{}`)}, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 3 {
+		claim(fmt.Sprintf("old-%d", i), t0, t0.Add(time.Minute))
+		complete(fmt.Sprintf("old-%d", i), t0.Add(time.Second))
+	}
+	claim("abandoned", t0, t0.Add(time.Minute))
+	// Created before the cutoff but answered after it, or never answered
+	// and leased past it (taken over just now): kept.
+	claim("answered-late", t0, t0.Add(time.Minute))
+	complete("answered-late", cutoff.Add(time.Second))
+	claim("live", t0, t0.Add(time.Minute))
+	if _, ok, err := s.ClaimIdempotencyKey(ctx, KeyClaim{Key: "live", Fingerprint: "fp", Owner: "new", ClaimedUntil: cutoff.Add(time.Minute)}, cutoff); err != nil || !ok {
+		t.Fatalf("takeover of live = %v, %v", ok, err)
+	}
+	claim("young", cutoff, cutoff.Add(time.Minute))
+
+	if n, err := s.PruneIdempotencyKeys(ctx, cutoff, 3); err != nil || n != 3 {
+		t.Fatalf("first batch of 3 = %d, %v; want 3", n, err)
+	}
+	if n, err := s.PruneIdempotencyKeys(ctx, cutoff, 3); err != nil || n != 1 {
+		t.Fatalf("second batch = %d, %v; want the 1 left", n, err)
+	}
+	for _, key := range []string{"old-0", "old-1", "old-2", "abandoned"} {
+		if _, err := s.IdempotencyKey(ctx, key); !errors.Is(err, ErrNotFound) {
+			t.Errorf("key %s after pruning: %v; want ErrNotFound", key, err)
+		}
+	}
+	for _, key := range []string{"answered-late", "live", "young"} {
+		if _, err := s.IdempotencyKey(ctx, key); err != nil {
+			t.Errorf("key %s after pruning: %v; want kept", key, err)
+		}
+	}
+
+	_, old := placeTestOrder(t, s, t0)
+	_, young := placeTestOrder(t, s, t0)
+	_, kept := placeTestOrder(t, s, t0)
+	if _, err := s.ClaimEvents(ctx, "r", 10, t0, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range old {
+		if err := s.MarkDelivered(ctx, e.ID, t0.Add(time.Second)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, e := range young {
+		if err := s.MarkDelivered(ctx, e.ID, cutoff); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// kept[0] stays pending (leased), kept[1] is dead.
+	if err := s.MarkFailed(ctx, kept[1].ID, "r", t0, "refused", true); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.PruneOutboxEvents(ctx, cutoff, 1); err != nil || n != 1 {
+		t.Fatalf("first event batch of 1 = %d, %v; want 1", n, err)
+	}
+	if n, err := s.PruneOutboxEvents(ctx, cutoff, 10); err != nil || n != 1 {
+		t.Fatalf("second event batch = %d, %v; want the 1 left", n, err)
+	}
+	if ev, _ := s.OrderEvents(ctx, old[0].OrderID); len(ev) != 0 {
+		t.Errorf("events of the old order after pruning: %v; want none", ev)
+	}
+	if ev, _ := s.OrderEvents(ctx, young[0].OrderID); len(ev) != 2 {
+		t.Errorf("events of the young order after pruning: %d; want 2", len(ev))
+	}
+	if ev, _ := s.OrderEvents(ctx, kept[0].OrderID); len(ev) != 2 {
+		t.Errorf("pending and dead events after pruning: %d; want 2", len(ev))
+	}
+	if st, _ := s.OutboxStats(ctx); st.Pending != 1 || st.Dead != 1 {
+		t.Errorf("OutboxStats = %+v; want 1 pending, 1 dead", st)
 	}
 }
 

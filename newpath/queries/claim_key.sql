@@ -11,4 +11,4 @@ SET owner = EXCLUDED.owner, claimed_until = EXCLUDED.claimed_until, respond_by =
 WHERE idempotency_keys.order_id IS NULL
   AND idempotency_keys.fingerprint = EXCLUDED.fingerprint
   AND idempotency_keys.claimed_until <= $6
-RETURNING key
+RETURNING created_at
