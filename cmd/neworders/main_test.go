@@ -155,7 +155,8 @@ func TestRunInMemory(t *testing.T) {
 		t.Errorf("GET /metrics on the order API = %d %s; want the contract's 404", code, body)
 	}
 	_, m := do(t, "GET", metrics+"/metrics", "")
-	for _, want := range []string{`neworders_orders_total{outcome="created"} 1`, `neworders_outbox_deliveries_total{result="delivered"} 2`, "neworders_outbox_pending_events 0", "go_goroutines"} {
+	for _, want := range []string{`neworders_orders_total{outcome="created"} 1`, `neworders_outbox_deliveries_total{result="delivered"} 2`, "neworders_outbox_pending_events 0",
+		`neworders_pruned_rows_total{table="outbox_events"} 0`, "go_goroutines"} {
 		if !strings.Contains(m, want) {
 			t.Errorf("/metrics lacks %q", want)
 		}
@@ -207,6 +208,7 @@ func TestRunRejects(t *testing.T) {
 		{"bad downstream url", []string{"--downstream-url", "localhost:9003"}, "want an absolute http or https URL"},
 		{"lease shorter than a delivery", []string{"--relay-lease", "1s", "--relay-delivery-timeout", "2s"}, "must be shorter than the lease"},
 		{"negative request timeout", []string{"--request-timeout", "-1s"}, "request timeout must not be negative"},
+		{"negative retention", []string{"--idempotency-retention", "-1h"}, "idempotency retention must not be negative"},
 		{"unknown flag", []string{"--wearhouse"}, "flag provided but not defined"},
 		{"positional argument", []string{"serve"}, "unexpected arguments"},
 		{"bad database url", []string{"--database-url", "postgres://%zz"}, "invalid database URL"},
@@ -218,6 +220,55 @@ func TestRunRejects(t *testing.T) {
 				t.Errorf("run(%q) = %v; want an error containing %q", tt.args, err, tt.want)
 			}
 		})
+	}
+}
+
+// TestRelayOnlyPrunes: neworders --relay-only runs the pruner too: a
+// delivered event past --outbox-retention is deleted, a pending one kept.
+func TestRelayOnlyPrunes(t *testing.T) {
+	url := pgtest.URL(t)
+	pool := pgtest.PoolOn(t, url)
+	if _, err := newpath.Migrate(t.Context(), pool); err != nil {
+		t.Fatal(err)
+	}
+	store := newpath.NewPostgresStore(pool)
+	_, dsURL := newDownstream(t)
+	old := time.Now().Add(-2 * time.Hour)
+	tx, err := store.BeginOrder(t.Context(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.AddEvents(t.Context(),
+		newpath.Event{ID: "delivered", Kind: newpath.EventOrderConfirmed, OrderID: "ord_x", Payload: []byte(`{}`), CreatedAt: old, AvailableAt: old},
+		newpath.Event{ID: "pending", Kind: newpath.EventOrderConfirmed, OrderID: "ord_x", Payload: []byte(`{}`), CreatedAt: old, AvailableAt: time.Now().Add(time.Hour)},
+	); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.ClaimEvents(t.Context(), "test", 10, old, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.MarkDelivered(t.Context(), "delivered", old); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"--relay-only", "--database-url", url, "--downstream-url", dsURL, "--metrics-listen", "",
+			"--outbox-retention", "1h", "--prune-interval", "20ms"}, io.Discard, io.Discard)
+	}()
+	waitUntil(t, 30*time.Second, "the delivered event to be pruned", func() bool {
+		events, err := store.OrderEvents(t.Context(), "ord_x")
+		return err == nil && len(events) == 1
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("run = %v", err)
+	}
+	if events, _ := store.OrderEvents(t.Context(), "ord_x"); len(events) != 1 || events[0].ID != "pending" {
+		t.Errorf("events left = %+v; want the pending one", events)
 	}
 }
 

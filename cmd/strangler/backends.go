@@ -57,6 +57,12 @@ func startBackends(ctx context.Context, wg *sync.WaitGroup, opts demoOptions, lo
 		return urls, err
 	}
 	wg.Go(func() { _ = relay.Run(ctx) })
+	// So that a long demo's store does not grow without bound.
+	pruner, err := newpath.NewPruner(newpath.PrunerOptions{Store: np, Logger: logger, Metrics: metrics})
+	if err != nil {
+		return urls, err
+	}
+	wg.Go(func() { _ = pruner.Run(ctx) })
 	// RequestTimeout: below the demo proxy's newpath timeout of 5s.
 	newpathAPI, err := newpath.NewServer(newpath.ServerOptions{Store: np, DownstreamURL: urls.downstream, Logger: logger, Metrics: metrics, Notify: relay.Notify,
 		RequestTimeout: 4 * time.Second})
