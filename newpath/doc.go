@@ -3,15 +3,20 @@
 // for byte, but written the way the legacy code should have been.
 //
 //   - Idempotent writes: POST /orders honours Idempotency-Key. The key is
-//     claimed in the order's own transaction, the payment service is charged
-//     with the same key, and the response is stored under it, so a retried
-//     or concurrent request gets the stored response and the card is charged
-//     once.
+//     claimed in a short statement of its own, with a lease, the payment
+//     service is charged with the same key, the order is written under the
+//     key only while the claim holds, and the response is stored under it,
+//     so a retried or concurrent request gets the stored response, the card
+//     is charged once and one order is written. No transaction or pooled
+//     connection is held across a downstream call, and every request is
+//     bounded by its own timeout.
 //   - A transactional outbox instead of synchronous calls: the order and its
 //     order_paid and order_confirmed events commit together, and a Relay
 //     delivers the events to the warehouse and mail services at least once,
 //     with an event id the receivers deduplicate on. A warehouse outage
 //     delays fulfilment and loses nothing.
+//   - Retention: a Pruner deletes idempotency keys and delivered outbox
+//     events past their retention, in short batches.
 //   - Dry runs: X-Strangler-Dry-Run: 1 computes the answer and commits,
 //     charges and sends nothing, so the proxy can shadow writes.
 //   - Structured logs with request_id and trace_id, neworders_* metrics,

@@ -37,9 +37,9 @@ const (
 	ReplayedHeader = "Idempotent-Replayed"
 )
 
-// DefaultDownstreamTimeout bounds each call to a downstream service.
-// Shorter than legacy's 30 s: an order holds a database connection across
-// its payment call.
+// DefaultDownstreamTimeout bounds each call to a downstream service. The
+// request's own timeout (ServerOptions.RequestTimeout) bounds it further,
+// and with the defaults decides.
 const DefaultDownstreamTimeout = 10 * time.Second
 
 // statusError is a downstream answer outside 2xx.

@@ -2,6 +2,7 @@ package newpath_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"go/parser"
 	"go/token"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/strangler-proxy/strangler/legacy"
 	"github.com/strangler-proxy/strangler/newpath"
 )
 
@@ -71,6 +73,71 @@ func TestLegacyFlawsFixed(t *testing.T) {
 			}
 			if orders, _ := e.stores.newpath.ListOrdersByUser(t.Context(), 11); len(orders) != 1 {
 				t.Errorf("newpath orders = %d; want 1", len(orders))
+			}
+		})
+	}
+}
+
+// TestSlowPaymentStallsNothing is legacy flaw 3 ("a slow payment service
+// stalls everything") on newpath: 64 orders with an Idempotency-Key wait
+// on a payment service that answers none of them, twice as many as the
+// production pool has connections, and a read is served meanwhile. No
+// timer decides how slow the payments are: the gate holds every answer
+// until the test opens it, and the request timeout is out of the way.
+func TestSlowPaymentStallsNothing(t *testing.T) {
+	for _, kind := range storeKinds {
+		t.Run(string(kind), func(t *testing.T) {
+			t.Parallel()
+			var payments *legacy.Gate
+			e := newEnv(t, envOptions{kind: kind, productionPool: true,
+				wrapDownstream: func(h http.Handler) http.Handler {
+					payments = legacy.NewGate(h, "POST", "/payments")
+					return payments
+				},
+				server: func(o *newpath.ServerOptions) { o.RequestTimeout = 5 * time.Minute }})
+			t.Cleanup(payments.Open) // never leave a request hanging
+			const orders = 2 * newpath.DefaultMaxConns
+			type result struct {
+				r   response
+				err error
+			}
+			results := make(chan result, orders)
+			for i := range orders {
+				go func() {
+					body := fmt.Sprintf(`{"user_id":%d,"item_id":"sku-%d","quantity":1}`, 300+i, 1+i%50)
+					r, err := trySend(t.Context(), "POST", e.newpathURL+"/orders", body, map[string]string{"Idempotency-Key": fmt.Sprintf("slow-%d", i)})
+					results <- result{r, err}
+				}()
+			}
+			waitFor(t, 30*time.Second, fmt.Sprintf("%d charges held by the payment service", orders), func() bool {
+				return payments.Held() == orders
+			})
+			get, err := trySend(t.Context(), "GET", e.newpathURL+"/orders/ord_1", "", nil)
+			if err != nil || get.status != http.StatusOK || !strings.Contains(get.body, `"id":"ord_1"`) {
+				t.Errorf("GET /orders/ord_1 while %d payments hang = %+v, %v; want 200 with the order", orders, get, err)
+			}
+			list, err := trySend(t.Context(), "GET", e.newpathURL+"/orders?user_id=1", "", nil)
+			if err != nil || list.status != http.StatusOK {
+				t.Errorf("GET /orders?user_id=1 while %d payments hang = %+v, %v; want 200", orders, list, err)
+			}
+			if n := payments.Held(); n != orders {
+				t.Fatalf("%d payments held after the reads; want still %d: the reads did not run while every payment hung", n, orders)
+			}
+
+			payments.Open()
+			for range orders {
+				res := <-results
+				if res.err != nil || res.r.status != http.StatusCreated {
+					t.Errorf("POST after the payments answered = %+v, %v; want 201", res.r, res.err)
+				}
+			}
+			for i := range orders {
+				if n := e.downstream.Charges(int64(300 + i)); n != 1 {
+					t.Errorf("charges of user %d = %d; want 1", 300+i, n)
+				}
+			}
+			if got := e.counter(t, "neworders_orders_total", "outcome", "created"); got != orders {
+				t.Errorf(`neworders_orders_total{outcome="created"} = %v; want %d`, got, orders)
 			}
 		})
 	}
@@ -238,6 +305,11 @@ func TestMetricsExportedAtZero(t *testing.T) {
 	for _, result := range []string{"delivered", "failed", "dead", "skipped"} {
 		if got := e.counter(t, "neworders_outbox_deliveries_total", "result", result); got != 0 {
 			t.Errorf("deliveries_total{%s} = %v", result, got)
+		}
+	}
+	for _, table := range []string{"idempotency_keys", "outbox_events"} {
+		if got := e.counter(t, "neworders_pruned_rows_total", "table", table); got != 0 {
+			t.Errorf("pruned_rows_total{%s} = %v", table, got)
 		}
 	}
 	for _, g := range []string{"neworders_idempotent_replays_total", "neworders_outbox_pending_events", "neworders_outbox_oldest_pending_age_seconds", "neworders_outbox_dead_events"} {

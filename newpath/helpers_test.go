@@ -51,6 +51,29 @@ func (c *testClock) Now() time.Time {
 	return c.now
 }
 
+// manualClock is a clock that moves only when the test says, so that a
+// lease ends without waiting for it.
+type manualClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newManualClock() *manualClock {
+	return &manualClock{now: time.Date(2025, time.June, 1, 12, 0, 0, 0, time.UTC)}
+}
+
+func (c *manualClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *manualClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
 // newpathSeed is legacy's seed in newpath's types: the data both services
 // share.
 func newpathSeed() newpath.Seed {
@@ -135,10 +158,13 @@ type stores struct {
 	legacy  legacy.Store
 }
 
-// newStores returns fresh, seeded stores of kind; shared puts both
-// services on the same data. tp, when not nil, traces newpath's SQL.
-func newStores(t testing.TB, kind storeKind, shared bool, tp trace.TracerProvider) stores {
+// newStores returns fresh, seeded stores of o.kind; o.shared puts both
+// services on the same data. o.tracerProvider, when not nil, traces
+// newpath's SQL; with it or o.productionPool, newpath's pool is the one
+// OpenPool makes in production.
+func newStores(t testing.TB, o envOptions) stores {
 	t.Helper()
+	kind, shared, tp := o.kind, o.shared, o.tracerProvider
 	switch kind {
 	case memoryKind:
 		np, err := newpath.NewMemoryStore(newpathSeed())
@@ -159,14 +185,16 @@ func newStores(t testing.TB, kind storeKind, shared bool, tp trace.TracerProvide
 		if !shared {
 			lgURL = pgtest.URL(t)
 		}
-		npPool := pgtest.PoolOn(t, npURL)
-		if tp != nil {
+		var npPool *pgxpool.Pool
+		if tp != nil || o.productionPool {
 			var err error
 			npPool, err = newpath.OpenPoolWith(t.Context(), npURL, newpath.PoolOptions{TracerProvider: tp})
 			if err != nil {
 				t.Fatal(err)
 			}
 			t.Cleanup(npPool.Close)
+		} else {
+			npPool = pgtest.PoolOn(t, npURL)
 		}
 		if _, err := newpath.Migrate(t.Context(), npPool); err != nil {
 			t.Fatalf("Migrate: %v", err)
@@ -236,6 +264,9 @@ type envOptions struct {
 	wrapDownstream func(http.Handler) http.Handler
 	// tracerProvider is given to newpath's server, relay and Postgres pool.
 	tracerProvider trace.TracerProvider
+	// productionPool gives newpath a Postgres pool of the production size
+	// (newpath.DefaultMaxConns) rather than pgtest's.
+	productionPool bool
 }
 
 // fastRetry retries within tens of milliseconds, so that an outage and its
@@ -247,7 +278,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 	if o.kind == "" {
 		o.kind = memoryKind
 	}
-	st := newStores(t, o.kind, o.shared, o.tracerProvider)
+	st := newStores(t, o)
 	ds, err := legacy.NewDownstream(legacy.DownstreamOptions{Faults: o.faults})
 	if err != nil {
 		t.Fatal(err)

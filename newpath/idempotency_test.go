@@ -8,7 +8,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/strangler-proxy/strangler/legacy"
 	"github.com/strangler-proxy/strangler/newpath"
 )
 
@@ -123,7 +125,8 @@ func TestIdempotencyKeyRules(t *testing.T) {
 }
 
 // failingCommitStore fails the first order commit, as a crash between the
-// charge and the commit would: the transaction rolls back.
+// charge and the commit would: the transaction rolls back, and the request
+// releases its claim of the key.
 type failingCommitStore struct {
 	newpath.Store
 	failures atomic.Int32
@@ -186,6 +189,119 @@ func TestCrashAfterChargeRetried(t *testing.T) {
 			}
 			if orders, _ := e.stores.newpath.ListOrdersByUser(t.Context(), 42); len(orders) != 1 {
 				t.Errorf("orders = %d; want 1", len(orders))
+			}
+		})
+	}
+}
+
+// TestExpiredClaimTakenOver: a request holding a key hangs on its payment
+// past its lease; the next request with the key takes the key over, and
+// the payment service gives it the same charge. When the first request
+// comes back, its claim is lost: it writes nothing and answers what the
+// second stored. One charge, one order, the same answer twice. The lease
+// ends on the injected clock, not by waiting.
+func TestExpiredClaimTakenOver(t *testing.T) {
+	for _, kind := range storeKinds {
+		t.Run(string(kind), func(t *testing.T) {
+			t.Parallel()
+			clock := newManualClock()
+			var payments *legacy.Gate
+			e := newEnv(t, envOptions{kind: kind,
+				wrapDownstream: func(h http.Handler) http.Handler {
+					payments = legacy.NewGate(h, "POST", "/payments")
+					return payments
+				},
+				server: func(o *newpath.ServerOptions) { o.Clock, o.RequestTimeout = clock.Now, time.Minute }})
+			t.Cleanup(payments.Open)
+			key := map[string]string{"Idempotency-Key": "k-takeover"}
+			type result struct {
+				r   response
+				err error
+			}
+			post := func() chan result {
+				c := make(chan result, 1)
+				go func() {
+					r, err := trySend(t.Context(), "POST", e.newpathURL+"/orders", orderBody, key)
+					c <- result{r, err}
+				}()
+				return c
+			}
+			first := post()
+			waitFor(t, 10*time.Second, "the first request's charge to hang", func() bool { return payments.Held() == 1 })
+			clock.Advance(time.Hour) // the first request's lease ends
+			second := post()
+			waitFor(t, 10*time.Second, "the second request to take the key over and reach the payment service", func() bool { return payments.Held() == 2 })
+			payments.Open()
+			r1, r2 := <-first, <-second
+			if r1.err != nil || r2.err != nil {
+				t.Fatalf("answers: %v, %v", r1.err, r2.err)
+			}
+			if r2.r.status != http.StatusCreated || r2.r.header.Get("Idempotent-Replayed") != "" {
+				t.Errorf("second (the new owner) = %d %s, replayed %q; want 201, its own", r2.r.status, r2.r.body, r2.r.header.Get("Idempotent-Replayed"))
+			}
+			if r1.r.status != r2.r.status || r1.r.body != r2.r.body || r1.r.header.Get("Idempotent-Replayed") != "true" {
+				t.Errorf("first (claim lost) = %d %s; want the second's answer replayed: %d %s", r1.r.status, r1.r.body, r2.r.status, r2.r.body)
+			}
+			if orders, _ := e.stores.newpath.ListOrdersByUser(t.Context(), 42); len(orders) != 1 {
+				t.Errorf("orders = %d; want 1", len(orders))
+			}
+			if n := e.downstream.Charges(42); n != 1 {
+				t.Errorf("charges = %d; want 1", n)
+			}
+		})
+	}
+}
+
+// failingCompleteStore loses the first stored answer, as a request that
+// dies right after its commit would.
+type failingCompleteStore struct {
+	newpath.Store
+	failures atomic.Int32
+}
+
+func (s *failingCompleteStore) CompleteIdempotencyKey(ctx context.Context, key string, resp newpath.StoredResponse, at time.Time) (newpath.StoredResponse, error) {
+	if s.failures.Add(-1) >= 0 {
+		return newpath.StoredResponse{}, errors.New("injected: died before storing the answer")
+	}
+	return s.Store.CompleteIdempotencyKey(ctx, key, resp, at)
+}
+
+// TestHolderDiedAfterCommit: the order is committed but its answer never
+// stored. A retry waits for it at most until its own deadline (409), and
+// once the holder's respond_by has passed it answers from the order's
+// state and stores that.
+func TestHolderDiedAfterCommit(t *testing.T) {
+	for _, kind := range storeKinds {
+		t.Run(string(kind), func(t *testing.T) {
+			t.Parallel()
+			clock := newManualClock()
+			wrapped := &failingCompleteStore{}
+			wrapped.failures.Store(1)
+			e := newEnv(t, envOptions{kind: kind, faults: warehouseDown,
+				wrapStore: func(s newpath.Store) newpath.Store { wrapped.Store = s; return wrapped },
+				server:    func(o *newpath.ServerOptions) { o.Clock, o.RequestTimeout = clock.Now, time.Second }})
+			key := map[string]string{"Idempotency-Key": "k-died"}
+			first := send(t, "POST", e.newpathURL+"/orders", orderBody, key)
+			if first.status != http.StatusCreated {
+				t.Fatalf("first POST = %d %s", first.status, first.body)
+			}
+			o := decodeOrder(t, first.body)
+			if r := send(t, "POST", e.newpathURL+"/orders", orderBody, key); r.status != http.StatusConflict || !isJSONError(r.body) {
+				t.Errorf("retry before respond_by = %d %s; want 409 at its own deadline", r.status, r.body)
+			}
+			if _, err := e.stores.newpath.TransitionOrder(t.Context(), o.ID, newpath.StatusPaid, newpath.StatusCancelled, clock.Now()); err != nil {
+				t.Fatal(err)
+			}
+			clock.Advance(time.Hour)
+			retry := send(t, "POST", e.newpathURL+"/orders", orderBody, key)
+			if got := decodeOrder(t, retry.body); retry.status != http.StatusCreated || got.ID != o.ID || got.Status != newpath.StatusCancelled || retry.header.Get("Idempotent-Replayed") != "true" {
+				t.Errorf("retry after respond_by = %d %s; want order %s as it is now (cancelled), replayed", retry.status, retry.body, o.ID)
+			}
+			if again := send(t, "POST", e.newpathURL+"/orders", orderBody, key); again.body != retry.body {
+				t.Errorf("next retry = %s; want the stored %s", again.body, retry.body)
+			}
+			if n := e.downstream.Charges(42); n != 1 {
+				t.Errorf("charges = %d; want 1", n)
 			}
 		})
 	}

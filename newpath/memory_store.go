@@ -24,7 +24,7 @@ type MemoryStore struct {
 	// database sequence, a number drawn by a transaction that rolls back is
 	// not reused.
 	nextSeq int64
-	keys    map[string]*memKey
+	keys    map[string]*IdempotencyRecord
 	events  map[string]*Event
 	// pending holds the events not delivered nor dead, so that a claim does
 	// not walk the delivered history.
@@ -32,17 +32,6 @@ type MemoryStore struct {
 	// byOrder keeps each order's event ids in insertion order.
 	byOrder map[string][]string
 	dead    int
-}
-
-// memKey is an idempotency key: claimed by an open transaction (done not
-// yet closed) or committed.
-type memKey struct {
-	record    IdempotencyRecord
-	committed bool
-	// done is closed when the claiming transaction commits or rolls back;
-	// BeginOrder of the same key waits on it, as Postgres waits on the
-	// uncommitted row.
-	done chan struct{}
 }
 
 var _ Store = (*MemoryStore)(nil)
@@ -55,7 +44,7 @@ func NewMemoryStore(seed Seed) (*MemoryStore, error) {
 		orders:  make(map[string]Order, len(seed.Orders)),
 		byUser:  make(map[int64][]string),
 		nextSeq: 1,
-		keys:    make(map[string]*memKey),
+		keys:    make(map[string]*IdempotencyRecord),
 		events:  make(map[string]*Event),
 		pending: make(map[string]*Event),
 		byOrder: make(map[string][]string),
@@ -168,36 +157,40 @@ func (s *MemoryStore) transitionLocked(id string, from, to Status, at time.Time)
 	return o, nil
 }
 
+// ClaimIdempotencyKey implements Store.
+func (s *MemoryStore) ClaimIdempotencyKey(_ context.Context, claim KeyClaim, now time.Time) (IdempotencyRecord, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k, ok := s.keys[claim.Key]
+	if ok && (k.OrderID != "" || k.Fingerprint != claim.Fingerprint || k.ClaimedUntil.After(wireTime(now))) {
+		return cloneRecord(*k), false, nil
+	}
+	if !ok {
+		k = &IdempotencyRecord{Key: claim.Key, Fingerprint: claim.Fingerprint, CreatedAt: wireTime(now)}
+		s.keys[claim.Key] = k
+	}
+	k.Owner, k.ClaimedUntil, k.RespondBy = claim.Owner, wireTime(claim.ClaimedUntil), wireTime(claim.RespondBy)
+	return cloneRecord(*k), true, nil
+}
+
+// ReleaseIdempotencyKey implements Store.
+func (s *MemoryStore) ReleaseIdempotencyKey(_ context.Context, key, owner string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if k, ok := s.keys[key]; ok && k.Owner == owner && k.OrderID == "" {
+		delete(s.keys, key)
+	}
+	return nil
+}
+
 // BeginOrder implements Store.
-func (s *MemoryStore) BeginOrder(ctx context.Context, claim *KeyClaim) (OrderTx, error) {
+func (s *MemoryStore) BeginOrder(_ context.Context, claim *KeyClaim) (OrderTx, error) {
 	tx := &memTx{s: s}
-	if claim == nil {
-		return tx, nil
+	if claim != nil {
+		c := *claim
+		tx.claim = &c
 	}
-	for {
-		s.mu.Lock()
-		k, ok := s.keys[claim.Key]
-		if !ok {
-			k = &memKey{
-				record: IdempotencyRecord{Key: claim.Key, Fingerprint: claim.Fingerprint, RespondBy: wireTime(claim.RespondBy)},
-				done:   make(chan struct{}),
-			}
-			s.keys[claim.Key] = k
-			s.mu.Unlock()
-			tx.key = k
-			return tx, nil
-		}
-		committed, done := k.committed, k.done
-		s.mu.Unlock()
-		if committed {
-			return nil, fmt.Errorf("claim idempotency key %q: %w", claim.Key, ErrKeyClaimed)
-		}
-		select {
-		case <-done:
-		case <-ctx.Done():
-			return nil, fmt.Errorf("claim idempotency key %q: %w", claim.Key, context.Cause(ctx))
-		}
-	}
+	return tx, nil
 }
 
 // IdempotencyKey implements Store.
@@ -205,24 +198,25 @@ func (s *MemoryStore) IdempotencyKey(_ context.Context, key string) (Idempotency
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	k, ok := s.keys[key]
-	if !ok || !k.committed {
+	if !ok {
 		return IdempotencyRecord{}, fmt.Errorf("idempotency key %q: %w", key, ErrNotFound)
 	}
-	return cloneRecord(k.record), nil
+	return cloneRecord(*k), nil
 }
 
 // CompleteIdempotencyKey implements Store.
-func (s *MemoryStore) CompleteIdempotencyKey(_ context.Context, key string, resp StoredResponse) (StoredResponse, error) {
+func (s *MemoryStore) CompleteIdempotencyKey(_ context.Context, key string, resp StoredResponse, at time.Time) (StoredResponse, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	k, ok := s.keys[key]
-	if !ok || !k.committed {
+	if !ok {
 		return StoredResponse{}, fmt.Errorf("complete idempotency key %q: %w", key, ErrNotFound)
 	}
-	if k.record.Response == nil {
-		k.record.Response = &StoredResponse{Status: resp.Status, Body: slices.Clone(resp.Body)}
+	if k.Response == nil {
+		k.Response = &StoredResponse{Status: resp.Status, Body: slices.Clone(resp.Body)}
+		k.CompletedAt = wireTime(at)
 	}
-	return StoredResponse{Status: k.record.Response.Status, Body: slices.Clone(k.record.Response.Body)}, nil
+	return StoredResponse{Status: k.Response.Status, Body: slices.Clone(k.Response.Body)}, nil
 }
 
 func cloneRecord(r IdempotencyRecord) IdempotencyRecord {
@@ -328,16 +322,63 @@ func (s *MemoryStore) OutboxStats(_ context.Context) (OutboxStats, error) {
 	return st, nil
 }
 
+// PruneIdempotencyKeys implements Store. Each call walks the keys once
+// under the lock, which is what one batch costs here.
+func (s *MemoryStore) PruneIdempotencyKeys(_ context.Context, before time.Time, limit int) (int, error) {
+	before = wireTime(before)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for key, k := range s.keys {
+		if n == limit {
+			break
+		}
+		expired := (!k.CompletedAt.IsZero() && k.CompletedAt.Before(before)) ||
+			(k.CompletedAt.IsZero() && k.CreatedAt.Before(before) && k.ClaimedUntil.Before(before))
+		if expired {
+			delete(s.keys, key)
+			n++
+		}
+	}
+	return n, nil
+}
+
+// PruneOutboxEvents implements Store.
+func (s *MemoryStore) PruneOutboxEvents(_ context.Context, before time.Time, limit int) (int, error) {
+	before = wireTime(before)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for id, e := range s.events {
+		if n == limit {
+			break
+		}
+		if e.Status != EventDelivered || !e.DeliveredAt.Before(before) {
+			continue
+		}
+		delete(s.events, id)
+		if ids := slices.DeleteFunc(s.byOrder[e.OrderID], func(x string) bool { return x == id }); len(ids) > 0 {
+			s.byOrder[e.OrderID] = ids
+		} else {
+			delete(s.byOrder, e.OrderID)
+		}
+		n++
+	}
+	return n, nil
+}
+
 func cloneEvent(e Event) Event {
 	e.Payload = slices.Clone(e.Payload)
 	return e
 }
 
 // memTx buffers one order's writes until Commit applies them under the
-// store's lock, so that readers never see half an order.
+// store's lock, so that readers never see half an order. Its claim is
+// checked at Commit, under that lock, which is what Postgres's row lock
+// on the key (lock_claim.sql) amounts to.
 type memTx struct {
 	s      *MemoryStore
-	key    *memKey
+	claim  *KeyClaim
 	order  *Order
 	events []Event
 	done   bool
@@ -381,9 +422,16 @@ func (tx *memTx) Commit(_ context.Context) error {
 	s := tx.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	var key *IdempotencyRecord
+	if tx.claim != nil {
+		k, ok := s.keys[tx.claim.Key]
+		if !ok || k.Owner != tx.claim.Owner || k.OrderID != "" {
+			return fmt.Errorf("commit: idempotency key %q: %w", tx.claim.Key, ErrClaimLost)
+		}
+		key = k
+	}
 	if tx.order != nil {
 		if _, err := s.insertOrderLocked(*tx.order); err != nil {
-			s.releaseKeyLocked(tx.key)
 			return fmt.Errorf("commit: %w", err)
 		}
 	}
@@ -400,35 +448,13 @@ func (tx *memTx) Commit(_ context.Context) error {
 			s.dead++
 		}
 	}
-	if tx.key != nil {
-		if tx.order != nil {
-			tx.key.record.OrderID = tx.order.ID
-		}
-		tx.key.committed = true
-		close(tx.key.done)
+	if key != nil && tx.order != nil {
+		key.OrderID = tx.order.ID
 	}
 	return nil
 }
 
 func (tx *memTx) Rollback(_ context.Context) error {
-	if tx.done {
-		return nil
-	}
 	tx.done = true
-	tx.s.mu.Lock()
-	defer tx.s.mu.Unlock()
-	tx.s.releaseKeyLocked(tx.key)
 	return nil
-}
-
-// releaseKeyLocked drops an uncommitted claim and wakes its waiters, one of
-// which claims the key next.
-func (s *MemoryStore) releaseKeyLocked(k *memKey) {
-	if k == nil {
-		return
-	}
-	if s.keys[k.record.Key] == k {
-		delete(s.keys, k.record.Key)
-	}
-	close(k.done)
 }

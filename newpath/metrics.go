@@ -27,12 +27,13 @@ const (
 )
 
 // Metrics are the neworders_* series. Build them once per process with
-// NewMetrics and hand them to the Server and the Relay.
+// NewMetrics and hand them to the Server, the Relay and the Pruner.
 type Metrics struct {
 	orders     *prometheus.CounterVec
 	replays    prometheus.Counter
 	deliveries *prometheus.CounterVec
 	requests   *prometheus.HistogramVec
+	prunedRows *prometheus.CounterVec
 }
 
 // NewMetrics registers the neworders_* series on reg, every known series at
@@ -58,6 +59,10 @@ func NewMetrics(reg prometheus.Registerer, outbox Store, logger *slog.Logger) *M
 			Help:    "Order API request duration by route pattern and status code.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"route", "code"}),
+		prunedRows: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "neworders_pruned_rows_total",
+			Help: "Rows deleted past their retention by table: idempotency_keys, outbox_events (delivered events only).",
+		}, []string{"table"}),
 	}
 	for _, o := range []string{outcomeCreated, outcomeReplayed, outcomeOutOfStock, outcomeRejected, outcomeFailed, outcomeDryRun} {
 		m.orders.WithLabelValues(o)
@@ -65,7 +70,10 @@ func NewMetrics(reg prometheus.Registerer, outbox Store, logger *slog.Logger) *M
 	for _, r := range []string{resultDelivered, resultFailed, resultDead, resultSkipped} {
 		m.deliveries.WithLabelValues(r)
 	}
-	reg.MustRegister(m.orders, m.replays, m.deliveries, m.requests)
+	for _, t := range []string{tableIdempotencyKeys, tableOutboxEvents} {
+		m.prunedRows.WithLabelValues(t)
+	}
+	reg.MustRegister(m.orders, m.replays, m.deliveries, m.requests, m.prunedRows)
 	if outbox != nil {
 		if logger == nil {
 			logger = slog.New(slog.DiscardHandler)
@@ -83,6 +91,8 @@ func discardMetrics() *Metrics {
 func (m *Metrics) order(outcome string) { m.orders.WithLabelValues(outcome).Inc() }
 
 func (m *Metrics) delivery(result string) { m.deliveries.WithLabelValues(result).Inc() }
+
+func (m *Metrics) pruned(table string, n int) { m.prunedRows.WithLabelValues(table).Add(float64(n)) }
 
 // outboxCollector reads the outbox gauges from the store at scrape time.
 type outboxCollector struct {

@@ -23,9 +23,10 @@ type PostgresStore struct {
 var _ Store = (*PostgresStore)(nil)
 
 // DefaultMaxConns is the pool size OpenPool sets when the URL does not say
-// (pool_max_conns). An order holds a connection across its payment call
-// (the key is claimed in the order's transaction), so the pool is larger
-// than pgx's default of max(4, CPUs).
+// (pool_max_conns): larger than pgx's default of max(4, CPUs), so that
+// bursts of short statements do not queue. No request holds a connection
+// across a downstream call (see Server), so the pool does not bound how
+// many orders wait on a slow payment service.
 const DefaultMaxConns = 32
 
 // PoolOptions configures OpenPoolWith. Zero values mean the documented
@@ -207,27 +208,44 @@ func (s *PostgresStore) TransitionOrder(ctx context.Context, id string, from, to
 	return o, nil
 }
 
-// BeginOrder implements Store. Without a claim, the transaction begins at
-// its first write, so that a request without a key holds no connection
-// while it waits on the inventory and payment services.
-func (s *PostgresStore) BeginOrder(ctx context.Context, claim *KeyClaim) (OrderTx, error) {
-	tx := &pgOrderTx{s: s}
-	if claim == nil {
-		return tx, nil
+// ClaimIdempotencyKey implements Store.
+func (s *PostgresStore) ClaimIdempotencyKey(ctx context.Context, claim KeyClaim, now time.Time) (IdempotencyRecord, bool, error) {
+	var created time.Time
+	err := s.pool.QueryRow(ctx, s.q.claimKey, claim.Key, claim.Fingerprint, claim.Owner,
+		wireTime(claim.ClaimedUntil), wireTime(claim.RespondBy), wireTime(now)).Scan(&created)
+	if err == nil {
+		return IdempotencyRecord{Key: claim.Key, Fingerprint: claim.Fingerprint, Owner: claim.Owner,
+			ClaimedUntil: wireTime(claim.ClaimedUntil), RespondBy: wireTime(claim.RespondBy), CreatedAt: wireTime(created)}, true, nil
 	}
-	if err := tx.begin(ctx); err != nil {
-		return nil, err
+	if !errors.Is(err, pgx.ErrNoRows) {
+		return IdempotencyRecord{}, false, fmt.Errorf("claim idempotency key %q: %w", claim.Key, translate(err))
 	}
-	var key string
-	err := tx.tx.QueryRow(ctx, s.q.claimKey, claim.Key, claim.Fingerprint, wireTime(claim.RespondBy)).Scan(&key)
+	// Held by another request, or answered: a new statement sees what it
+	// committed. Released in between, it is not found, and the caller
+	// claims again.
+	rec, err := s.IdempotencyKey(ctx, claim.Key)
 	if err != nil {
-		_ = tx.Rollback(context.WithoutCancel(ctx))
-		if errors.Is(err, pgx.ErrNoRows) {
-			return nil, fmt.Errorf("claim idempotency key %q: %w", claim.Key, ErrKeyClaimed)
-		}
-		return nil, fmt.Errorf("claim idempotency key %q: %w", claim.Key, translate(err))
+		return IdempotencyRecord{}, false, fmt.Errorf("claim idempotency key: %w", err)
 	}
-	tx.key = &key
+	return rec, false, nil
+}
+
+// ReleaseIdempotencyKey implements Store.
+func (s *PostgresStore) ReleaseIdempotencyKey(ctx context.Context, key, owner string) error {
+	if _, err := s.pool.Exec(ctx, s.q.releaseKey, key, owner); err != nil {
+		return fmt.Errorf("release idempotency key %q: %w", key, translate(err))
+	}
+	return nil
+}
+
+// BeginOrder implements Store. The transaction begins at its first write,
+// so that no connection is held before the order is ready to be written.
+func (s *PostgresStore) BeginOrder(_ context.Context, claim *KeyClaim) (OrderTx, error) {
+	tx := &pgOrderTx{s: s}
+	if claim != nil {
+		c := *claim
+		tx.claim = &c
+	}
 	return tx, nil
 }
 
@@ -238,11 +256,19 @@ func (s *PostgresStore) IdempotencyKey(ctx context.Context, key string) (Idempot
 		status *int32
 		body   []byte
 	)
-	err := s.pool.QueryRow(ctx, s.q.getKey, key).Scan(&rec.Key, &rec.Fingerprint, &rec.OrderID, &rec.RespondBy, &status, &body)
+	var claimedUntil, completedAt *time.Time
+	err := s.pool.QueryRow(ctx, s.q.getKey, key).Scan(&rec.Key, &rec.Fingerprint, &rec.Owner, &claimedUntil, &rec.OrderID, &rec.RespondBy,
+		&status, &body, &rec.CreatedAt, &completedAt)
 	if err != nil {
 		return IdempotencyRecord{}, fmt.Errorf("idempotency key %q: %w", key, translate(err))
 	}
-	rec.RespondBy = wireTime(rec.RespondBy)
+	rec.RespondBy, rec.CreatedAt = wireTime(rec.RespondBy), wireTime(rec.CreatedAt)
+	if claimedUntil != nil {
+		rec.ClaimedUntil = wireTime(*claimedUntil)
+	}
+	if completedAt != nil {
+		rec.CompletedAt = wireTime(*completedAt)
+	}
 	if status != nil {
 		rec.Response = &StoredResponse{Status: int(*status), Body: body}
 	}
@@ -250,12 +276,12 @@ func (s *PostgresStore) IdempotencyKey(ctx context.Context, key string) (Idempot
 }
 
 // CompleteIdempotencyKey implements Store.
-func (s *PostgresStore) CompleteIdempotencyKey(ctx context.Context, key string, resp StoredResponse) (StoredResponse, error) {
+func (s *PostgresStore) CompleteIdempotencyKey(ctx context.Context, key string, resp StoredResponse, at time.Time) (StoredResponse, error) {
 	var (
 		status int32
 		body   []byte
 	)
-	err := s.pool.QueryRow(ctx, s.q.completeKey, key, int32(resp.Status), resp.Body).Scan(&status, &body)
+	err := s.pool.QueryRow(ctx, s.q.completeKey, key, int32(resp.Status), resp.Body, wireTime(at)).Scan(&status, &body)
 	if err == nil {
 		return StoredResponse{Status: int(status), Body: body}, nil
 	}
@@ -332,15 +358,34 @@ func (s *PostgresStore) OutboxStats(ctx context.Context) (OutboxStats, error) {
 	return st, nil
 }
 
-// pgOrderTx is an OrderTx on a pgx transaction, begun lazily when no key
-// is claimed.
+// PruneIdempotencyKeys implements Store.
+func (s *PostgresStore) PruneIdempotencyKeys(ctx context.Context, before time.Time, limit int) (int, error) {
+	tag, err := s.pool.Exec(ctx, s.q.pruneKeys, wireTime(before), limit)
+	if err != nil {
+		return 0, fmt.Errorf("prune idempotency keys: %w", translate(err))
+	}
+	return int(tag.RowsAffected()), nil
+}
+
+// PruneOutboxEvents implements Store.
+func (s *PostgresStore) PruneOutboxEvents(ctx context.Context, before time.Time, limit int) (int, error) {
+	tag, err := s.pool.Exec(ctx, s.q.pruneEvents, wireTime(before), limit)
+	if err != nil {
+		return 0, fmt.Errorf("prune outbox events: %w", translate(err))
+	}
+	return int(tag.RowsAffected()), nil
+}
+
+// pgOrderTx is an OrderTx on a pgx transaction, begun at its first write.
 type pgOrderTx struct {
 	s     *PostgresStore
 	tx    pgx.Tx
-	key   *string
+	claim *KeyClaim
 	ended bool
 }
 
+// begin opens the transaction and, under a key, locks the key's row if the
+// claim still holds it, so that no takeover happens before the commit.
 func (t *pgOrderTx) begin(ctx context.Context) error {
 	if t.ended {
 		return errors.New("order transaction already ended")
@@ -352,8 +397,29 @@ func (t *pgOrderTx) begin(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("begin order transaction: %w", translate(err))
 	}
+	if t.claim != nil {
+		var key string
+		err := tx.QueryRow(ctx, t.s.q.lockClaim, t.claim.Key, t.claim.Owner).Scan(&key)
+		if err != nil {
+			t.ended = true
+			_ = tx.Rollback(context.WithoutCancel(ctx))
+			if errors.Is(err, pgx.ErrNoRows) {
+				return fmt.Errorf("idempotency key %q: %w", t.claim.Key, ErrClaimLost)
+			}
+			return fmt.Errorf("lock idempotency key %q: %w", t.claim.Key, translate(err))
+		}
+	}
 	t.tx = tx
 	return nil
+}
+
+// key is the claimed key insert_order_next_id.sql records the order
+// under, or nil.
+func (t *pgOrderTx) key() *string {
+	if t.claim == nil {
+		return nil
+	}
+	return &t.claim.Key
 }
 
 func (t *pgOrderTx) CreateOrder(ctx context.Context, o Order) (Order, error) {
@@ -361,7 +427,7 @@ func (t *pgOrderTx) CreateOrder(ctx context.Context, o Order) (Order, error) {
 		return Order{}, err
 	}
 	o.CreatedAt, o.UpdatedAt = wireTime(o.CreatedAt), wireTime(o.UpdatedAt)
-	id, err := insertNextOrder(ctx, t.tx, t.s.q, o, t.key)
+	id, err := insertNextOrder(ctx, t.tx, t.s.q, o, t.key())
 	if err != nil {
 		return Order{}, fmt.Errorf("create order: %w", err)
 	}

@@ -27,9 +27,9 @@ type postgresQueries struct {
 	getUser, getOrder, listOrdersByUser                             string
 	insertOrder, insertOrderNextID, transitionOrder                 string
 	seedUsers                                                       string
-	claimKey, getKey, completeKey                                   string
+	claimKey, releaseKey, lockClaim, getKey, completeKey            string
 	insertEvent, claimEvents, markDelivered, markFailed             string
-	orderEvents, outboxStats                                        string
+	orderEvents, outboxStats, pruneKeys, pruneEvents                string
 	migrateLock, migrateVersionTable, migrateApplied, migrateRecord string
 }
 
@@ -43,6 +43,8 @@ func loadQueries() postgresQueries {
 		transitionOrder:     query("transition_order"),
 		seedUsers:           query("seed_users"),
 		claimKey:            query("claim_key"),
+		releaseKey:          query("release_key"),
+		lockClaim:           query("lock_claim"),
 		getKey:              query("get_key"),
 		completeKey:         query("complete_key"),
 		insertEvent:         query("insert_event"),
@@ -51,6 +53,8 @@ func loadQueries() postgresQueries {
 		markFailed:          query("mark_failed"),
 		orderEvents:         query("order_events"),
 		outboxStats:         query("outbox_stats"),
+		pruneKeys:           query("prune_keys"),
+		pruneEvents:         query("prune_events"),
 		migrateLock:         query("migrate_lock"),
 		migrateVersionTable: query("migrate_version_table"),
 		migrateApplied:      query("migrate_applied"),

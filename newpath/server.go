@@ -1,6 +1,7 @@
 package newpath
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -26,8 +27,28 @@ type ServerOptions struct {
 	// DownstreamTimeout.
 	Client *http.Client
 	// DownstreamTimeout bounds each downstream call of the default client;
-	// 0 means DefaultDownstreamTimeout.
+	// 0 means DefaultDownstreamTimeout. RequestTimeout bounds the calls
+	// too, so with the defaults (10s and 4s) the request's time decides.
 	DownstreamTimeout time.Duration
+	// RequestTimeout bounds every request: its context gets that deadline.
+	// 0 means DefaultRequestTimeout, which is below the proxy's newpath
+	// timeout (5s in config/example.yaml and the demo), so that newpath
+	// answers, with an error if it must, before the proxy gives up: a
+	// store that does not answer in time makes a 504 {"error":"request
+	// timed out"} (for a GET the proxy then falls back to legacy), a
+	// downstream call cut short the 502 legacy answers.
+	//
+	// In POST /orders, the last min(RequestTimeout/4, 1s) is kept for what
+	// follows a charge: the reads, the reservation, the payment and any
+	// wait for another request with the same Idempotency-Key end before
+	// it. Once charged, the order is always written (on a context detached
+	// from the client, with that budget of its own) and answered; the
+	// immediate delivery waits at most min(FulfilTimeout, the time left
+	// but half that budget), and the answer is stored in the other half.
+	// A key's claim is leased, and requests waiting on it answer for it
+	// after respond_by, until the holder's RequestTimeout plus that
+	// budget: by then the holder has answered, or died.
+	RequestTimeout time.Duration
 	// Logger receives one line per request and every failure, as JSON
 	// with request_id; nil discards.
 	Logger *slog.Logger
@@ -42,10 +63,13 @@ type ServerOptions struct {
 	// FulfilTimeout bounds the delivery of a new order's order_paid event
 	// to the warehouse right after the commit, so that a healthy warehouse
 	// makes the answer "fulfilled", as legacy's is. Slower than this, the
-	// answer is "paid" and the relay delivers the event. 0 means 3s.
+	// answer is "paid" and the relay delivers the event. The request's
+	// time left bounds it too (RequestTimeout). 0 means 3s.
 	FulfilTimeout time.Duration
 	// IdempotencyWait bounds how long a request waits for another request
-	// holding its Idempotency-Key before answering 409; 0 means 30s.
+	// holding its Idempotency-Key before answering 409. The wait also ends
+	// where its own request's pre-charge time ends (RequestTimeout), so a
+	// waiter never waits past its deadline. 0 means no bound but that one.
 	IdempotencyWait time.Duration
 	// Retry is the outbox's backoff and dead-letter policy, applied when
 	// the immediate delivery fails; use the relay's.
@@ -67,14 +91,19 @@ type ServerOptions struct {
 type Server struct {
 	outbox
 	downstream      *downstreamClient
+	requestTimeout  time.Duration
 	fulfilTimeout   time.Duration
 	idempotencyWait time.Duration
-	// respondWithin is how long after its claim a request holding a key
-	// may take to answer before waiting requests answer for it.
-	respondWithin time.Duration
-	notify        func()
-	mux           *http.ServeMux
+	// afterCharge is the end of an order's request time kept for what
+	// follows its charge (RequestTimeout).
+	afterCharge time.Duration
+	notify      func()
+	mux         *http.ServeMux
 }
+
+// DefaultRequestTimeout bounds every newpath request (RequestTimeout):
+// below the proxy's newpath timeout of 5s.
+const DefaultRequestTimeout = 4 * time.Second
 
 var _ http.Handler = (*Server)(nil)
 
@@ -86,7 +115,7 @@ func NewServer(opts ServerOptions) (*Server, error) {
 	for _, d := range []struct {
 		name  string
 		value time.Duration
-	}{{"downstream timeout", opts.DownstreamTimeout}, {"fulfil timeout", opts.FulfilTimeout}, {"idempotency wait", opts.IdempotencyWait}} {
+	}{{"downstream timeout", opts.DownstreamTimeout}, {"request timeout", opts.RequestTimeout}, {"fulfil timeout", opts.FulfilTimeout}, {"idempotency wait", opts.IdempotencyWait}} {
 		if d.value < 0 {
 			return nil, fmt.Errorf("new newpath server: %s must not be negative, got %s", d.name, d.value)
 		}
@@ -114,18 +143,18 @@ func NewServer(opts ServerOptions) (*Server, error) {
 			clock:        opts.Clock,
 			random:       opts.Random,
 		},
-		downstream:      downstream,
-		fulfilTimeout:   orDefault(opts.FulfilTimeout, 3*time.Second),
-		idempotencyWait: orDefault(opts.IdempotencyWait, 30*time.Second),
-		notify:          opts.Notify,
+		downstream:     downstream,
+		requestTimeout: orDefault(opts.RequestTimeout, DefaultRequestTimeout),
+		fulfilTimeout:  orDefault(opts.FulfilTimeout, 3*time.Second),
+		notify:         opts.Notify,
 	}
+	// The wait is bounded by the request's own time anyway.
+	s.idempotencyWait = orDefault(opts.IdempotencyWait, s.requestTimeout)
+	s.afterCharge = min(s.requestTimeout/4, time.Second)
 	s.outbox.fillDefaults()
 	if s.notify == nil {
 		s.notify = func() {}
 	}
-	// Reservation and payment, then the commit and the immediate delivery,
-	// plus slack for the database.
-	s.respondWithin = 2*timeout + s.fulfilTimeout + 5*time.Second
 	s.mux = s.routes()
 	return s, nil
 }
@@ -148,9 +177,9 @@ func (s *Server) routes() *http.ServeMux {
 }
 
 // ServeHTTP implements http.Handler: it tags the request with its
-// X-Request-Id (generated when absent), serves it in a server span that
-// continues the caller's trace, and writes one access log line and one
-// duration sample.
+// X-Request-Id (generated when absent), bounds it by RequestTimeout,
+// serves it in a server span that continues the caller's trace, and writes
+// one access log line and one duration sample.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	id := r.Header.Get(RequestIDHeader)
@@ -161,6 +190,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Named once the mux has matched: the pattern is known only then.
 	ctx, span := s.tracer.Start(ctx, r.Method, trace.WithSpanKind(trace.SpanKindServer),
 		trace.WithAttributes(methodAttr(r.Method), attrDryRun.Bool(r.Header.Get(DryRunHeader) == "1")))
+	ctx, cancel := context.WithTimeout(ctx, s.requestTimeout)
+	defer cancel()
 	r = r.WithContext(withRequestID(ctx, id))
 	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 	s.mux.ServeHTTP(rec, r)
@@ -288,10 +319,12 @@ func (s *Server) dryRunCancel(r *http.Request) (Order, error) {
 	return order, nil
 }
 
-// internalError answers the contract's 500 and logs the cause, which the
+// internalError answers a store failure, the contract's 500 or a 504 when
+// the request's time ran out (storeFailure), and logs the cause, which the
 // client never sees.
 func (s *Server) internalError(w http.ResponseWriter, r *http.Request, err error) {
 	s.logger.ErrorContext(r.Context(), "order request failed", "request_id", requestIDFrom(r.Context()),
 		"method", r.Method, "path", r.URL.Path, "error", err)
-	writeError(w, http.StatusInternalServerError, "internal error")
+	a := storeFailure(r.Context())
+	writeRawJSON(w, a.status, a.body)
 }

@@ -17,10 +17,12 @@ var (
 	// ErrStatusConflict means the order was not in the status a transition
 	// requires, typically because another request changed it first.
 	ErrStatusConflict = errors.New("order status conflict")
-	// ErrKeyClaimed means BeginOrder found its idempotency key already
-	// committed by another request: read that request's record with
-	// Store.IdempotencyKey instead of placing the order again.
-	ErrKeyClaimed = errors.New("idempotency key already claimed")
+	// ErrClaimLost means an order transaction's idempotency key is no
+	// longer held by its claim: the lease ended and another request took
+	// the key over, or an order was already written under it. Nothing was
+	// written; answer from the key (Store.IdempotencyKey) as a request that
+	// waits for it does.
+	ErrClaimLost = errors.New("idempotency key claim lost")
 	// ErrIdempotencyMismatch means an idempotency key was reused with a
 	// different request; the API answers 422.
 	ErrIdempotencyMismatch = errors.New("idempotency key reused with a different request")
@@ -51,19 +53,42 @@ type Store interface {
 	// an error wrapping ErrStatusConflict or ErrNotFound.
 	TransitionOrder(ctx context.Context, id string, from, to Status, at time.Time) (Order, error)
 
-	// BeginOrder opens the transaction that places one order. With a
-	// non-nil claim it first claims claim.Key: it waits while another open
-	// transaction holds the key, and fails with an error wrapping
-	// ErrKeyClaimed when another request committed it. The claim commits or
-	// rolls back with the order.
+	// ClaimIdempotencyKey claims claim.Key for claim.Owner in one short,
+	// committed statement, and reports whether it did. It claims a key
+	// nobody has, and takes over a claim with the same fingerprint whose
+	// lease (ClaimedUntil) ended at or before now with no order written
+	// under it: its request died, or hangs, between its claim and its
+	// order. Otherwise it changes nothing and returns the key's record as
+	// it is, for the caller to answer from: another request's fingerprint,
+	// a stored response, an order not answered yet, or a live claim to
+	// wait for. A new key records now as its creation time.
+	ClaimIdempotencyKey(ctx context.Context, claim KeyClaim, now time.Time) (IdempotencyRecord, bool, error)
+	// ReleaseIdempotencyKey deletes key if owner still holds its claim and
+	// no order was written under it, so that the next request with the key
+	// runs again; otherwise it does nothing, which is not an error.
+	ReleaseIdempotencyKey(ctx context.Context, key, owner string) error
+	// BeginOrder opens the transaction that places one order. It holds no
+	// connection until its first write, so it can be opened after the
+	// downstream calls. With a non-nil claim (taken by
+	// ClaimIdempotencyKey), the key records the order in the same
+	// transaction, provided claim.Owner still holds it and no order was
+	// written under it; otherwise CreateOrder, or at the latest Commit,
+	// fails with an error wrapping ErrClaimLost and nothing is written.
 	BeginOrder(ctx context.Context, claim *KeyClaim) (OrderTx, error)
-	// IdempotencyKey returns the committed record of key, or an error
-	// wrapping ErrNotFound.
+	// IdempotencyKey returns the record of key, claimed, ordered or
+	// answered, or an error wrapping ErrNotFound.
 	IdempotencyKey(ctx context.Context, key string) (IdempotencyRecord, error)
-	// CompleteIdempotencyKey stores resp as the final response of key
-	// unless one is stored already, and returns the one stored: the first
-	// writer wins, so every request with the key answers the same bytes.
-	CompleteIdempotencyKey(ctx context.Context, key string, resp StoredResponse) (StoredResponse, error)
+	// CompleteIdempotencyKey stores resp as the final response of key,
+	// completed at at, unless one is stored already, and returns the one
+	// stored: the first writer wins, so every request with the key answers
+	// the same bytes.
+	CompleteIdempotencyKey(ctx context.Context, key string, resp StoredResponse, at time.Time) (StoredResponse, error)
+	// PruneIdempotencyKeys deletes at most limit keys completed before
+	// before, or never completed and created before before unless their
+	// lease still runs then, and returns how many it deleted. Each call is
+	// one short statement: call it again until it deletes fewer than
+	// limit.
+	PruneIdempotencyKeys(ctx context.Context, before time.Time, limit int) (int, error)
 
 	// ClaimEvents leases up to limit due events (pending, available at or
 	// before now) to owner until now+lease, counting an attempt for each,
@@ -84,10 +109,15 @@ type Store interface {
 	OrderEvents(ctx context.Context, orderID string) ([]Event, error)
 	// OutboxStats counts pending and dead events.
 	OutboxStats(ctx context.Context) (OutboxStats, error)
+	// PruneOutboxEvents deletes at most limit events delivered before
+	// before, and returns how many it deleted; pending and dead events are
+	// never deleted. Each call is one short statement: call it again until
+	// it deletes fewer than limit.
+	PruneOutboxEvents(ctx context.Context, before time.Time, limit int) (int, error)
 }
 
 // OrderTx is the transaction of one order: its row, its outbox events and
-// its idempotency key commit together or not at all.
+// the order's id under its idempotency key commit together or not at all.
 type OrderTx interface {
 	// CreateOrder inserts o with the next id of the sequence (o.ID is
 	// ignored) and returns it as stored. With a claimed key, the key
@@ -97,34 +127,49 @@ type OrderTx interface {
 	AddEvents(ctx context.Context, events ...Event) error
 	// Commit makes everything written visible at once.
 	Commit(ctx context.Context) error
-	// Rollback discards everything and releases the key; after Commit it
-	// does nothing, so it can always be deferred.
+	// Rollback discards everything (the key's claim stays as it was); after
+	// Commit it does nothing, so it can always be deferred.
 	Rollback(ctx context.Context) error
 }
 
-// KeyClaim is an idempotency key claimed by BeginOrder.
+// KeyClaim is one request's claim of an idempotency key.
 type KeyClaim struct {
 	// Key is the client's Idempotency-Key.
 	Key string
 	// Fingerprint identifies the request: the same key with another
 	// fingerprint is a different request (422).
 	Fingerprint string
+	// Owner names the claiming request, unique per request: only the
+	// owner may write the order under the key or release it.
+	Owner string
+	// ClaimedUntil ends the lease: until then, no other request takes the
+	// key over while no order is written under it. At least as late as the
+	// claiming request may still run.
+	ClaimedUntil time.Time
 	// RespondBy is when a request waiting for this one's response stops
 	// waiting and answers from the order's state itself, in case the
-	// request holding the key died after its commit.
+	// request holding the key died after writing its order.
 	RespondBy time.Time
 }
 
-// IdempotencyRecord is a committed idempotency key.
+// IdempotencyRecord is the stored state of an idempotency key.
 type IdempotencyRecord struct {
 	Key         string
 	Fingerprint string
-	// OrderID is the order placed under the key.
+	// Owner is the request that holds (or held) the claim.
+	Owner        string
+	ClaimedUntil time.Time
+	// OrderID is the order placed under the key; empty while the claim's
+	// request has not written it.
 	OrderID   string
 	RespondBy time.Time
 	// Response is the answer every request with the key gets; nil while the
 	// request holding the key has not answered yet.
 	Response *StoredResponse
+	// CreatedAt is when the key was first claimed; CompletedAt when its
+	// answer was stored, zero before. Retention counts from them.
+	CreatedAt   time.Time
+	CompletedAt time.Time
 }
 
 // StoredResponse is an HTTP answer kept for an idempotency key.

@@ -1,7 +1,6 @@
 package newpath
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -84,10 +83,12 @@ var storeSuite = []struct {
 	{"transition", testStoreTransition},
 	{"order transaction", testStoreOrderTx},
 	{"idempotency key", testStoreIdempotencyKey},
+	{"idempotency key takeover", testStoreKeyTakeover},
 	{"concurrent claims of one key", testStoreConcurrentKey},
 	{"outbox lease", testStoreOutboxLease},
 	{"outbox delivery", testStoreOutboxDelivery},
 	{"outbox concurrent claims", testStoreOutboxConcurrentClaims},
+	{"prune", testStorePrune},
 }
 
 func ids(orders []Order) []string {
@@ -282,17 +283,36 @@ func testStoreOrderTx(t *testing.T, s Store) {
 
 func testStoreIdempotencyKey(t *testing.T, s Store) {
 	ctx := t.Context()
-	claim := &KeyClaim{Key: "k-1", Fingerprint: "fp-1", RespondBy: t0.Add(time.Minute)}
+	lease := t0.Add(time.Minute)
+	claim := KeyClaim{Key: "k-1", Fingerprint: "fp-1", Owner: "a", ClaimedUntil: lease, RespondBy: lease}
 	if _, err := s.IdempotencyKey(ctx, "k-1"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("unknown key error = %v; want ErrNotFound", err)
 	}
-	tx, err := s.BeginOrder(ctx, claim)
+	if rec, ok, err := s.ClaimIdempotencyKey(ctx, claim, t0); err != nil || !ok || rec.Owner != "a" {
+		t.Fatalf("first claim = %+v, %v, %v; want claimed by a", rec, ok, err)
+	}
+	// The claim is committed: visible at once, with its lease.
+	rec, err := s.IdempotencyKey(ctx, "k-1")
+	if err != nil || rec.Owner != "a" || rec.Fingerprint != "fp-1" || !rec.ClaimedUntil.Equal(lease) || !rec.RespondBy.Equal(lease) || rec.OrderID != "" || rec.Response != nil {
+		t.Fatalf("claimed record = %+v, %v; want owner a until %v, no order", rec, err, lease)
+	}
+	tests := []struct {
+		name  string
+		claim KeyClaim
+		now   time.Time
+	}{
+		{"a live lease", KeyClaim{Key: "k-1", Fingerprint: "fp-1", Owner: "b", ClaimedUntil: lease.Add(time.Minute)}, lease.Add(-time.Millisecond)},
+		{"another request after the lease", KeyClaim{Key: "k-1", Fingerprint: "fp-other", Owner: "b", ClaimedUntil: lease.Add(time.Minute)}, lease.Add(time.Hour)},
+	}
+	for _, tt := range tests {
+		if rec, ok, err := s.ClaimIdempotencyKey(ctx, tt.claim, tt.now); err != nil || ok || rec.Owner != "a" || rec.Fingerprint != "fp-1" {
+			t.Errorf("claim against %s = %+v, %v, %v; want not claimed, a's record", tt.name, rec, ok, err)
+		}
+	}
+
+	tx, err := s.BeginOrder(ctx, &claim)
 	if err != nil {
 		t.Fatal(err)
-	}
-	// Not visible before the commit.
-	if _, err := s.IdempotencyKey(ctx, "k-1"); !errors.Is(err, ErrNotFound) {
-		t.Errorf("uncommitted key error = %v; want ErrNotFound", err)
 	}
 	o, err := tx.CreateOrder(ctx, newTestOrder(t0))
 	if err != nil {
@@ -301,99 +321,209 @@ func testStoreIdempotencyKey(t *testing.T, s Store) {
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	rec, err := s.IdempotencyKey(ctx, "k-1")
-	if err != nil || rec.Fingerprint != "fp-1" || rec.OrderID != o.ID || rec.Response != nil || !rec.RespondBy.Equal(claim.RespondBy) {
-		t.Fatalf("record = %+v, %v; want fp-1, order %s, no response yet", rec, err, o.ID)
+	rec, err = s.IdempotencyKey(ctx, "k-1")
+	if err != nil || rec.OrderID != o.ID || rec.Response != nil {
+		t.Fatalf("record = %+v, %v; want order %s, no response yet", rec, err, o.ID)
 	}
-	if _, err := s.BeginOrder(ctx, claim); !errors.Is(err, ErrKeyClaimed) {
-		t.Errorf("claiming a committed key: error = %v; want ErrKeyClaimed", err)
+	// With an order written, the key is never taken over nor released.
+	if rec, ok, err := s.ClaimIdempotencyKey(ctx, KeyClaim{Key: "k-1", Fingerprint: "fp-1", Owner: "b", ClaimedUntil: lease.Add(time.Hour)}, lease.Add(time.Hour)); err != nil || ok || rec.OrderID != o.ID {
+		t.Errorf("claim of a key with an order after its lease = %+v, %v, %v; want not claimed", rec, ok, err)
 	}
-	first, err := s.CompleteIdempotencyKey(ctx, "k-1", StoredResponse{Status: 201, Body: []byte(`{"a":1}`)})
+	if err := s.ReleaseIdempotencyKey(ctx, "k-1", "a"); err != nil {
+		t.Fatal(err)
+	}
+	if rec, err := s.IdempotencyKey(ctx, "k-1"); err != nil || rec.OrderID != o.ID {
+		t.Errorf("after releasing a key with an order: %+v, %v; want it kept", rec, err)
+	}
+
+	if !rec.CreatedAt.Equal(t0) || !rec.CompletedAt.IsZero() {
+		t.Errorf("record times = created %v, completed %v; want created %v, not completed", rec.CreatedAt, rec.CompletedAt, t0)
+	}
+	done := t0.Add(2 * time.Second)
+	first, err := s.CompleteIdempotencyKey(ctx, "k-1", StoredResponse{Status: 201, Body: []byte(`{"a":1}`)}, done)
 	if err != nil || first.Status != 201 || string(first.Body) != `{"a":1}` {
 		t.Fatalf("CompleteIdempotencyKey = %+v, %v", first, err)
 	}
 	// The first answer stored wins.
-	second, err := s.CompleteIdempotencyKey(ctx, "k-1", StoredResponse{Status: 500, Body: []byte(`{"b":2}`)})
+	second, err := s.CompleteIdempotencyKey(ctx, "k-1", StoredResponse{Status: 500, Body: []byte(`{"b":2}`)}, done.Add(time.Hour))
 	if err != nil || second.Status != 201 || string(second.Body) != `{"a":1}` {
 		t.Errorf("second CompleteIdempotencyKey = %+v, %v; want the first answer", second, err)
 	}
-	if rec, _ := s.IdempotencyKey(ctx, "k-1"); rec.Response == nil || string(rec.Response.Body) != `{"a":1}` {
-		t.Errorf("stored response = %+v", rec.Response)
+	if rec, _ := s.IdempotencyKey(ctx, "k-1"); rec.Response == nil || string(rec.Response.Body) != `{"a":1}` || !rec.CompletedAt.Equal(done) {
+		t.Errorf("stored response = %+v, completed at %v; want the first, at %v", rec.Response, rec.CompletedAt, done)
 	}
-	if _, err := s.CompleteIdempotencyKey(ctx, "k-unknown", StoredResponse{Status: 201}); !errors.Is(err, ErrNotFound) {
+	if _, err := s.CompleteIdempotencyKey(ctx, "k-unknown", StoredResponse{Status: 201}, done); !errors.Is(err, ErrNotFound) {
 		t.Errorf("completing an unknown key: error = %v; want ErrNotFound", err)
 	}
 
-	// A rolled-back claim releases the key.
-	tx, err = s.BeginOrder(ctx, &KeyClaim{Key: "k-2", Fingerprint: "fp", RespondBy: t0})
+	// A rolled-back order leaves the claim as it was; only its owner
+	// releases it, and then anyone claims it.
+	k2 := KeyClaim{Key: "k-2", Fingerprint: "fp", Owner: "a", ClaimedUntil: lease, RespondBy: lease}
+	if _, ok, err := s.ClaimIdempotencyKey(ctx, k2, t0); err != nil || !ok {
+		t.Fatalf("claim k-2 = %v, %v", ok, err)
+	}
+	tx, err = s.BeginOrder(ctx, &k2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_ = tx.Rollback(ctx)
-	tx, err = s.BeginOrder(ctx, &KeyClaim{Key: "k-2", Fingerprint: "fp", RespondBy: t0})
+	gone, err := tx.CreateOrder(ctx, newTestOrder(t0))
 	if err != nil {
-		t.Fatalf("claim after a rollback: %v", err)
+		t.Fatal(err)
 	}
-	_ = tx.Rollback(ctx)
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if rec, err := s.IdempotencyKey(ctx, "k-2"); err != nil || rec.Owner != "a" || rec.OrderID != "" {
+		t.Errorf("k-2 after a rollback = %+v, %v; want still a's claim, no order", rec, err)
+	}
+	if _, err := s.GetOrder(ctx, gone.ID); !errors.Is(err, ErrNotFound) {
+		t.Errorf("rolled-back order %s: error = %v; want ErrNotFound", gone.ID, err)
+	}
+	if err := s.ReleaseIdempotencyKey(ctx, "k-2", "b"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.IdempotencyKey(ctx, "k-2"); err != nil {
+		t.Errorf("k-2 after another owner's release: %v; want a's claim kept", err)
+	}
+	if err := s.ReleaseIdempotencyKey(ctx, "k-2", "a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.IdempotencyKey(ctx, "k-2"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("k-2 after its owner's release: error = %v; want ErrNotFound", err)
+	}
+	if _, ok, err := s.ClaimIdempotencyKey(ctx, KeyClaim{Key: "k-2", Fingerprint: "fp", Owner: "b", ClaimedUntil: lease}, t0); err != nil || !ok {
+		t.Errorf("claim after a release = %v, %v; want claimed", ok, err)
+	}
 }
 
-// testStoreConcurrentKey: a second claim of a key waits for the open
-// transaction holding it, then claims it (rollback) or finds it taken
-// (commit); a deadline ends the wait.
-func testStoreConcurrentKey(t *testing.T, s Store) {
+// testStoreKeyTakeover: a lease that ended with no order is taken over by
+// the next request with the key; the old owner can then neither write its
+// order nor release the key.
+func testStoreKeyTakeover(t *testing.T, s Store) {
 	ctx := t.Context()
-	for _, commit := range []bool{false, true} {
-		key := fmt.Sprintf("k-wait-%v", commit)
-		holder, err := s.BeginOrder(ctx, &KeyClaim{Key: key, Fingerprint: "fp", RespondBy: t0})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := holder.CreateOrder(ctx, newTestOrder(t0)); err != nil {
-			t.Fatal(err)
-		}
-		result := make(chan error, 1)
-		go func() {
-			tx, err := s.BeginOrder(ctx, &KeyClaim{Key: key, Fingerprint: "fp", RespondBy: t0})
-			if err == nil {
-				_ = tx.Rollback(ctx)
-			}
-			result <- err
-		}()
-		select {
-		case err := <-result:
-			t.Fatalf("second claim returned %v while the first transaction was open; want it to wait", err)
-		case <-time.After(100 * time.Millisecond):
-		}
-		if commit {
-			err = holder.Commit(ctx)
-		} else {
-			err = holder.Rollback(ctx)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		select {
-		case err := <-result:
-			if commit && !errors.Is(err, ErrKeyClaimed) {
-				t.Errorf("claim after the holder committed: error = %v; want ErrKeyClaimed", err)
-			}
-			if !commit && err != nil {
-				t.Errorf("claim after the holder rolled back: error = %v; want the claim", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("second claim still waiting after the holder ended")
-		}
+	lease := t0.Add(time.Minute)
+	a := KeyClaim{Key: "k-take", Fingerprint: "fp", Owner: "a", ClaimedUntil: lease, RespondBy: lease}
+	if _, ok, err := s.ClaimIdempotencyKey(ctx, a, t0); err != nil || !ok {
+		t.Fatalf("claim by a = %v, %v", ok, err)
 	}
-
-	holder, err := s.BeginOrder(ctx, &KeyClaim{Key: "k-deadline", Fingerprint: "fp", RespondBy: t0})
+	b := KeyClaim{Key: "k-take", Fingerprint: "fp", Owner: "b", ClaimedUntil: lease.Add(time.Minute), RespondBy: lease.Add(time.Minute)}
+	rec, ok, err := s.ClaimIdempotencyKey(ctx, b, lease)
+	if err != nil || !ok || rec.Owner != "b" || !rec.ClaimedUntil.Equal(b.ClaimedUntil) {
+		t.Fatalf("takeover at the end of the lease = %+v, %v, %v; want claimed by b until %v", rec, ok, err, b.ClaimedUntil)
+	}
+	before, _ := s.ListOrdersByUser(ctx, 3)
+	tx, err := s.BeginOrder(ctx, &a)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer holder.Rollback(ctx)
-	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
-	defer cancel()
-	if _, err := s.BeginOrder(short, &KeyClaim{Key: "k-deadline", Fingerprint: "fp", RespondBy: t0}); err == nil || errors.Is(err, ErrKeyClaimed) {
-		t.Errorf("claim past its deadline: error = %v; want a context error", err)
+	_, err = tx.CreateOrder(ctx, newTestOrder(t0))
+	if err == nil {
+		err = tx.Commit(ctx)
+	}
+	_ = tx.Rollback(ctx)
+	if !errors.Is(err, ErrClaimLost) {
+		t.Errorf("order of the old owner: error = %v; want ErrClaimLost", err)
+	}
+	if after, _ := s.ListOrdersByUser(ctx, 3); len(after) != len(before) {
+		t.Errorf("the old owner's lost claim wrote an order: %d orders, want %d", len(after), len(before))
+	}
+	if err := s.ReleaseIdempotencyKey(ctx, "k-take", "a"); err != nil {
+		t.Fatal(err)
+	}
+	if rec, err := s.IdempotencyKey(ctx, "k-take"); err != nil || rec.Owner != "b" {
+		t.Errorf("after the old owner's release: %+v, %v; want b's claim kept", rec, err)
+	}
+	tx, err = s.BeginOrder(ctx, &b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := tx.CreateOrder(ctx, newTestOrder(t0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatalf("the new owner's order: %v", err)
+	}
+	if rec, _ := s.IdempotencyKey(ctx, "k-take"); rec.OrderID != o.ID {
+		t.Errorf("key records order %q; want %s", rec.OrderID, o.ID)
+	}
+}
+
+// testStoreConcurrentKey: of many concurrent claims of one key, and of
+// many concurrent takeovers of an ended lease, exactly one wins; an order
+// being written and a takeover never both succeed.
+func testStoreConcurrentKey(t *testing.T, s Store) {
+	ctx := t.Context()
+	lease := t0.Add(time.Minute)
+	race := func(now time.Time) (winners int, owner string) {
+		var wg sync.WaitGroup
+		results := make(chan string, 20)
+		for i := range 20 {
+			c := KeyClaim{Key: "k-race", Fingerprint: "fp", Owner: fmt.Sprintf("r%d-%s", i, now.Format("150405")), ClaimedUntil: now.Add(time.Minute), RespondBy: now.Add(time.Minute)}
+			wg.Go(func() {
+				rec, ok, err := s.ClaimIdempotencyKey(ctx, c, now)
+				if err != nil {
+					t.Errorf("concurrent claim: %v", err)
+					return
+				}
+				if ok {
+					results <- c.Owner
+				} else if rec.Owner == c.Owner {
+					t.Errorf("claim of %s not won but the record names it", c.Owner)
+				}
+			})
+		}
+		wg.Wait()
+		close(results)
+		for o := range results {
+			winners++
+			owner = o
+		}
+		return winners, owner
+	}
+	if n, owner := race(t0); n != 1 {
+		t.Fatalf("%d of 20 concurrent claims won; want 1", n)
+	} else if rec, _ := s.IdempotencyKey(ctx, "k-race"); rec.Owner != owner {
+		t.Errorf("record owner = %s; want the winner %s", rec.Owner, owner)
+	}
+	if n, _ := race(lease); n != 1 {
+		t.Errorf("%d of 20 concurrent takeovers of an ended lease won; want 1", n)
+	}
+
+	// An order being written races a takeover once its lease has ended.
+	a := KeyClaim{Key: "k-write", Fingerprint: "fp", Owner: "a", ClaimedUntil: lease, RespondBy: lease}
+	if _, ok, err := s.ClaimIdempotencyKey(ctx, a, t0); err != nil || !ok {
+		t.Fatalf("claim = %v, %v", ok, err)
+	}
+	tx, err := s.BeginOrder(ctx, &a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = tx.CreateOrder(ctx, newTestOrder(t0))
+	taken := make(chan bool, 1)
+	go func() {
+		_, ok, err := s.ClaimIdempotencyKey(ctx, KeyClaim{Key: "k-write", Fingerprint: "fp", Owner: "b", ClaimedUntil: lease.Add(time.Minute)}, lease.Add(time.Second))
+		if err != nil {
+			t.Errorf("takeover: %v", err)
+		}
+		taken <- ok
+	}()
+	if err == nil {
+		err = tx.Commit(ctx)
+	}
+	_ = tx.Rollback(ctx)
+	var tookOver bool
+	select {
+	case tookOver = <-taken:
+	case <-time.After(10 * time.Second):
+		t.Fatal("takeover still waiting after the order's transaction ended")
+	}
+	committed := err == nil
+	if err != nil && !errors.Is(err, ErrClaimLost) {
+		t.Fatalf("order: %v", err)
+	}
+	if committed == tookOver {
+		t.Errorf("order committed %v, takeover won %v; want exactly one of them", committed, tookOver)
 	}
 }
 
@@ -548,6 +678,97 @@ func testStoreOutboxConcurrentClaims(t *testing.T, s Store) {
 	wg.Wait()
 	if len(seen) != 2*orders {
 		t.Errorf("claimed %d events; want %d", len(seen), 2*orders)
+	}
+}
+
+// testStorePrune: one call deletes at most its limit, and only what is
+// past the cutoff: keys answered before it, keys never answered created
+// before it unless their lease still runs, events delivered before it;
+// never a pending or dead event.
+func testStorePrune(t *testing.T, s Store) {
+	ctx := t.Context()
+	cutoff := t0.Add(24 * time.Hour)
+	claim := func(key string, created, until time.Time) {
+		t.Helper()
+		if _, ok, err := s.ClaimIdempotencyKey(ctx, KeyClaim{Key: key, Fingerprint: "fp", Owner: key, ClaimedUntil: until, RespondBy: until}, created); err != nil || !ok {
+			t.Fatalf("claim %s = %v, %v", key, ok, err)
+		}
+	}
+	complete := func(key string, at time.Time) {
+		t.Helper()
+		if _, err := s.CompleteIdempotencyKey(ctx, key, StoredResponse{Status: 201, Body: []byte(`{}`)}, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 3 {
+		claim(fmt.Sprintf("old-%d", i), t0, t0.Add(time.Minute))
+		complete(fmt.Sprintf("old-%d", i), t0.Add(time.Second))
+	}
+	claim("abandoned", t0, t0.Add(time.Minute))
+	// Created before the cutoff but answered after it, or never answered
+	// and leased past it (taken over just now): kept.
+	claim("answered-late", t0, t0.Add(time.Minute))
+	complete("answered-late", cutoff.Add(time.Second))
+	claim("live", t0, t0.Add(time.Minute))
+	if _, ok, err := s.ClaimIdempotencyKey(ctx, KeyClaim{Key: "live", Fingerprint: "fp", Owner: "new", ClaimedUntil: cutoff.Add(time.Minute)}, cutoff); err != nil || !ok {
+		t.Fatalf("takeover of live = %v, %v", ok, err)
+	}
+	claim("young", cutoff, cutoff.Add(time.Minute))
+
+	if n, err := s.PruneIdempotencyKeys(ctx, cutoff, 3); err != nil || n != 3 {
+		t.Fatalf("first batch of 3 = %d, %v; want 3", n, err)
+	}
+	if n, err := s.PruneIdempotencyKeys(ctx, cutoff, 3); err != nil || n != 1 {
+		t.Fatalf("second batch = %d, %v; want the 1 left", n, err)
+	}
+	for _, key := range []string{"old-0", "old-1", "old-2", "abandoned"} {
+		if _, err := s.IdempotencyKey(ctx, key); !errors.Is(err, ErrNotFound) {
+			t.Errorf("key %s after pruning: %v; want ErrNotFound", key, err)
+		}
+	}
+	for _, key := range []string{"answered-late", "live", "young"} {
+		if _, err := s.IdempotencyKey(ctx, key); err != nil {
+			t.Errorf("key %s after pruning: %v; want kept", key, err)
+		}
+	}
+
+	_, old := placeTestOrder(t, s, t0)
+	_, young := placeTestOrder(t, s, t0)
+	_, kept := placeTestOrder(t, s, t0)
+	if _, err := s.ClaimEvents(ctx, "r", 10, t0, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range old {
+		if err := s.MarkDelivered(ctx, e.ID, t0.Add(time.Second)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, e := range young {
+		if err := s.MarkDelivered(ctx, e.ID, cutoff); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// kept[0] stays pending (leased), kept[1] is dead.
+	if err := s.MarkFailed(ctx, kept[1].ID, "r", t0, "refused", true); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.PruneOutboxEvents(ctx, cutoff, 1); err != nil || n != 1 {
+		t.Fatalf("first event batch of 1 = %d, %v; want 1", n, err)
+	}
+	if n, err := s.PruneOutboxEvents(ctx, cutoff, 10); err != nil || n != 1 {
+		t.Fatalf("second event batch = %d, %v; want the 1 left", n, err)
+	}
+	if ev, _ := s.OrderEvents(ctx, old[0].OrderID); len(ev) != 0 {
+		t.Errorf("events of the old order after pruning: %v; want none", ev)
+	}
+	if ev, _ := s.OrderEvents(ctx, young[0].OrderID); len(ev) != 2 {
+		t.Errorf("events of the young order after pruning: %d; want 2", len(ev))
+	}
+	if ev, _ := s.OrderEvents(ctx, kept[0].OrderID); len(ev) != 2 {
+		t.Errorf("pending and dead events after pruning: %d; want 2", len(ev))
+	}
+	if st, _ := s.OutboxStats(ctx); st.Pending != 1 || st.Dead != 1 {
+		t.Errorf("OutboxStats = %+v; want 1 pending, 1 dead", st)
 	}
 }
 

@@ -66,6 +66,7 @@ type options struct {
 	databaseURL     string
 	downstreamURL   string
 	downstreamTO    time.Duration
+	requestTimeout  time.Duration
 	fulfilTimeout   time.Duration
 	shutdownTimeout time.Duration
 	logLevel        slog.Level
@@ -73,6 +74,7 @@ type options struct {
 	relayOnly       bool
 	seed            bool
 	relayOpts       newpath.RelayOptions
+	pruneOpts       newpath.PrunerOptions
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -84,6 +86,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&cfg.databaseURL, "database-url", os.Getenv("DATABASE_URL"), "Postgres URL of the order store (default $DATABASE_URL; empty: the in-memory store)")
 	fs.StringVar(&cfg.downstreamURL, "downstream-url", "http://127.0.0.1:9003", "base URL of the inventory, payment, warehouse and mail services")
 	fs.DurationVar(&cfg.downstreamTO, "downstream-timeout", newpath.DefaultDownstreamTimeout, "timeout of each call to a downstream service")
+	fs.DurationVar(&cfg.requestTimeout, "request-timeout", newpath.DefaultRequestTimeout, "bound of every order API request, below the proxy's newpath timeout (5s by default); an order charged within it is always written and answered")
 	fs.DurationVar(&cfg.fulfilTimeout, "fulfil-timeout", 3*time.Second, "how long a POST /orders waits for the warehouse to accept the new order before answering paid and leaving it to the relay")
 	fs.DurationVar(&cfg.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long in-flight requests may finish after SIGINT or SIGTERM")
 	fs.TextVar(&cfg.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn or error")
@@ -98,6 +101,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&cfg.relayOpts.Retry.MaxAttempts, "relay-max-attempts", 10, "deliveries tried before an event is parked as dead")
 	fs.DurationVar(&cfg.relayOpts.Retry.BaseDelay, "relay-backoff", time.Second, "wait after a first failed delivery, doubled after each further one")
 	fs.DurationVar(&cfg.relayOpts.Retry.MaxDelay, "relay-max-backoff", 5*time.Minute, "longest wait between two deliveries of an event")
+	fs.DurationVar(&cfg.pruneOpts.IdempotencyRetention, "idempotency-retention", newpath.DefaultIdempotencyRetention, "how long an idempotency key is kept after its answer (a key never answered: after its creation); a retry later than that places a new order")
+	fs.DurationVar(&cfg.pruneOpts.OutboxRetention, "outbox-retention", newpath.DefaultOutboxRetention, "how long a delivered outbox event is kept after its delivery; pending and dead events are never pruned")
+	fs.DurationVar(&cfg.pruneOpts.Interval, "prune-interval", newpath.DefaultPruneInterval, "how often keys and delivered events past their retention are deleted, in batches (0: never)")
 	if err := fs.Parse(args); err != nil {
 		return options{}, err
 	}
@@ -159,6 +165,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	var pruner *newpath.Pruner
+	if cfg.pruneOpts.Interval != 0 {
+		pruneOpts := cfg.pruneOpts
+		pruneOpts.Store, pruneOpts.Logger, pruneOpts.Metrics = store, logger, metrics
+		if pruner, err = newpath.NewPruner(pruneOpts); err != nil {
+			return err
+		}
+	}
 
 	var servers []*service.Server
 	if !cfg.relayOnly {
@@ -166,6 +180,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			Store:             store,
 			DownstreamURL:     cfg.downstreamURL,
 			DownstreamTimeout: cfg.downstreamTO,
+			RequestTimeout:    cfg.requestTimeout,
 			Logger:            logger,
 			Metrics:           metrics,
 			FulfilTimeout:     cfg.fulfilTimeout,
@@ -200,13 +215,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "metrics listening on http://%s/metrics\n", ln.Addr())
 	}
 
-	// The relay goroutine ends when relayCtx is cancelled below.
+	// The relay and pruner goroutines end when relayCtx is cancelled below.
 	relayCtx, stopRelay := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopRelay()
 	var relayDone sync.WaitGroup
 	if cfg.relay {
 		relayDone.Go(func() { _ = relay.Run(relayCtx) })
 		fmt.Fprintf(stdout, "outbox relay %s running\n", relay.Owner())
+	}
+	if pruner != nil {
+		relayDone.Go(func() { _ = pruner.Run(relayCtx) })
 	}
 
 	stopLog := context.AfterFunc(ctx, func() { logger.Info("shutting down", "grace", cfg.shutdownTimeout.String()) })

@@ -6,6 +6,7 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -154,7 +155,8 @@ func TestRunInMemory(t *testing.T) {
 		t.Errorf("GET /metrics on the order API = %d %s; want the contract's 404", code, body)
 	}
 	_, m := do(t, "GET", metrics+"/metrics", "")
-	for _, want := range []string{`neworders_orders_total{outcome="created"} 1`, `neworders_outbox_deliveries_total{result="delivered"} 2`, "neworders_outbox_pending_events 0", "go_goroutines"} {
+	for _, want := range []string{`neworders_orders_total{outcome="created"} 1`, `neworders_outbox_deliveries_total{result="delivered"} 2`, "neworders_outbox_pending_events 0",
+		`neworders_pruned_rows_total{table="outbox_events"} 0`, "go_goroutines"} {
 		if !strings.Contains(m, want) {
 			t.Errorf("/metrics lacks %q", want)
 		}
@@ -205,6 +207,8 @@ func TestRunRejects(t *testing.T) {
 		{"relay-only without a database", []string{"--relay-only", "--database-url", ""}, "--relay-only needs --database-url"},
 		{"bad downstream url", []string{"--downstream-url", "localhost:9003"}, "want an absolute http or https URL"},
 		{"lease shorter than a delivery", []string{"--relay-lease", "1s", "--relay-delivery-timeout", "2s"}, "must be shorter than the lease"},
+		{"negative request timeout", []string{"--request-timeout", "-1s"}, "request timeout must not be negative"},
+		{"negative retention", []string{"--idempotency-retention", "-1h"}, "idempotency retention must not be negative"},
 		{"unknown flag", []string{"--wearhouse"}, "flag provided but not defined"},
 		{"positional argument", []string{"serve"}, "unexpected arguments"},
 		{"bad database url", []string{"--database-url", "postgres://%zz"}, "invalid database URL"},
@@ -216,6 +220,55 @@ func TestRunRejects(t *testing.T) {
 				t.Errorf("run(%q) = %v; want an error containing %q", tt.args, err, tt.want)
 			}
 		})
+	}
+}
+
+// TestRelayOnlyPrunes: neworders --relay-only runs the pruner too: a
+// delivered event past --outbox-retention is deleted, a pending one kept.
+func TestRelayOnlyPrunes(t *testing.T) {
+	url := pgtest.URL(t)
+	pool := pgtest.PoolOn(t, url)
+	if _, err := newpath.Migrate(t.Context(), pool); err != nil {
+		t.Fatal(err)
+	}
+	store := newpath.NewPostgresStore(pool)
+	_, dsURL := newDownstream(t)
+	old := time.Now().Add(-2 * time.Hour)
+	tx, err := store.BeginOrder(t.Context(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.AddEvents(t.Context(),
+		newpath.Event{ID: "delivered", Kind: newpath.EventOrderConfirmed, OrderID: "ord_x", Payload: []byte(`{}`), CreatedAt: old, AvailableAt: old},
+		newpath.Event{ID: "pending", Kind: newpath.EventOrderConfirmed, OrderID: "ord_x", Payload: []byte(`{}`), CreatedAt: old, AvailableAt: time.Now().Add(time.Hour)},
+	); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.ClaimEvents(t.Context(), "test", 10, old, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.MarkDelivered(t.Context(), "delivered", old); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"--relay-only", "--database-url", url, "--downstream-url", dsURL, "--metrics-listen", "",
+			"--outbox-retention", "1h", "--prune-interval", "20ms"}, io.Discard, io.Discard)
+	}()
+	waitUntil(t, 30*time.Second, "the delivered event to be pruned", func() bool {
+		events, err := store.OrderEvents(t.Context(), "ord_x")
+		return err == nil && len(events) == 1
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("run = %v", err)
+	}
+	if events, _ := store.OrderEvents(t.Context(), "ord_x"); len(events) != 1 || events[0].ID != "pending" {
+		t.Errorf("events left = %+v; want the pending one", events)
 	}
 }
 
@@ -377,6 +430,129 @@ func TestRelayKilledMidBatch(t *testing.T) {
 		if strings.Contains(sc.Text(), `"level":"ERROR"`) {
 			t.Errorf("second relay logged an error: %s", sc.Text())
 		}
+	}
+}
+
+// apiProcess starts neworders with its order API as a real child process
+// on dbURL, and returns it with the API's base URL.
+func apiProcess(t *testing.T, dbURL, dsURL string, args ...string) (*exec.Cmd, string, *syncBuffer) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], append([]string{"--listen", "127.0.0.1:0", "--metrics-listen", "", "--database-url", dbURL,
+		"--downstream-url", dsURL, "--relay=false"}, args...)...)
+	cmd.Env = append(os.Environ(), runMainEnv+"=1")
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	})
+	var api string
+	waitUntil(t, 30*time.Second, "the order API to listen", func() bool {
+		m := listening.FindStringSubmatch(out.String())
+		if m != nil {
+			api = m[2]
+		}
+		return api != ""
+	})
+	return cmd, api, &out
+}
+
+// postOrder sends POST /orders with an Idempotency-Key and reads the
+// answer; a transport error (a killed process) is returned, not fatal.
+func postOrder(ctx context.Context, api, body, key string) (int, string, error) {
+	req, err := http.NewRequestWithContext(ctx, "POST", api+"/orders", strings.NewReader(body))
+	if err != nil {
+		return 0, "", err
+	}
+	req.Header.Set("Idempotency-Key", key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+// TestKilledBetweenChargeAndOrder: a neworders process is killed with
+// SIGKILL after the payment service charged the card and before the order
+// was written. Its claim of the key stays until its lease ends; then a
+// retry with the key, on a new process, takes the key over, gets the same
+// charge replayed, and writes the one order.
+func TestKilledBetweenChargeAndOrder(t *testing.T) {
+	url := pgtest.URL(t)
+	ds, err := legacy.NewDownstream(legacy.DownstreamOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	payments := legacy.NewGate(ds, "POST", "/payments")
+	dsSrv := httptest.NewServer(payments)
+	t.Cleanup(dsSrv.Close)
+	t.Cleanup(payments.Open)
+	// A short request timeout, hence a short lease: the retry takes over
+	// within seconds. The charge is held far less long than the request's
+	// pre-charge time (2.25s), so the process dies with its call in flight.
+	timeout := []string{"--request-timeout", "3s"}
+	const body, key = `{"user_id":501,"item_id":"sku-2","quantity":1}`, "k-killed"
+
+	first, api, firstOut := apiProcess(t, url, dsSrv.URL, timeout...)
+	answered := make(chan string, 1)
+	go func() {
+		code, got, err := postOrder(context.Background(), api, body, key)
+		if err != nil {
+			answered <- ""
+			return
+		}
+		answered <- fmt.Sprintf("%d %s", code, got)
+	}()
+	waitUntil(t, 30*time.Second, "the charge to reach the payment service", func() bool { return payments.Held() == 1 })
+	if err := first.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = first.Wait()
+	if a := <-answered; a != "" {
+		t.Fatalf("the first process answered %s before it was killed; it was to die with the charge in flight; its log:\n%s", a, firstOut)
+	}
+	if n := ds.Charges(501); n != 1 {
+		t.Fatalf("charges before the retry = %d; want 1", n)
+	}
+	payments.Open()
+
+	_, api, secondOut := apiProcess(t, url, dsSrv.URL, timeout...)
+	var code int
+	var got string
+	waitUntil(t, 30*time.Second, "a retry with the key to answer 201", func() bool {
+		code, got, err = postOrder(t.Context(), api, body, key)
+		return err == nil && code == http.StatusCreated
+	})
+	if n := ds.Charges(501); n != 1 {
+		t.Errorf("charges after the retry = %d; want 1", n)
+	}
+	if st := ds.Stats(); st.Reservations != 1 || st.IdempotentReplays != 2 {
+		t.Errorf("downstream stats = %+v; want 1 reservation, and the retry's reservation and charge replayed", st)
+	}
+	if !strings.Contains(got, `"payment_id":"pay_1001"`) {
+		t.Errorf("retry answered %s; want the first charge, pay_1001", got)
+	}
+	pool := pgtest.PoolOn(t, url)
+	var orders int
+	if err := pool.QueryRow(t.Context(), `SELECT count(*) FROM orders WHERE user_id = 501`).Scan(&orders); err != nil {
+		t.Fatal(err)
+	}
+	if orders != 1 {
+		t.Errorf("orders of user 501 = %d; want 1", orders)
+	}
+	var status int
+	if err := pool.QueryRow(t.Context(), `SELECT response_status FROM idempotency_keys WHERE key = $1 AND order_id IS NOT NULL`, key).Scan(&status); err != nil || status != http.StatusCreated {
+		t.Errorf("stored answer of %s = %d, %v; want 201 with its order; log:\n%s", key, status, err, secondOut)
+	}
+	if again, err := func() (string, error) { _, b, err := postOrder(t.Context(), api, body, key); return b, err }(); err != nil || again != got {
+		t.Errorf("another retry = %s, %v; want the stored %s", again, err, got)
 	}
 }
 

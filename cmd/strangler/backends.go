@@ -79,7 +79,13 @@ func startBackends(ctx context.Context, wg *sync.WaitGroup, opts demoOptions, lo
 	if err != nil {
 		return fail(err)
 	}
-	newpathAPI, err := newpath.NewServer(newpath.ServerOptions{Store: np, DownstreamURL: urls.downstream, Logger: logger, Metrics: metrics, Notify: relay.Notify})
+	pruner, err := newpath.NewPruner(newpath.PrunerOptions{Store: np, Logger: logger, Metrics: metrics})
+	if err != nil {
+		return fail(err)
+	}
+	// RequestTimeout: below the demo proxy's newpath timeout of 5s.
+	newpathAPI, err := newpath.NewServer(newpath.ServerOptions{Store: np, DownstreamURL: urls.downstream, Logger: logger, Metrics: metrics, Notify: relay.Notify,
+		RequestTimeout: 4 * time.Second})
 	if err != nil {
 		return fail(err)
 	}
@@ -97,6 +103,8 @@ func startBackends(ctx context.Context, wg *sync.WaitGroup, opts demoOptions, lo
 	urls.newpathMetrics = metricsURL + "/metrics"
 
 	wg.Go(func() { _ = relay.Run(ctx) })
+	// So that a long demo's store does not grow without bound.
+	wg.Go(func() { _ = pruner.Run(ctx) })
 	wg.Go(func() {
 		// The downstream services stop last: the two order APIs call them.
 		_ = service.Run(ctx, 5*time.Second,

@@ -1,0 +1,16 @@
+-- One batch of retention: at most $2 keys answered before $1, or never
+-- answered and created before $1 (abandoned claims, and orders whose
+-- request died before storing the answer), but never a claim whose lease
+-- still runs (one taken over just now). By ctid, so that each batch is one
+-- short statement; a row changed since the batch picked it has a new ctid
+-- and is left for the next run.
+DELETE FROM idempotency_keys
+WHERE ctid = ANY (ARRAY(
+    SELECT ctid FROM (
+        (SELECT ctid FROM idempotency_keys WHERE completed_at < $1)
+        UNION ALL
+        (SELECT ctid FROM idempotency_keys
+         WHERE completed_at IS NULL AND created_at < $1 AND (claimed_until IS NULL OR claimed_until < $1))
+    ) AS expired
+    LIMIT $2
+))
