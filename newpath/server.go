@@ -84,6 +84,11 @@ type ServerOptions struct {
 	// means a no-op provider: nothing is recorded, but the caller's trace
 	// context still reaches the downstream services and the outbox rows.
 	TracerProvider trace.TracerProvider
+	// Ready reports whether the store can serve, such as a Postgres pool's
+	// Ping: GET /readyz answers 503 while it fails (GET /healthz only says
+	// the process is alive). Nil means always ready, as the in-memory
+	// store is. neworders serves the same check on its metrics listener.
+	Ready func(context.Context) error
 }
 
 // Server is the newpath order API, an http.Handler serving the contract of
@@ -98,6 +103,7 @@ type Server struct {
 	// follows its charge (RequestTimeout).
 	afterCharge time.Duration
 	notify      func()
+	ready       func(context.Context) error
 	mux         *http.ServeMux
 }
 
@@ -147,6 +153,7 @@ func NewServer(opts ServerOptions) (*Server, error) {
 		requestTimeout: orDefault(opts.RequestTimeout, DefaultRequestTimeout),
 		fulfilTimeout:  orDefault(opts.FulfilTimeout, 3*time.Second),
 		notify:         opts.Notify,
+		ready:          opts.Ready,
 	}
 	// The wait is bounded by the request's own time anyway.
 	s.idempotencyWait = orDefault(opts.IdempotencyWait, s.requestTimeout)
@@ -172,6 +179,8 @@ func (s *Server) routes() *http.ServeMux {
 	mux.Handle("/orders/{id}/cancel", methodNotAllowed("POST"))
 	mux.HandleFunc("GET /healthz", handleHealthz)
 	mux.Handle("/healthz", methodNotAllowed("GET", "HEAD"))
+	mux.Handle("GET /readyz", ReadyHandler(s.ready))
+	mux.Handle("/readyz", methodNotAllowed("GET", "HEAD"))
 	mux.HandleFunc("/", notFound)
 	return mux
 }
@@ -243,6 +252,26 @@ func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter 
 
 func handleHealthz(w http.ResponseWriter, _ *http.Request) {
 	writeRawJSON(w, http.StatusOK, []byte(`{"status":"ok"}`))
+}
+
+// readyTimeout bounds the store check of GET /readyz, so that a probe
+// answers within a second or two however Postgres fails.
+const readyTimeout = time.Second
+
+// ReadyHandler answers GET /readyz: 200 {"status":"ready"} while ready
+// (nil: always) succeeds within a second, else 503 with its error.
+func ReadyHandler(ready func(context.Context) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if ready != nil {
+			ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
+			defer cancel()
+			if err := ready(ctx); err != nil {
+				writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": "store: " + err.Error()})
+				return
+			}
+		}
+		writeRawJSON(w, http.StatusOK, []byte(`{"status":"ready"}`))
+	})
 }
 
 // now is the clock reading a timestamp of the API starts from.

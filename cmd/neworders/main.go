@@ -82,7 +82,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs := flag.NewFlagSet("neworders", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.listen, "listen", "127.0.0.1:9002", "address of the order API")
-	fs.StringVar(&cfg.metricsListen, "metrics-listen", "127.0.0.1:9102", "address serving /metrics and /healthz (empty: none)")
+	fs.StringVar(&cfg.metricsListen, "metrics-listen", "127.0.0.1:9102", "address serving /metrics, /healthz and /readyz (empty: none)")
 	fs.StringVar(&cfg.databaseURL, "database-url", os.Getenv("DATABASE_URL"), "Postgres URL of the order store (default $DATABASE_URL; empty: the in-memory store)")
 	fs.StringVar(&cfg.downstreamURL, "downstream-url", "http://127.0.0.1:9003", "base URL of the inventory, payment, warehouse and mail services")
 	fs.DurationVar(&cfg.downstreamTO, "downstream-timeout", newpath.DefaultDownstreamTimeout, "timeout of each call to a downstream service")
@@ -148,7 +148,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}()
 
-	store, closeStore, err := openStore(ctx, cfg, tp, logger)
+	store, ready, closeStore, err := openStore(ctx, cfg, tp, logger)
 	if err != nil {
 		return err
 	}
@@ -187,6 +187,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			Retry:             relayOpts.Retry,
 			Notify:            relay.Notify,
 			TracerProvider:    tp,
+			Ready:             ready,
 		})
 		if err != nil {
 			return err
@@ -211,6 +212,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			w.Header().Set("Content-Type", "application/json")
 			_, _ = io.WriteString(w, "{\"status\":\"ok\"}\n")
 		})
+		// For a --relay-only process too: it needs its Postgres as much.
+		mux.Handle("GET /readyz", newpath.ReadyHandler(ready))
 		servers = append(servers, service.NewServer(ln, mux, logger))
 		fmt.Fprintf(stdout, "metrics listening on http://%s/metrics\n", ln.Addr())
 	}
@@ -238,21 +241,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 }
 
 // openStore returns the Postgres store (migrated, and seeded with
-// --seed) or, without a database URL, the in-memory store.
-func openStore(ctx context.Context, cfg options, tp trace.TracerProvider, logger *slog.Logger) (newpath.Store, func(), error) {
+// --seed) or, without a database URL, the in-memory store. ready is the
+// Postgres pool's ping, nil for the in-memory store (always ready).
+func openStore(ctx context.Context, cfg options, tp trace.TracerProvider, logger *slog.Logger) (store newpath.Store, ready func(context.Context) error, closeStore func(), err error) {
 	if cfg.databaseURL == "" {
 		logger.Info("no --database-url or DATABASE_URL: using the in-memory store; orders are lost on exit and not shared with other processes")
 		store, err := newpath.NewMemoryStore(newpathSeed(legacy.DefaultSeed()))
-		return store, func() {}, err
+		return store, nil, func() {}, err
 	}
 	pool, err := newpath.OpenPoolWith(ctx, cfg.databaseURL, newpath.PoolOptions{TracerProvider: tp})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	applied, err := newpath.Migrate(ctx, pool)
 	if err != nil {
 		pool.Close()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if cfg.seed {
 		// The seed is the legacy simulator's data; its store inserts it into
@@ -263,11 +267,11 @@ func openStore(ctx context.Context, cfg options, tp trace.TracerProvider, logger
 		}
 		if err != nil {
 			pool.Close()
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 	}
 	logger.Info("using the Postgres store", "migrations_applied", applied, "seeded", cfg.seed)
-	return newpath.NewPostgresStore(pool), pool.Close, nil
+	return newpath.NewPostgresStore(pool), pool.Ping, pool.Close, nil
 }
 
 // newpathSeed converts the legacy simulator's seed, the data both services

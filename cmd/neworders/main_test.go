@@ -629,3 +629,47 @@ func TestRunExportsTraces(t *testing.T) {
 		}
 	}
 }
+
+// TestReadyzFollowsPostgres: /healthz says the process is alive, /readyz
+// (on the order API and on the metrics listener) whether its Postgres
+// answers. The first probe after Postgres goes away answers 503, within
+// the probe's own one-second bound; once Postgres is back, 200 again.
+func TestReadyzFollowsPostgres(t *testing.T) {
+	relay, dbURL := pgtest.NewRelay(t, pgtest.URL(t))
+	_, dsURL := newDownstream(t)
+	api, metrics, _, _ := startRun(t, "--database-url", dbURL, "--downstream-url", dsURL)
+	probe := &http.Client{Timeout: 2 * time.Second}
+	readyz := func(base string) int {
+		t.Helper()
+		res, err := probe.Get(base + "/readyz")
+		if err != nil {
+			t.Fatalf("GET %s/readyz: %v", base, err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	for _, base := range []string{api, metrics} {
+		if code := readyz(base); code != http.StatusOK {
+			t.Fatalf("%s/readyz with Postgres up = %d; want 200", base, code)
+		}
+	}
+
+	relay.SetDown(true)
+	for _, base := range []string{api, metrics} {
+		if code := readyz(base); code != http.StatusServiceUnavailable {
+			t.Errorf("%s/readyz with Postgres down = %d; want 503", base, code)
+		}
+	}
+	if code, _ := do(t, "GET", api+"/healthz", ""); code != http.StatusOK {
+		t.Errorf("/healthz with Postgres down = %d; want 200 (alive)", code)
+	}
+
+	relay.SetDown(false)
+	deadline := time.Now().Add(10 * time.Second)
+	for readyz(api) != http.StatusOK || readyz(metrics) != http.StatusOK {
+		if time.Now().After(deadline) {
+			t.Fatal("/readyz still fails after Postgres came back")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
