@@ -80,7 +80,7 @@ listen: %q
 admin: { listen: %q }
 upstreams:
   legacy: { url: %q, timeout: 10s }
-  newpath: { url: %q, timeout: 5s }
+  newpath: { url: %q, timeout: 5s } # above the in-process newpath's 4s request timeout
 sticky: { key: "header:X-User-Id", salt: "demo" }
 routes:
   - name: get-order
