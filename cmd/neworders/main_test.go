@@ -299,12 +299,11 @@ func (g *gatedWarehouse) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.next.ServeHTTP(w, r)
 }
 
-// relayProcess starts `neworders --relay-only` as a real child process.
-func relayProcess(t *testing.T, dbURL, dsURL string) (*exec.Cmd, *syncBuffer) {
+// childProcess starts neworders with args as a real child process, its
+// output collected, killed when the test ends if still running.
+func childProcess(t *testing.T, args ...string) (*exec.Cmd, *syncBuffer) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "--relay-only", "--database-url", dbURL, "--downstream-url", dsURL,
-		"--metrics-listen", "", "--relay-lease", "3s", "--relay-delivery-timeout", "2s", "--relay-concurrency", "4",
-		"--relay-poll", "50ms", "--relay-backoff", "50ms", "--log-level", "debug")
+	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), runMainEnv+"=1")
 	var out syncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -318,6 +317,14 @@ func relayProcess(t *testing.T, dbURL, dsURL string) (*exec.Cmd, *syncBuffer) {
 		}
 	})
 	return cmd, &out
+}
+
+// relayProcess starts `neworders --relay-only` as a real child process.
+func relayProcess(t *testing.T, dbURL, dsURL string) (*exec.Cmd, *syncBuffer) {
+	t.Helper()
+	return childProcess(t, "--relay-only", "--database-url", dbURL, "--downstream-url", dsURL,
+		"--metrics-listen", "", "--relay-lease", "3s", "--relay-delivery-timeout", "2s", "--relay-concurrency", "4",
+		"--relay-poll", "50ms", "--relay-backoff", "50ms", "--log-level", "debug")
 }
 
 // TestRelayKilledMidBatch is issue 4's proof: a relay process killed with
@@ -437,20 +444,8 @@ func TestRelayKilledMidBatch(t *testing.T) {
 // on dbURL, and returns it with the API's base URL.
 func apiProcess(t *testing.T, dbURL, dsURL string, args ...string) (*exec.Cmd, string, *syncBuffer) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], append([]string{"--listen", "127.0.0.1:0", "--metrics-listen", "", "--database-url", dbURL,
+	cmd, out := childProcess(t, append([]string{"--listen", "127.0.0.1:0", "--metrics-listen", "", "--database-url", dbURL,
 		"--downstream-url", dsURL, "--relay=false"}, args...)...)
-	cmd.Env = append(os.Environ(), runMainEnv+"=1")
-	var out syncBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-		}
-	})
 	var api string
 	waitUntil(t, 30*time.Second, "the order API to listen", func() bool {
 		m := listening.FindStringSubmatch(out.String())
@@ -459,7 +454,7 @@ func apiProcess(t *testing.T, dbURL, dsURL string, args ...string) (*exec.Cmd, s
 		}
 		return api != ""
 	})
-	return cmd, api, &out
+	return cmd, api, out
 }
 
 // postOrder sends POST /orders with an Idempotency-Key and reads the
