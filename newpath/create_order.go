@@ -223,7 +223,10 @@ func (s *Server) placeOrder(ctx context.Context, p placement) (answer, error) {
 	if err != nil {
 		return errorAnswer(http.StatusBadGateway, "inventory unavailable"), err
 	}
-	if item.Available < p.req.Quantity {
+	// With a key, the keyed reservation decides: a retry after a crash
+	// must not read its own earlier reservation as missing stock and
+	// leave the charge it already made without an order.
+	if item.Available < p.req.Quantity && (p.key == "" || p.dryRun) {
 		return outOfStockAnswer, nil
 	}
 
@@ -247,8 +250,11 @@ func (s *Server) placeOrder(ctx context.Context, p placement) (answer, error) {
 	}
 
 	// Charged: from here on the order is written and answered whether or
-	// not the client waits, in a budget of its own.
-	finish := context.WithoutCancel(ctx)
+	// not the client waits, by the request's deadline: every step below
+	// shares the afterCharge left, so the answer never comes later than
+	// RequestTimeout, and so never after the proxy gave up on it.
+	finish, cancelFinish := context.WithDeadline(context.WithoutCancel(ctx), p.deadline)
+	defer cancelFinish()
 	now := s.now()
 	deliverBy := earliest(time.Now().Add(s.fulfilTimeout), p.deadline.Add(-s.afterCharge/2))
 	order, paid, err := s.writeOrder(finish, Order{
@@ -292,11 +298,9 @@ func (s *Server) placeOrder(ctx context.Context, p placement) (answer, error) {
 		delivered := s.deliver(deliverCtx, paid, paid.ClaimedBy, wait)
 		span.End()
 		if delivered {
-			readCtx, cancel := context.WithTimeout(finish, s.afterCharge/2)
-			if fresh, err := s.store.GetOrder(readCtx, order.ID); err == nil {
+			if fresh, err := s.store.GetOrder(finish, order.ID); err == nil {
 				order = fresh
 			}
-			cancel()
 		}
 	} else {
 		s.handBack(finish, paid)
@@ -304,9 +308,7 @@ func (s *Server) placeOrder(ctx context.Context, p placement) (answer, error) {
 	body := orderJSONBody(order)
 	resp := StoredResponse{Status: http.StatusCreated, Body: body}
 	if claim != nil {
-		storeCtx, cancel := context.WithTimeout(finish, s.afterCharge/2)
-		stored, err := s.store.CompleteIdempotencyKey(storeCtx, p.key, resp, s.clock())
-		cancel()
+		stored, err := s.store.CompleteIdempotencyKey(finish, p.key, resp, s.clock())
 		if err != nil {
 			// The order is committed; a retry answers from its state
 			// after respond_by.
@@ -319,12 +321,10 @@ func (s *Server) placeOrder(ctx context.Context, p placement) (answer, error) {
 }
 
 // writeOrder writes o, its outbox events and, under claim, the order's id
-// under the key, in one short transaction with a budget of afterCharge of
-// its own, and commits it unless commit is false (a dry run). The
-// transaction is opened only now, after every downstream call.
+// under the key, in one short transaction bounded by ctx, and commits it
+// unless commit is false (a dry run). The transaction is opened only now,
+// after every downstream call.
 func (s *Server) writeOrder(ctx context.Context, o Order, user User, claim *KeyClaim, traceParent string, deliverBy time.Time, commit bool) (Order, Event, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.afterCharge)
-	defer cancel()
 	tx, err := s.store.BeginOrder(ctx, claim)
 	if err != nil {
 		return Order{}, Event{}, err
@@ -388,6 +388,9 @@ func (s *Server) awaitKey(ctx context.Context, p placement, claim *KeyClaim) (a 
 	}
 	inProgress := errorAnswer(http.StatusConflict, "a request with this Idempotency-Key is still in progress")
 	pause := 2 * time.Millisecond
+	// held: another request held the key at the last poll, so running out
+	// of time is "still in progress" (409), not a slow store (504).
+	held := false
 	for {
 		var rec IdempotencyRecord
 		if claim != nil {
@@ -406,15 +409,15 @@ func (s *Server) awaitKey(ctx context.Context, p placement, claim *KeyClaim) (a 
 		case errors.Is(err, ErrNotFound):
 			// Released since: the next round claims it (or, only waiting,
 			// waits for whoever does).
+		case err != nil && held && ctx.Err() == context.DeadlineExceeded:
+			return inProgress, false, nil
 		case err != nil:
-			if ctx.Err() == context.DeadlineExceeded {
-				return inProgress, false, nil
-			}
 			return storeFailure(ctx), false, err
 		default:
 			if a, ok, err := s.answerFromRecord(ctx, p, rec); ok {
 				return a, false, err
 			}
+			held = true
 		}
 		if !time.Now().Before(until) {
 			return inProgress, false, nil
@@ -476,8 +479,6 @@ func (s *Server) releaseKey(ctx context.Context, claim *KeyClaim) {
 // is left to deliver it, so that a relay delivers it now rather than when
 // the lease ends.
 func (s *Server) handBack(ctx context.Context, paid Event) {
-	ctx, cancel := context.WithTimeout(ctx, s.afterCharge/2)
-	defer cancel()
 	if err := s.store.MarkFailed(ctx, paid.ID, paid.ClaimedBy, s.clock(), "not delivered within the request timeout; left to the relay", false); err != nil {
 		s.logger.WarnContext(ctx, "order_paid event not handed back; a relay delivers it when its lease ends", "event_id", paid.ID, "error", err)
 	}

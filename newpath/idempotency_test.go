@@ -3,6 +3,7 @@ package newpath_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -189,6 +190,51 @@ func TestCrashAfterChargeRetried(t *testing.T) {
 			}
 			if orders, _ := e.stores.newpath.ListOrdersByUser(t.Context(), 42); len(orders) != 1 {
 				t.Errorf("orders = %d; want 1", len(orders))
+			}
+		})
+	}
+}
+
+// TestRetryAfterChargeOnTheLastStock: the order that failed after its
+// charge had reserved the last units. Its retry must not read its own
+// reservation as missing stock and answer out_of_stock, leaving the charge
+// without an order: the keyed reservation replays, and the order is
+// written with the one charge.
+func TestRetryAfterChargeOnTheLastStock(t *testing.T) {
+	for _, kind := range storeKinds {
+		t.Run(string(kind), func(t *testing.T) {
+			t.Parallel()
+			wrapped := &failingCommitStore{}
+			wrapped.failures.Store(1)
+			e := newEnv(t, envOptions{kind: kind, wrapStore: func(s newpath.Store) newpath.Store {
+				wrapped.Store = s
+				return wrapped
+			}})
+			// Leave exactly the order's 2 units of sku-3.
+			left, _ := e.downstream.Available("sku-3")
+			if r := send(t, "POST", e.downstreamURL+"/inventory/sku-3/reserve", fmt.Sprintf(`{"quantity":%d}`, left-2), nil); r.status != http.StatusOK {
+				t.Fatalf("draining the stock: %d %s", r.status, r.body)
+			}
+			key := map[string]string{"Idempotency-Key": "k-last-stock"}
+			if r := send(t, "POST", e.newpathURL+"/orders", orderBody, key); r.status != http.StatusInternalServerError {
+				t.Fatalf("POST with a failing commit = %d %s; want 500", r.status, r.body)
+			}
+			if n, _ := e.downstream.Available("sku-3"); n != 0 {
+				t.Fatalf("stock after the charged attempt = %d; want 0, its reservation", n)
+			}
+			retry := send(t, "POST", e.newpathURL+"/orders", orderBody, key)
+			if retry.status != http.StatusCreated {
+				t.Fatalf("retry = %d %s; want 201 with the order the charge paid for", retry.status, retry.body)
+			}
+			if n := e.downstream.Charges(42); n != 1 {
+				t.Errorf("charges = %d; want 1", n)
+			}
+			if orders, _ := e.stores.newpath.ListOrdersByUser(t.Context(), 42); len(orders) != 1 {
+				t.Errorf("orders = %d; want 1", len(orders))
+			}
+			// Without the key the stock check stands: out of stock.
+			if r := send(t, "POST", e.newpathURL+"/orders", orderBody, nil); r.status != http.StatusOK || !strings.Contains(r.body, "out_of_stock") {
+				t.Errorf("a new POST with no stock left = %d %s; want the out_of_stock answer", r.status, r.body)
 			}
 		})
 	}

@@ -22,6 +22,10 @@ const (
 	DefaultPruneBatch = 1000
 )
 
+// pruneBatchTimeout bounds one DELETE, so that a batch waiting on a lock
+// never stalls the pruner.
+const pruneBatchTimeout = 30 * time.Second
+
 // The tables a Pruner prunes, the values of
 // neworders_pruned_rows_total{table}.
 const (
@@ -154,7 +158,10 @@ func (p *Pruner) PruneOnce(ctx context.Context) (keys, events int, err error) {
 func (p *Pruner) prune(ctx context.Context, table string, before time.Time, batch func(context.Context, time.Time, int) (int, error)) (int, error) {
 	total := 0
 	for {
-		n, err := batch(ctx, before, p.batchSize)
+		// A batch blocked on a lock gives up, and the next run tries again.
+		bctx, cancel := context.WithTimeout(ctx, pruneBatchTimeout)
+		n, err := batch(bctx, before, p.batchSize)
+		cancel()
 		total += n
 		p.metrics.pruned(table, n)
 		if err != nil {

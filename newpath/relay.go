@@ -87,8 +87,14 @@ func (o *outbox) startDelivery(ctx context.Context, e Event) (context.Context, t
 // another try at once, not counted as a failure.
 func (o *outbox) deliver(ctx context.Context, e Event, owner string, timeout time.Duration) bool {
 	span := trace.SpanFromContext(ctx)
-	// Settling must happen even when ctx ends with the delivery.
-	settle, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	// Settling must happen even when ctx is cancelled with the delivery
+	// (shutdown), but within ctx's deadline when it has one: a request
+	// delivering its own event must answer in its time.
+	settleBy := time.Now().Add(10 * time.Second)
+	if d, ok := ctx.Deadline(); ok && d.Before(settleBy) {
+		settleBy = d
+	}
+	settle, cancel := context.WithDeadline(context.WithoutCancel(ctx), settleBy)
 	defer cancel()
 	callCtx, cancelCall := context.WithTimeout(ctx, timeout)
 	err := o.downstream.deliver(callCtx, e)

@@ -41,10 +41,12 @@ type ServerOptions struct {
 	// In POST /orders, the last min(RequestTimeout/4, 1s) is kept for what
 	// follows a charge: the reads, the reservation, the payment and any
 	// wait for another request with the same Idempotency-Key end before
-	// it. Once charged, the order is always written (on a context detached
-	// from the client, with that budget of its own) and answered; the
+	// it. Once charged, the order is written on a context detached from
+	// the client but bounded by the request's deadline, and answered; the
 	// immediate delivery waits at most min(FulfilTimeout, the time left
-	// but half that budget), and the answer is stored in the other half.
+	// but half that budget), and marking it, reading the order back and
+	// storing the answer share what is left: the answer never comes after
+	// RequestTimeout.
 	// A key's claim is leased, and requests waiting on it answer for it
 	// after respond_by, until the holder's RequestTimeout plus that
 	// budget: by then the holder has answered, or died.

@@ -33,7 +33,10 @@ func isJSONError(body string) bool {
 // downstream service hangs. Nothing here measures time: what hangs never
 // answers until the test ends, so any answer is the timeout's.
 func TestRequestTimeout(t *testing.T) {
-	const timeout = time.Second
+	// A hung GET answers at the timeout; a POST must reach its payment or
+	// its delivery before the last afterCharge (a quarter) of it, which on
+	// a loaded machine under the race detector takes longer than it seems.
+	const timeout, postTimeout = time.Second, 3 * time.Second
 	for _, kind := range storeKinds {
 		t.Run(string(kind)+"/GET with a hung store", func(t *testing.T) {
 			t.Parallel()
@@ -54,7 +57,7 @@ func TestRequestTimeout(t *testing.T) {
 					payments = legacy.NewGate(h, "POST", "/payments")
 					return payments
 				},
-				server: func(o *newpath.ServerOptions) { o.RequestTimeout = timeout }})
+				server: func(o *newpath.ServerOptions) { o.RequestTimeout = postTimeout }})
 			t.Cleanup(payments.Open)
 			key := map[string]string{"Idempotency-Key": "k-hung-payment"}
 			r := send(t, "POST", e.newpathURL+"/orders", orderBody, key)
@@ -90,7 +93,7 @@ func TestRequestTimeout(t *testing.T) {
 				},
 				// The fulfil timeout is longer than the request's: the
 				// request's time left bounds the delivery.
-				server: func(o *newpath.ServerOptions) { o.RequestTimeout, o.FulfilTimeout = timeout, time.Hour }})
+				server: func(o *newpath.ServerOptions) { o.RequestTimeout, o.FulfilTimeout = postTimeout, time.Hour }})
 			t.Cleanup(warehouse.Open)
 			key := map[string]string{"Idempotency-Key": "k-hung-warehouse"}
 			r := send(t, "POST", e.newpathURL+"/orders", orderBody, key)
@@ -155,7 +158,9 @@ func TestRequestTimeout(t *testing.T) {
 
 // gatedOrderStore holds the first order transaction until release is
 // closed, telling the test when it got there: after the charge, before the
-// order is written.
+// order is written. Then it refuses a cancelled context, as Postgres would,
+// on either store: an order written on the request's own context, which
+// the client cancelled, fails.
 type gatedOrderStore struct {
 	newpath.Store
 	once    sync.Once
@@ -168,5 +173,97 @@ func (s *gatedOrderStore) BeginOrder(ctx context.Context, claim *newpath.KeyClai
 		close(s.entered)
 		<-s.release
 	})
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	return s.Store.BeginOrder(ctx, claim)
+}
+
+// deadlineStore records the deadline of every context a POST's store
+// calls get.
+type deadlineStore struct {
+	newpath.Store
+	mu        sync.Mutex
+	deadlines map[string]time.Time // by method; the latest call's
+	missing   []string             // methods called without a deadline
+}
+
+func (s *deadlineStore) note(method string, ctx context.Context) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d, ok := ctx.Deadline()
+	if !ok {
+		s.missing = append(s.missing, method)
+		return
+	}
+	s.deadlines[method] = d
+}
+
+func (s *deadlineStore) ClaimIdempotencyKey(ctx context.Context, c newpath.KeyClaim, now time.Time) (newpath.IdempotencyRecord, bool, error) {
+	s.note("ClaimIdempotencyKey", ctx)
+	return s.Store.ClaimIdempotencyKey(ctx, c, now)
+}
+
+func (s *deadlineStore) BeginOrder(ctx context.Context, claim *newpath.KeyClaim) (newpath.OrderTx, error) {
+	s.note("BeginOrder", ctx)
+	return s.Store.BeginOrder(ctx, claim)
+}
+
+func (s *deadlineStore) MarkDelivered(ctx context.Context, id string, now time.Time) error {
+	s.note("MarkDelivered", ctx)
+	return s.Store.MarkDelivered(ctx, id, now)
+}
+
+func (s *deadlineStore) GetOrder(ctx context.Context, id string) (newpath.Order, error) {
+	s.note("GetOrder", ctx)
+	return s.Store.GetOrder(ctx, id)
+}
+
+func (s *deadlineStore) CompleteIdempotencyKey(ctx context.Context, key string, resp newpath.StoredResponse, at time.Time) (newpath.StoredResponse, error) {
+	s.note("CompleteIdempotencyKey", ctx)
+	return s.Store.CompleteIdempotencyKey(ctx, key, resp, at)
+}
+
+// TestPostAnswersWithinTheRequestTimeout: after the charge, every store
+// call of a POST (the order's transaction, marking its delivery, reading
+// it back, storing the answer) is bounded by the request's own deadline,
+// so the answer never comes after RequestTimeout, when the proxy may have
+// given up on an order that was committed. The claim runs before the last
+// afterCharge (a quarter of the timeout) of it, which gives the request's
+// deadline without measuring time.
+func TestPostAnswersWithinTheRequestTimeout(t *testing.T) {
+	for _, kind := range storeKinds {
+		t.Run(string(kind), func(t *testing.T) {
+			t.Parallel()
+			const timeout = 4 * time.Second
+			const afterCharge = timeout / 4
+			recorded := &deadlineStore{deadlines: map[string]time.Time{}}
+			e := newEnv(t, envOptions{kind: kind,
+				wrapStore: func(s newpath.Store) newpath.Store { recorded.Store = s; return recorded },
+				server:    func(o *newpath.ServerOptions) { o.RequestTimeout = timeout }})
+			r := send(t, "POST", e.newpathURL+"/orders", orderBody, map[string]string{"Idempotency-Key": "k-bounded"})
+			if r.status != http.StatusCreated || decodeOrder(t, r.body).Status != newpath.StatusFulfilled {
+				t.Fatalf("POST = %d %s; want 201, fulfilled at once", r.status, r.body)
+			}
+			recorded.mu.Lock()
+			defer recorded.mu.Unlock()
+			if len(recorded.missing) > 0 {
+				t.Errorf("store calls without a deadline: %v", recorded.missing)
+			}
+			claim, ok := recorded.deadlines["ClaimIdempotencyKey"]
+			if !ok {
+				t.Fatal("the key was never claimed")
+			}
+			requestDeadline := claim.Add(afterCharge)
+			for _, m := range []string{"BeginOrder", "MarkDelivered", "GetOrder", "CompleteIdempotencyKey"} {
+				d, ok := recorded.deadlines[m]
+				switch {
+				case !ok:
+					t.Errorf("%s was not called", m)
+				case d.After(requestDeadline):
+					t.Errorf("%s may run until %s after the request's deadline", m, d.Sub(requestDeadline))
+				}
+			}
+		})
+	}
 }

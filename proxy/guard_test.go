@@ -32,6 +32,10 @@ func (f *flakyNewpath) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	io.WriteString(w, `{"id":1}`)
 }
 
+// guardedRoute guards on newpath's error rate. Each of flakyNewpath's 500s
+// is also a mismatch (/status differs), and the comparisons of a moment
+// lag its answers, so with equal limits the mismatch rate may cross first:
+// its limit is set out of reach, and the trip's reason is error_rate.
 const guardedRoute = `
 sticky: { key: "header:X-User-Id" }
 routes:
@@ -39,7 +43,7 @@ routes:
     match: "GET /orders/{id}"
     weight: %s
     shadow: { percent: 100 }
-    guard: { max_error_rate: 0.05, max_divergence_rate: 0.05, min_samples: 50, window: 1m }
+    guard: { max_error_rate: 0.05, max_divergence_rate: 0.5, min_samples: 50, window: 1m }
 `
 
 func (h *harness) routeState(name string) routeView {

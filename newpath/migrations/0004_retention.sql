@@ -10,9 +10,10 @@
 -- and IF NOT EXISTS then skips it.
 ALTER TABLE idempotency_keys ADD COLUMN completed_at timestamptz;
 
--- Keys answered before this migration: their creation is the closest
--- known time, and at most one request earlier than the answer.
-UPDATE idempotency_keys SET completed_at = created_at WHERE response_status IS NOT NULL;
+-- Keys answered before this migration keep completed_at NULL: the pruner
+-- then goes by their creation, at most one request earlier than their
+-- answer. (Backfilling it would rewrite the whole table inside the
+-- migration's transaction, holding every keyed order meanwhile.)
 
 CREATE INDEX IF NOT EXISTS idempotency_keys_completed ON idempotency_keys (completed_at) WHERE completed_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS idempotency_keys_never_completed ON idempotency_keys (created_at) WHERE completed_at IS NULL;
