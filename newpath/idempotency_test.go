@@ -154,6 +154,18 @@ func (tx *failingCommitTx) Commit(ctx context.Context) error {
 	return tx.OrderTx.Commit(ctx)
 }
 
+// newFailingCommitEnv is an env whose first order commit fails after the
+// charge, as a crash between the two would leave it.
+func newFailingCommitEnv(t *testing.T, kind storeKind) *env {
+	t.Helper()
+	wrapped := &failingCommitStore{}
+	wrapped.failures.Store(1)
+	return newEnv(t, envOptions{kind: kind, wrapStore: func(s newpath.Store) newpath.Store {
+		wrapped.Store = s
+		return wrapped
+	}})
+}
+
 // TestCrashAfterChargeRetried: the card is charged, then the commit fails.
 // The client's retry with its key completes the order with that same
 // charge: charged once, not twice, and the charge is not lost.
@@ -161,12 +173,7 @@ func TestCrashAfterChargeRetried(t *testing.T) {
 	for _, kind := range storeKinds {
 		t.Run(string(kind), func(t *testing.T) {
 			t.Parallel()
-			wrapped := &failingCommitStore{}
-			wrapped.failures.Store(1)
-			e := newEnv(t, envOptions{kind: kind, wrapStore: func(s newpath.Store) newpath.Store {
-				wrapped.Store = s
-				return wrapped
-			}})
+			e := newFailingCommitEnv(t, kind)
 			key := map[string]string{"Idempotency-Key": "k-crash"}
 			if r := send(t, "POST", e.newpathURL+"/orders", orderBody, key); r.status != http.StatusInternalServerError {
 				t.Fatalf("POST with a failing commit = %d %s; want 500", r.status, r.body)
@@ -204,12 +211,7 @@ func TestRetryAfterChargeOnTheLastStock(t *testing.T) {
 	for _, kind := range storeKinds {
 		t.Run(string(kind), func(t *testing.T) {
 			t.Parallel()
-			wrapped := &failingCommitStore{}
-			wrapped.failures.Store(1)
-			e := newEnv(t, envOptions{kind: kind, wrapStore: func(s newpath.Store) newpath.Store {
-				wrapped.Store = s
-				return wrapped
-			}})
+			e := newFailingCommitEnv(t, kind)
 			// Leave exactly the order's 2 units of sku-3.
 			left, _ := e.downstream.Available("sku-3")
 			if r := send(t, "POST", e.downstreamURL+"/inventory/sku-3/reserve", fmt.Sprintf(`{"quantity":%d}`, left-2), nil); r.status != http.StatusOK {
