@@ -103,7 +103,7 @@ func Parse(data []byte) (*Config, error) {
 	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
 	v.AutomaticEnv()
 	if err := v.ReadConfig(bytes.NewReader(data)); err != nil {
-		return nil, &ValidationError{Errors: []FieldError{{Path: "(yaml)", Problem: yamlProblem(err)}}}
+		return nil, &ValidationError{Errors: []FieldError{{Path: "(yaml)", Problem: Redact(yamlProblem(err))}}}
 	}
 
 	raw := v.AllSettings()
@@ -154,6 +154,10 @@ func Parse(data []byte) (*Config, error) {
 	}
 	if len(errs) > 0 {
 		sortErrors(errs)
+		// Problems quote values, and a value may be a URL with a password.
+		for i := range errs {
+			errs[i].Problem = Redact(errs[i].Problem)
+		}
 		return nil, &ValidationError{Errors: errs}
 	}
 	return &cfg, nil

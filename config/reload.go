@@ -190,7 +190,7 @@ func (r *Reloader) Reload() error {
 		r.failure.Store(&ReloadFailure{Err: err, At: r.now()})
 		r.metrics.successful.Set(0)
 		r.metrics.reloads.WithLabelValues("failure").Inc()
-		r.logger.Error("config reload failed; keeping the previous config", "path", r.path, "error", err.Error())
+		r.logger.Error("config reload failed; keeping the previous config", "path", r.path, "error", Redact(err.Error()))
 		return fmt.Errorf("reload config %q: %w", r.path, err)
 	}
 	for _, activate := range activations {

@@ -1,11 +1,12 @@
 package proxy
 
 import (
+	"bytes"
 	"crypto/subtle"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"sort"
 	"strconv"
@@ -101,40 +102,28 @@ type configView struct {
 	LastErrorA *time.Time     `json:"last_reload_error_at,omitempty"`
 }
 
+// serveConfig answers the config in force and the last reload error with
+// every secret redacted. The whole answer goes through config.Redact, so
+// that no URL-bearing field, present or added later, can leak one; the
+// admin token itself is never config, only the name of its variable.
 func serveConfig(w http.ResponseWriter, src ConfigSource) {
 	snap := src.Current()
-	cfg := *snap.Config
-	cfg.DivergenceStore.DatabaseURL = redactURL(cfg.DivergenceStore.DatabaseURL)
-	// Routes and their guards are shared with the live config: redact
-	// copies.
-	cfg.Routes = append([]config.Route(nil), cfg.Routes...)
-	for i := range cfg.Routes {
-		if g := cfg.Routes[i].Guard; g != nil && g.PrometheusURL != "" {
-			redacted := *g
-			redacted.PrometheusURL = redactURL(g.PrometheusURL)
-			cfg.Routes[i].Guard = &redacted
-		}
-	}
-	v := configView{SHA256: snap.SHA256, LoadedAt: snap.LoadedAt, Config: &cfg}
+	v := configView{SHA256: snap.SHA256, LoadedAt: snap.LoadedAt, Config: snap.Config}
 	if f := src.LastFailure(); f != nil {
 		v.LastError = f.Err.Error()
 		v.LastErrorA = &f.At
 	}
-	writeJSON(w, http.StatusOK, v)
-}
-
-// redactURL hides a URL's password; the token itself never is config.
-func redactURL(s string) string {
-	u, err := url.Parse(s)
-	if err != nil {
-		return "xxxxx"
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetIndent("", "  ")
+	// Unescaped, so that Redact sees the & and = of a query as they are.
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+		return
 	}
-	// libpq-style URLs may carry the password as a parameter too.
-	if q := u.Query(); q.Has("password") {
-		q.Set("password", "xxxxx")
-		u.RawQuery = q.Encode()
-	}
-	return u.Redacted()
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = io.WriteString(w, config.Redact(buf.String()))
 }
 
 // routeView is one route of /admin/routes.

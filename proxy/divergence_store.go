@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/strangler-proxy/strangler/config"
 )
 
 //go:embed sql/divergences.sql
@@ -140,7 +141,7 @@ func (d *divergenceStore) write(ctx context.Context, batch []Sample) {
 		// One line a minute at most: Postgres being down is one event.
 		if now := time.Now().UnixNano(); now-d.lastLog.Load() > int64(time.Minute) {
 			d.lastLog.Store(now)
-			d.logger.Warn("divergence store: samples dropped", "count", len(batch), "error", err.Error())
+			d.logger.Warn("divergence store: samples dropped", "count", len(batch), "error", config.Redact(err.Error()))
 		}
 		d.ready.Store(false)
 	}
@@ -185,7 +186,7 @@ func (d *divergenceStore) pruneOld(ctx context.Context, now time.Time) {
 		_, err = d.prune(ctx, now.Add(-keep), pruneBatch)
 	}
 	if err != nil && parent.Err() == nil { // not at shutdown
-		d.logger.Warn("divergence store: pruning old samples failed; retrying in a minute", "error", err.Error())
+		d.logger.Warn("divergence store: pruning old samples failed; retrying in a minute", "error", config.Redact(err.Error()))
 	}
 }
 

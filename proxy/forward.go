@@ -267,7 +267,7 @@ func (p *Proxy) handleError(w http.ResponseWriter, out *http.Request, err error)
 	x.noAnswer = true
 	p.logger.Warn("upstream error",
 		"request_id", x.requestID, "route", x.route, "backend", x.backend.String(),
-		"reason", reason, "error", err.Error())
+		"reason", reason, "error", config.Redact(err.Error()))
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(status)
 	_, _ = io.WriteString(w, http.StatusText(status)+"\n")

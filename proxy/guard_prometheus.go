@@ -143,7 +143,7 @@ func (s *promSchedule) report(logger *slog.Logger, route string, err error) {
 		s.suppressed++
 	default:
 		logger.Warn("guard cannot read prometheus; it will not trip until it can", "route", route,
-			"error", err.Error(), "suppressed", s.suppressed)
+			"error", config.Redact(err.Error()), "suppressed", s.suppressed)
 		s.lastWarn, s.warned, s.suppressed = now, true, 0
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/strangler-proxy/strangler/config"
 	"github.com/strangler-proxy/strangler/router"
 )
 
@@ -46,9 +47,9 @@ func (p *Proxy) probeUpstream(ctx context.Context, st *state, b router.Backend, 
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()
 	err := dialCheck(ctx, u)
-	h := UpstreamHealth{URL: redactURL(u.String()), Up: err == nil, CheckedAt: started}
+	h := UpstreamHealth{URL: config.Redact(u.String()), Up: err == nil, CheckedAt: started}
 	if err != nil {
-		h.Error = err.Error()
+		h.Error = config.Redact(err.Error())
 	}
 	p.health.mu.Lock()
 	defer p.health.mu.Unlock()

@@ -64,7 +64,7 @@ func Provision(cfg *config.Config) (*Provisioned, error) {
 	if dsn := cfg.DivergenceStore.DatabaseURL; dsn != "" {
 		pc, err := pgxpool.ParseConfig(dsn)
 		if err != nil {
-			add("divergence_store.database_url", "%s", pgxProblem(err))
+			add("divergence_store.database_url", "%s", config.Redact(pgxProblem(err)))
 		} else {
 			pc.MaxConns = 2
 			pv.divergences = pc

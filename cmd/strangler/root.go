@@ -9,6 +9,7 @@ import (
 	"runtime/debug"
 
 	"github.com/spf13/cobra"
+	"github.com/strangler-proxy/strangler/config"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -31,7 +32,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root.AddCommand(serveCmd(), checkCmd(), demoCmd(), reportCmd(), versionCmd())
 	if err := root.ExecuteContext(ctx); err != nil {
 		if !errors.Is(err, errSilent) {
-			fmt.Fprintln(stderr, "strangler:", err)
+			fmt.Fprintln(stderr, "strangler:", config.Redact(err.Error()))
 		}
 		return 1
 	}

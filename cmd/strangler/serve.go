@@ -92,7 +92,7 @@ func serve(ctx context.Context, path string, grace time.Duration, stderr io.Writ
 	}
 	logger.Info("strangler serving",
 		"version", buildVersion(), "config", path, "listen", ln.Addr().String(), "admin", adminLn.Addr().String(),
-		"legacy", cfg.Upstreams.Legacy.URL, "newpath", cfg.Upstreams.Newpath.URL, "routes", len(cfg.Routes))
+		"legacy", config.Redact(cfg.Upstreams.Legacy.URL), "newpath", config.Redact(cfg.Upstreams.Newpath.URL), "routes", len(cfg.Routes))
 	if ready != nil {
 		ready(ln.Addr().String(), adminLn.Addr().String())
 	}
@@ -120,7 +120,7 @@ func serve(ctx context.Context, path string, grace time.Duration, stderr io.Writ
 	admin := p.AdminHandler(proxy.AdminOptions{Gatherer: reg, Config: rl, Stopping: ctx.Done()})
 	err = service.Run(ctx, grace, service.NewServer(ln, p, logger), service.NewServer(adminLn, admin, logger))
 	if err != nil {
-		logger.Error("server failed", "error", err.Error())
+		logger.Error("server failed", "error", config.Redact(err.Error()))
 	}
 	// The clients are answered; let in-flight comparisons finish.
 	drainCtx, cancelDrain := context.WithTimeout(context.Background(), grace)
