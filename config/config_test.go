@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -265,5 +266,49 @@ func TestGuardSourceDefaultsAndValidation(t *testing.T) {
 				t.Errorf("err = %v; want it to contain %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// A FIFO swapped in for the config file fails the reload at once, naming
+// it, instead of blocking the reloader until someone writes to the pipe;
+// the next regular file reloads.
+func TestReloaderRefusesAFIFO(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "strangler.yaml")
+	writeFile(t, path, minimal)
+	rl, err := NewReloader(path, ReloaderOptions{Registerer: prometheus.NewRegistry(), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(fifo, path); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- rl.Reload() }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrNotRegular) || !strings.Contains(err.Error(), "named pipe") {
+			t.Errorf("Reload of a FIFO: %v; want ErrNotRegular naming a named pipe", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Reload blocked on the FIFO")
+	}
+	if testutil.ToFloat64(rl.metrics.successful) != 0 {
+		t.Error("a FIFO in place of the config is not a failed reload")
+	}
+	if _, err := NewReloader(path, ReloaderOptions{}); !errors.Is(err, ErrNotRegular) {
+		t.Errorf("NewReloader on a FIFO: %v; want ErrNotRegular", err)
+	}
+
+	writeFile(t, path+".new", strings.Replace(minimal, `"GET /orders/{id}"`, `"GET /orders/{id}"`+"\n    weight: 20", 1))
+	if err := os.Rename(path+".new", path); err != nil {
+		t.Fatal(err)
+	}
+	if err := rl.Reload(); err != nil || rl.Current().Config.Routes[0].Weight != 20 {
+		t.Errorf("a regular file after the FIFO: %v, weight %v; want it reloaded", err, rl.Current().Config.Routes[0].Weight)
 	}
 }

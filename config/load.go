@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"reflect"
 	"sort"
 	"strings"
+	"syscall"
 
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/viper"
@@ -80,7 +82,7 @@ func guardDefaults() map[string]any {
 // Load reads, parses and validates the file at path, with STRANGLER_*
 // environment overrides applied. A *ValidationError lists every problem.
 func Load(path string) (*Config, []byte, error) {
-	data, err := os.ReadFile(path)
+	data, err := readRegularFile(path)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read config: %w", err)
 	}
@@ -89,6 +91,43 @@ func Load(path string) (*Config, []byte, error) {
 		return nil, data, err
 	}
 	return cfg, data, nil
+}
+
+// ErrNotRegular is the error of a config path that is not a regular file
+// (or a symlink to one), such as a FIFO, a device or a directory.
+var ErrNotRegular = errors.New("not a regular file")
+
+// readRegularFile reads path, refusing anything but a regular file. The
+// open does not block: a FIFO swapped in for the config would otherwise
+// hang the reloader until something writes to it, and SIGTERM with it.
+func readRegularFile(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is a %s, %w", path, fileKind(fi.Mode()), ErrNotRegular)
+	}
+	return io.ReadAll(f)
+}
+
+func fileKind(m os.FileMode) string {
+	switch {
+	case m&os.ModeNamedPipe != 0:
+		return "named pipe (FIFO)"
+	case m.IsDir():
+		return "directory"
+	case m&os.ModeSocket != 0:
+		return "socket"
+	case m&os.ModeDevice != 0:
+		return "device"
+	}
+	return "special file"
 }
 
 // Parse parses and validates YAML config data, with STRANGLER_* environment
