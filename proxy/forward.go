@@ -154,9 +154,15 @@ func (u *upstream) prepare(pr *httputil.ProxyRequest, peer netip.Addr, trusted b
 	h.Del(headerDryRun)
 }
 
-// setForwarded writes X-Forwarded-For/-Proto/-Host. A trusted proxy's chain
-// is kept and its address appended; anyone else's values are dropped, so the
-// upstream sees exactly the peer address.
+// clientIPHeaders name the client's address as proxies and CDNs pass it
+// on. Backends read them as they read X-Forwarded-For, so they are trusted
+// only from trusted_proxies.
+var clientIPHeaders = []string{"X-Real-Ip", "True-Client-Ip", "X-Client-Ip", "Cf-Connecting-Ip", "Fastly-Client-Ip", "X-Cluster-Client-Ip"}
+
+// setForwarded writes X-Forwarded-For/-Proto/-Host and X-Real-Ip. A
+// trusted proxy's chain is kept and its address appended, and its
+// client-address headers are kept; anyone else's values are dropped, so
+// the upstream sees exactly the peer address (X-Real-Ip is set to it).
 func setForwarded(h http.Header, in *http.Request, peer netip.Addr, trusted bool) {
 	addr := ""
 	if peer.IsValid() {
@@ -181,6 +187,14 @@ func setForwarded(h http.Header, in *http.Request, peer netip.Addr, trusted bool
 	h["X-Forwarded-For"] = []string{addr}
 	h["X-Forwarded-Proto"] = []string{proto}
 	h["X-Forwarded-Host"] = []string{host}
+	if !trusted {
+		for _, name := range clientIPHeaders {
+			delete(h, name)
+		}
+	}
+	if _, ok := h["X-Real-Ip"]; !ok && peer.IsValid() {
+		h["X-Real-Ip"] = []string{peer.String()}
+	}
 }
 
 // errFallback asks the error handler to let legacy answer instead.

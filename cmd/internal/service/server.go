@@ -23,8 +23,15 @@ const (
 	MaxHeaderBytes    = 64 << 10
 )
 
+// maxHeldHeader bounds a header block the framing check holds: past
+// net/http's own limit (MaxHeaderBytes and 4 KiB of slack), so a block too
+// large to check is one net/http refuses with 431.
+const maxHeldHeader = MaxHeaderBytes + 8<<10
+
 // Server is an http.Server with the daemons' limits, bound to its
-// listener. Unlike a bare http.Server, its shutdown does not wait for
+// listener. It refuses requests whose framing is ambiguous (see
+// framingConn) before net/http parses them. Unlike a bare http.Server, its
+// shutdown does not wait for
 // connections that never sent a request: net/http counts a connection
 // accepted but unused as busy for five seconds, and clients open such
 // connections all the time (a transport's spare dial, a TCP health check,
@@ -42,7 +49,7 @@ type Server struct {
 
 // NewServer returns a server of h on ln. Run serves it.
 func NewServer(ln net.Listener, h http.Handler, logger *slog.Logger) *Server {
-	s := &Server{ln: ln, fresh: map[net.Conn]struct{}{}}
+	s := &Server{ln: framingListener{Listener: ln, logger: logger, maxHeader: maxHeldHeader}, fresh: map[net.Conn]struct{}{}}
 	s.http = &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: ReadHeaderTimeout,
@@ -132,6 +139,9 @@ func (s *Server) shutdown(ctx context.Context) error {
 func (s *Server) track(c net.Conn, state http.ConnState) {
 	if state == http.StateIdle {
 		return // only StateNew is tracked, and Idle never follows it
+	}
+	if fc, ok := c.(*framingConn); ok && state == http.StateHijacked {
+		fc.hijacked()
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

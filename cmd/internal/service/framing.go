@@ -1,0 +1,352 @@
+package service
+
+import (
+	"bytes"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+)
+
+// A request whose framing a proxy in front of this one could read
+// differently is the opening of request smuggling: the front proxy frames
+// it by Content-Length, this server by Transfer-Encoding, and the bytes
+// between the two ends become a request nobody sent. net/http hides what
+// the decision needs (it drops Content-Length when Transfer-Encoding is
+// there, unfolds and trims header values, accepts a bare LF), so the check
+// happens on the bytes, as they arrive, before net/http parses them.
+//
+// Refused, with 400 and the connection closed (RFC 9112):
+//   - Content-Length together with Transfer-Encoding (§6.3);
+//   - a Transfer-Encoding other than exactly "chunked", such as
+//     "CHUNKED", "chunked, identity", a tab or extra spaces around it, or
+//     the header twice;
+//   - more than one Content-Length, or one that is not all digits;
+//   - a line folded onto the one before (obs-fold, §5.2), whitespace
+//     between a field name and its colon (§5.1), a line ending in a bare
+//     LF (§2.2).
+//
+// To find where each request's header block starts on a keep-alive
+// connection, the bodies are followed too: Content-Length bytes, or the
+// chunks of a chunked body. A connection net/http hijacks (a protocol
+// switch such as WebSocket) is passed through from then on.
+
+// errRefusedFraming makes net/http answer 400 and close the connection:
+// an error that is not EOF, a timeout or a read error is a bad request.
+type errRefusedFraming struct{ reason string }
+
+func (e *errRefusedFraming) Error() string { return "request framing refused: " + e.reason }
+
+// framingListener wraps each accepted connection in a framingConn.
+type framingListener struct {
+	net.Listener
+	logger *slog.Logger
+	// maxHeader bounds a header block held for checking; a larger one is
+	// passed on unchecked, for net/http to refuse (431).
+	maxHeader int
+}
+
+func (l framingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &framingConn{Conn: c, logger: l.logger, maxHeader: l.maxHeader}, nil
+}
+
+// The states of a framingConn's reader.
+const (
+	stateHeader      = iota // collecting a request's header block
+	stateBody               // passing Content-Length bytes
+	stateChunkSize          // reading a chunk-size line
+	stateChunkData          // passing a chunk's data
+	stateChunkCRLF          // the CRLF after a chunk's data
+	stateTrailer            // trailer lines after the last chunk
+	statePassThrough        // hijacked, or too odd to follow: bytes as they come
+)
+
+// framingConn checks the framing of each request it reads. Its Read holds
+// a header block back until the block is complete, so net/http never sees
+// a refused one: it gets the refusal as a read error instead.
+type framingConn struct {
+	net.Conn
+	logger    *slog.Logger
+	maxHeader int
+
+	mu      sync.Mutex // guards the fields below; never held across a read of Conn
+	state   int
+	held    []byte // a header block (or chunk-size line, trailer) not yet complete
+	ready   []byte // checked bytes not yet handed to the reader
+	remain  int64  // body or chunk bytes left
+	refused error  // returned by every Read once ready is drained
+	buf     []byte // read buffer
+}
+
+var _ net.Conn = (*framingConn)(nil)
+
+// Read hands out checked bytes, reading and checking more as needed.
+func (c *framingConn) Read(p []byte) (int, error) {
+	for {
+		c.mu.Lock()
+		if len(c.ready) > 0 {
+			n := copy(p, c.ready)
+			c.ready = c.ready[n:]
+			c.mu.Unlock()
+			return n, nil
+		}
+		if c.refused != nil {
+			err := c.refused
+			c.mu.Unlock()
+			return 0, err
+		}
+		if c.state == statePassThrough && len(c.held) == 0 {
+			c.mu.Unlock()
+			return c.Conn.Read(p)
+		}
+		if c.state == stateBody && len(c.held) == 0 {
+			// A body's bytes need no look: straight into p, at most the
+			// body's end, so the next header block is still seen.
+			want := int64(len(p))
+			if want > c.remain {
+				want = c.remain
+			}
+			c.mu.Unlock()
+			n, err := c.Conn.Read(p[:want])
+			c.mu.Lock()
+			if c.state == stateBody { // not hijacked meanwhile
+				c.remain -= int64(n)
+				if c.remain == 0 {
+					c.state = stateHeader
+				}
+			}
+			c.mu.Unlock()
+			return n, err
+		}
+		if c.buf == nil {
+			c.buf = make([]byte, 4096)
+		}
+		buf := c.buf
+		c.mu.Unlock()
+
+		n, err := c.Conn.Read(buf)
+		c.mu.Lock()
+		if n > 0 {
+			c.feed(buf[:n])
+		}
+		if err != nil && len(c.ready) == 0 {
+			// Held bytes stay held: an unchecked header block is never
+			// handed on, not even when a read deadline (net/http aborting
+			// its background read) or the client's EOF cuts it.
+			c.mu.Unlock()
+			return 0, err
+		}
+		c.mu.Unlock()
+	}
+}
+
+// hijacked passes the connection through from now on: it no longer
+// carries HTTP requests. The server calls it when a handler takes the
+// connection over.
+func (c *framingConn) hijacked() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.state = statePassThrough
+	c.ready = append(c.ready, c.held...)
+	c.held = nil
+	c.refused = nil
+}
+
+// feed runs the framing state machine over b, moving checked bytes to
+// ready. Called with mu held.
+func (c *framingConn) feed(b []byte) {
+	for len(b) > 0 && c.refused == nil {
+		switch c.state {
+		case statePassThrough:
+			c.ready = append(c.ready, b...)
+			return
+		case stateBody, stateChunkData:
+			n := int64(len(b))
+			if n > c.remain {
+				n = c.remain
+			}
+			c.ready = append(c.ready, b[:n]...)
+			b = b[n:]
+			if c.remain -= n; c.remain == 0 {
+				if c.state == stateBody {
+					c.state = stateHeader
+				} else {
+					c.state = stateChunkCRLF
+				}
+			}
+		case stateChunkCRLF:
+			// Two bytes, CR LF; anything else is net/http's to refuse.
+			c.held = append(c.held, b[0])
+			b = b[1:]
+			if len(c.held) == 2 {
+				ok := c.held[0] == '\r' && c.held[1] == '\n'
+				c.release()
+				if !ok {
+					c.state = statePassThrough
+				} else {
+					c.state = stateChunkSize
+				}
+			}
+		case stateHeader, stateChunkSize, stateTrailer:
+			i := bytes.IndexByte(b, '\n')
+			if i < 0 {
+				c.held = append(c.held, b...)
+				if len(c.held) > c.maxHeader {
+					c.release()
+					c.state = statePassThrough
+				}
+				return
+			}
+			c.held = append(c.held, b[:i+1]...)
+			b = b[i+1:]
+			c.line()
+		}
+	}
+}
+
+// line acts on the complete line that ends c.held.
+func (c *framingConn) line() {
+	switch c.state {
+	case stateChunkSize:
+		size, ok := chunkSize(c.held)
+		c.release()
+		switch {
+		case !ok:
+			c.state = statePassThrough // net/http refuses the body
+		case size == 0:
+			c.state = stateTrailer
+		default:
+			c.state, c.remain = stateChunkData, size
+		}
+	case stateTrailer:
+		last := isEmptyLine(c.held)
+		c.release()
+		if last {
+			c.state = stateHeader
+		}
+	case stateHeader:
+		block := c.held
+		// Empty lines before a request line are skipped, as net/http does.
+		if bytes.Count(block, []byte("\n")) == 1 && isEmptyLine(block) {
+			c.release()
+			return
+		}
+		if !bytes.HasSuffix(block, []byte("\r\n\r\n")) && !bytes.HasSuffix(block, []byte("\n\n")) && !bytes.HasSuffix(block, []byte("\n\r\n")) {
+			if len(block) > c.maxHeader {
+				c.release()
+				c.state = statePassThrough
+			}
+			return // the block goes on
+		}
+		f, err := checkFraming(block)
+		if err != nil {
+			c.refused = err
+			c.held = nil
+			c.logger.Warn("request refused: its framing is ambiguous", "remote", c.RemoteAddr().String(), "reason", err.reason)
+			return
+		}
+		c.release()
+		switch {
+		case f.chunked:
+			c.state = stateChunkSize
+		case f.length > 0:
+			c.state, c.remain = stateBody, f.length
+		}
+	}
+}
+
+// release moves the held bytes to ready.
+func (c *framingConn) release() {
+	c.ready = append(c.ready, c.held...)
+	c.held = c.held[:0:0]
+}
+
+func isEmptyLine(b []byte) bool {
+	return len(b) == 1 && b[0] == '\n' || len(b) == 2 && b[0] == '\r' && b[1] == '\n'
+}
+
+// chunkSize parses a chunk-size line, ignoring extensions.
+func chunkSize(line []byte) (int64, bool) {
+	line = bytes.TrimRight(line, "\r\n")
+	if i := bytes.IndexByte(line, ';'); i >= 0 {
+		line = line[:i]
+	}
+	line = bytes.TrimRight(line, " \t")
+	if len(line) == 0 || len(line) > 16 {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(string(line), 16, 64)
+	return n, err == nil && n >= 0
+}
+
+// framing is how a request says its body ends.
+type framing struct {
+	chunked bool
+	length  int64
+}
+
+// checkFraming reads a complete header block, request line first, and
+// returns its framing, or why it is refused.
+func checkFraming(block []byte) (framing, *errRefusedFraming) {
+	var f framing
+	refuse := func(format string, args ...any) (framing, *errRefusedFraming) {
+		return framing{}, &errRefusedFraming{reason: fmt.Sprintf(format, args...)}
+	}
+	lines := bytes.SplitAfter(block, []byte("\n"))
+	var te, cl [][]byte
+	for i, l := range lines {
+		if len(l) == 0 {
+			continue
+		}
+		if len(l) < 2 || l[len(l)-2] != '\r' {
+			return refuse("a line ends in a bare LF")
+		}
+		l = l[:len(l)-2]
+		if i == 0 || len(l) == 0 {
+			continue // the request line, and the empty line ending the block
+		}
+		if l[0] == ' ' || l[0] == '\t' {
+			return refuse("a header line is folded onto the previous one (obs-fold)")
+		}
+		colon := bytes.IndexByte(l, ':')
+		if colon <= 0 {
+			continue // net/http refuses it
+		}
+		name := l[:colon]
+		if last := name[len(name)-1]; last == ' ' || last == '\t' {
+			return refuse("whitespace between the field name %q and its colon", bytes.TrimRight(name, " \t"))
+		}
+		value := l[colon+1:]
+		switch {
+		case bytes.EqualFold(name, []byte("Transfer-Encoding")):
+			te = append(te, value)
+		case bytes.EqualFold(name, []byte("Content-Length")):
+			cl = append(cl, value)
+		}
+	}
+	switch {
+	case len(te) > 0 && len(cl) > 0:
+		return refuse("both Content-Length and Transfer-Encoding")
+	case len(te) > 1:
+		return refuse("Transfer-Encoding given %d times", len(te))
+	case len(te) == 1:
+		if v := te[0]; !bytes.Equal(v, []byte(" chunked")) && !bytes.Equal(v, []byte("chunked")) {
+			return refuse("Transfer-Encoding %q is not exactly \"chunked\"", v)
+		}
+		f.chunked = true
+	case len(cl) > 1:
+		return refuse("Content-Length given %d times", len(cl))
+	case len(cl) == 1:
+		v := bytes.TrimPrefix(cl[0], []byte(" "))
+		if len(v) == 0 || len(v) > 18 || bytes.IndexFunc(v, func(r rune) bool { return r < '0' || r > '9' }) >= 0 {
+			return refuse("Content-Length %q is not a number", cl[0])
+		}
+		f.length, _ = strconv.ParseInt(string(v), 10, 64)
+	}
+	return f, nil
+}
