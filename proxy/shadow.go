@@ -282,6 +282,8 @@ func (p *Proxy) call(ctx context.Context, job *shadowJob, b router.Backend, role
 	}
 	removeHopByHopHeaders(out.Header)
 	out.Header.Del("Forwarded") // X-Forwarded-* are rewritten by prepare
+	// The body is buffered and sent at once; nobody waits for a 100.
+	out.Header.Del("Expect")
 	pr := &httputil.ProxyRequest{In: job.in, Out: out}
 	u.prepare(pr, job.peer, job.trusted, job.requestID, job.override)
 	out.Header.Set(headerShadow, "1")

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -30,8 +31,43 @@ type shadowClient struct {
 
 type shadowConn struct {
 	net.Conn
-	br *bufio.Reader
-	bw *bufio.Writer
+	limit headerLimit // between Conn and br
+	br    *bufio.Reader
+	bw    *bufio.Writer
+}
+
+// maxResponseHeaderBytes bounds an upstream answer's header, on shadow
+// calls and (Transport.MaxResponseHeaderBytes) primary ones alike: an
+// upstream sending an endless header line must not grow the proxy's
+// memory. The reader counts what bufio reads ahead of the body too.
+const maxResponseHeaderBytes = 64 << 10
+
+// maxInterimResponses bounds the 1xx answers skipped before the final one.
+const maxInterimResponses = 16
+
+var errResponseHeaderTooLarge = errors.New("upstream response header too large")
+
+// headerLimit fails reads past its budget while on: it is on while a
+// response's header is read.
+type headerLimit struct {
+	r         io.Reader
+	on        bool
+	remaining int
+}
+
+func (l *headerLimit) Read(p []byte) (int, error) {
+	if !l.on {
+		return l.r.Read(p)
+	}
+	if l.remaining <= 0 {
+		return 0, errResponseHeaderTooLarge
+	}
+	if len(p) > l.remaining {
+		p = p[:l.remaining]
+	}
+	n, err := l.r.Read(p)
+	l.remaining -= n
+	return n, err
 }
 
 func newShadowClient() *shadowClient {
@@ -76,7 +112,7 @@ func (c *shadowClient) exchange(ctx context.Context, addr string, conn *shadowCo
 		conn.Close()
 		return nil, false, ctxErr(ctx, err)
 	}
-	res, err := http.ReadResponse(conn.br, req)
+	res, err := conn.readResponse(req)
 	if err != nil {
 		conn.Close()
 		return nil, false, ctxErr(ctx, err)
@@ -97,6 +133,25 @@ func (c *shadowClient) exchange(ctx context.Context, addr string, conn *shadowCo
 	return res, complete, nil
 }
 
+// readResponse reads req's final answer: interim 1xx answers (100
+// Continue, 103 Early Hints) are skipped, as http.Transport does, so that
+// the next answer on the connection is never taken for this one's.
+func (c *shadowConn) readResponse(req *http.Request) (*http.Response, error) {
+	c.limit.on, c.limit.remaining = true, maxResponseHeaderBytes+c.br.Size()
+	defer func() { c.limit.on = false }()
+	for range maxInterimResponses {
+		res, err := http.ReadResponse(c.br, req)
+		if err != nil {
+			return nil, err
+		}
+		if res.StatusCode >= 200 || res.StatusCode == http.StatusSwitchingProtocols {
+			return res, nil
+		}
+		res.Body.Close() // a 1xx has none
+	}
+	return nil, fmt.Errorf("more than %d interim responses", maxInterimResponses)
+}
+
 func (c *shadowClient) conn(ctx context.Context, addr string) (*shadowConn, bool, error) {
 	c.mu.Lock()
 	if idle := c.idle[addr]; len(idle) > 0 {
@@ -110,7 +165,10 @@ func (c *shadowClient) conn(ctx context.Context, addr string) (*shadowConn, bool
 	if err != nil {
 		return nil, false, err
 	}
-	return &shadowConn{Conn: nc, br: bufio.NewReader(nc), bw: bufio.NewWriter(nc)}, false, nil
+	sc := &shadowConn{Conn: nc, bw: bufio.NewWriter(nc)}
+	sc.limit.r = nc
+	sc.br = bufio.NewReader(&sc.limit)
+	return sc, false, nil
 }
 
 func (c *shadowClient) put(addr string, conn *shadowConn) {

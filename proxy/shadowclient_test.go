@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -94,6 +95,55 @@ func TestShadowClient(t *testing.T) {
 		defer cancel()
 		if _, _, _, err := shadowGet(t, c, tctx, srv, 100); !errors.Is(err, context.DeadlineExceeded) {
 			t.Errorf("err = %v; want context.DeadlineExceeded", err)
+		}
+	})
+	t.Run("interim 1xx answers are skipped", func(t *testing.T) {
+		srv, conns := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Link", "</style.css>; rel=preload")
+			w.WriteHeader(http.StatusEarlyHints)
+			w.WriteHeader(http.StatusContinue)
+			io.WriteString(w, "final "+r.URL.Query().Get("n"))
+		})
+		c := newShadowClient()
+		defer c.closeIdle()
+		for i := range 3 {
+			req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+"/x?n="+strconv.Itoa(i), nil)
+			var body bytes.Buffer
+			res, _, err := c.roundTrip(ctx, strings.TrimPrefix(srv.URL, "http://"), req, &body, 100)
+			if want := "final " + strconv.Itoa(i); err != nil || res.StatusCode != 200 || body.String() != want {
+				t.Fatalf("call %d: %v %q %v; want 200 %q, each call its own answer", i, res, body.String(), err, want)
+			}
+		}
+		if n := conns.Load(); n != 1 {
+			t.Errorf("%d connections; want the one reused", n)
+		}
+	})
+	t.Run("an endless header line fails the call within the header limit", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		go func() {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer conn.Close()
+			_, _ = io.WriteString(conn, "HTTP/1.1 200 OK\r\nX-Endless: ")
+			chunk := bytes.Repeat([]byte("a"), 32<<10)
+			for {
+				if _, err := conn.Write(chunk); err != nil {
+					return
+				}
+			}
+		}()
+		c := newShadowClient()
+		defer c.closeIdle()
+		req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+ln.Addr().String()+"/x", nil)
+		_, _, err = c.roundTrip(ctx, ln.Addr().String(), req, io.Discard, 100)
+		if !errors.Is(err, errResponseHeaderTooLarge) {
+			t.Errorf("err = %v; want the header limit", err)
 		}
 	})
 }
