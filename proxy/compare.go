@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -36,28 +37,30 @@ const (
 	noisyRelative = 0.2
 )
 
-// newComparer compiles a route's compare options.
-func newComparer(rc *config.Route) (*diff.Comparer, error) {
+// newComparer compiles a route's compare options. A body is never decoded
+// past maxBody (shadow.max_body_bytes): the cap on what is compared bounds
+// what a compressed answer may expand to as well, so that a gzip bomb
+// costs the proxy no more than any other answer it compares.
+func newComparer(rc *config.Route, maxBody int64) (*diff.Comparer, error) {
 	return diff.New(diff.Options{
-		Headers:   rc.Compare.Headers,
-		Ignore:    rc.Compare.Ignore,
-		Unordered: rc.Compare.Unordered,
-		Decode:    decodeBrotli,
+		Headers:         rc.Compare.Headers,
+		Ignore:          rc.Compare.Ignore,
+		Unordered:       rc.Compare.Unordered,
+		Decode:          brotliDecoder(maxBody),
+		MaxDecodedBytes: maxBody,
 	})
 }
 
-// decodeBrotli undoes Content-Encoding: br for the differ, which knows gzip
-// and deflate from the standard library.
-func decodeBrotli(encoding string, body []byte) ([]byte, error) {
-	if encoding != "br" {
-		return nil, fmt.Errorf("unsupported content encoding %q", encoding)
+// brotliDecoder undoes Content-Encoding: br for the differ, which knows
+// gzip and deflate from the standard library, reading at most max+1 bytes.
+func brotliDecoder(max int64) func(encoding string, body []byte) ([]byte, error) {
+	return func(encoding string, body []byte) ([]byte, error) {
+		if encoding != "br" {
+			return nil, fmt.Errorf("unsupported content encoding %q", encoding)
+		}
+		return io.ReadAll(io.LimitReader(brotli.NewReader(bytes.NewReader(body)), max+1))
 	}
-	return io.ReadAll(io.LimitReader(brotli.NewReader(bytes.NewReader(body)), maxDecodedBody))
 }
-
-// maxDecodedBody bounds what a compressed body may expand to before it is
-// compared: a small compressed response must not cost the proxy gigabytes.
-const maxDecodedBody = 16 << 20
 
 // compareState is a route's comparison record: result counts, per-field
 // raw and noise counts with their bounded labels, and recent mismatches.
@@ -102,6 +105,11 @@ func (p *Proxy) compare(job *shadowJob, shadowRes, noiseRes *captured) int {
 		legacy, newpath = shadowRes, &job.primaryRes
 	}
 	raw, err := job.route.comparer.Compare(legacy.response(), newpath.response())
+	if errors.Is(err, diff.ErrBodyTooLarge) {
+		// Like a body over max_body_bytes as it arrived: not compared.
+		p.logger.Debug("comparison skipped: a body decodes past shadow.max_body_bytes", "request_id", job.requestID, "route", rt.name)
+		return resultSkipped
+	}
 	if err != nil {
 		p.logger.Debug("compare failed", "request_id", job.requestID, "route", rt.name, "error", err.Error())
 		return resultError

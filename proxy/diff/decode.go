@@ -12,14 +12,13 @@ import (
 	"strings"
 )
 
-// maxDecodedBytes bounds what a body may expand to when its
-// Content-Encoding is undone: the proxy caps the bytes it captures, but a
-// small compressed body can still decode to gigabytes. It matches the cap
-// the proxy applies to its brotli Decode.
-const maxDecodedBytes = 16 << 20
+// defaultMaxDecodedBytes is Options.MaxDecodedBytes when it is zero.
+const defaultMaxDecodedBytes = 16 << 20
 
-// errTooLarge is the error for a body that decodes to more than maxDecodedBytes.
-var errTooLarge = fmt.Errorf("decoded body exceeds %d bytes", maxDecodedBytes)
+// ErrBodyTooLarge is the error of Compare for a body that decodes to more
+// than Options.MaxDecodedBytes: it is not compared, and never inflated
+// past the cap.
+var ErrBodyTooLarge = errors.New("decoded body exceeds the cap")
 
 // side is the per-answer scratch of one Compare: its parse tree and the
 // buffers its body is decoded into.
@@ -65,8 +64,8 @@ func (c *Comparer) decodeBody(s *side, h http.Header, body []byte) ([]byte, erro
 			if err != nil {
 				return nil, fmt.Errorf("content-encoding %s: %w", coding, err)
 			}
-			if len(out) > maxDecodedBytes {
-				return nil, fmt.Errorf("content-encoding %s: %w", coding, errTooLarge)
+			if int64(len(out)) > c.maxDecoded {
+				return nil, fmt.Errorf("content-encoding %s: %w", coding, ErrBodyTooLarge)
 			}
 			body = out
 			step++
@@ -124,14 +123,14 @@ func (c *Comparer) undo(s *side, buf *bytes.Buffer, coding string, body []byte) 
 		return nil, err
 	}
 	buf.Reset()
-	s.lim = io.LimitedReader{R: r, N: maxDecodedBytes + 1}
+	s.lim = io.LimitedReader{R: r, N: c.maxDecoded + 1}
 	_, err = buf.ReadFrom(&s.lim)
 	s.lim.R = nil
 	if err != nil {
 		return nil, err
 	}
-	if buf.Len() > maxDecodedBytes {
-		return nil, errTooLarge
+	if int64(buf.Len()) > c.maxDecoded {
+		return nil, ErrBodyTooLarge
 	}
 	return buf.Bytes(), nil
 }

@@ -45,8 +45,13 @@ type Options struct {
 	Unordered []string
 	// Decode undoes a Content-Encoding the package does not know (the proxy
 	// injects brotli, "br"). gzip and deflate are handled by the package
-	// itself. nil: unknown encodings are an error.
+	// itself. nil: unknown encodings are an error. It must not decode past
+	// MaxDecodedBytes (one byte more says "too large").
 	Decode func(encoding string, body []byte) ([]byte, error)
+	// MaxDecodedBytes bounds what a body may expand to while its
+	// Content-Encoding is undone, each coding of it (0: 16 MiB): a small
+	// compressed body can decode to gigabytes. Larger is ErrBodyTooLarge.
+	MaxDecodedBytes int64
 	// MaxDifferences bounds the differences one Compare reports (0: 1000), so
 	// a pathological response cannot make the proxy do unbounded work.
 	MaxDifferences int
@@ -87,8 +92,9 @@ type Difference struct {
 type Comparer struct {
 	patterns []patternNode // ignore and unordered patterns as one trie; node 0 is the root
 	headers  []headerField // sorted by name, the order their differences are reported in
-	decode   func(encoding string, body []byte) ([]byte, error)
-	max      int
+	decode     func(encoding string, body []byte) ([]byte, error)
+	max        int
+	maxDecoded int64
 
 	// The root segments, as the walker's path stack holds them.
 	segBody, segHeaders, segStatus []byte
@@ -116,6 +122,7 @@ func New(opts Options) (*Comparer, error) {
 	}
 	c := &Comparer{
 		decode:     opts.Decode,
+		maxDecoded: opts.MaxDecodedBytes,
 		max:        opts.MaxDifferences,
 		segBody:    []byte("body"),
 		segHeaders: []byte("headers"),
@@ -123,6 +130,9 @@ func New(opts Options) (*Comparer, error) {
 	}
 	if c.max == 0 {
 		c.max = defaultMaxDifferences
+	}
+	if c.maxDecoded <= 0 {
+		c.maxDecoded = defaultMaxDecodedBytes
 	}
 	var err error
 	if c.patterns, err = compilePatterns(opts.Ignore, opts.Unordered); err != nil {

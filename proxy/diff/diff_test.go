@@ -680,8 +680,43 @@ func TestCompareDecodedBodyTooLarge(t *testing.T) {
 	zw.Close()
 	c := mustNew(t, diff.Options{})
 	_, err := c.Compare(res(200, b.String(), "Content-Encoding", "gzip"), res(200, "{}"))
-	if err == nil || !strings.Contains(err.Error(), "decoded body exceeds") {
-		t.Errorf("got %v; want a decoded body too large error", err)
+	if !errors.Is(err, diff.ErrBodyTooLarge) {
+		t.Errorf("got %v; want ErrBodyTooLarge past the default 16 MiB", err)
+	}
+}
+
+// MaxDecodedBytes bounds every coding of a body, "gzip, gzip" included:
+// a bomb is refused, never inflated past the cap.
+func TestCompareMaxDecodedBytes(t *testing.T) {
+	zip := func(b []byte) []byte {
+		var out bytes.Buffer
+		zw, _ := gzip.NewWriterLevel(&out, gzip.BestCompression)
+		zw.Write(b)
+		zw.Close()
+		return out.Bytes()
+	}
+	const max = 64 << 10
+	fits := []byte(`{"pad":"` + strings.Repeat("a", max-20) + `"}`)
+	bomb := make([]byte, 4<<20)
+	tests := []struct {
+		name     string
+		body     []byte
+		encoding string
+		tooLarge bool
+	}{
+		{"within the cap", zip(fits), "gzip", false},
+		{"gzip bomb", zip(bomb), "gzip", true},
+		{"gzip, gzip bomb", zip(zip(bomb)), "gzip, gzip", true},
+		{"gzip, gzip within the cap", zip(zip(fits)), "gzip, gzip", false},
+	}
+	c := mustNew(t, diff.Options{MaxDecodedBytes: max})
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := c.Compare(res(200, string(tt.body), "Content-Encoding", tt.encoding), res(200, "{}"))
+			if got := errors.Is(err, diff.ErrBodyTooLarge); got != tt.tooLarge {
+				t.Errorf("err = %v; too large %t, want %t", err, got, tt.tooLarge)
+			}
+		})
 	}
 }
 
