@@ -30,6 +30,10 @@ type Config struct {
 	TrustedProxies []string `mapstructure:"trusted_proxies" json:"trusted_proxies"`
 	// Overrides lets trusted clients force a backend with a header.
 	Overrides Overrides `mapstructure:"overrides" json:"overrides"`
+	// ClientBodyTimeout bounds the wait between two reads of a client's
+	// request body, as nginx's client_body_timeout does: a client that
+	// stalls mid-body is answered 408 and its connection closed.
+	ClientBodyTimeout Duration `mapstructure:"client_body_timeout" json:"client_body_timeout"`
 	// Shadow bounds shadow traffic across all routes.
 	Shadow Shadow `mapstructure:"shadow" json:"shadow"`
 	// DivergenceStore configures where divergence samples are kept.

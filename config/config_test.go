@@ -47,6 +47,7 @@ func TestMinimalConfigGetsEveryDefault(t *testing.T) {
 		{"shadow.timeout", cfg.Shadow.Timeout, Duration(5 * time.Second)},
 		{"divergence_store.samples_per_route", cfg.DivergenceStore.SamplesPerRoute, 100},
 		{"divergence_store.retention", cfg.DivergenceStore.Retention, Duration(7 * 24 * time.Hour)},
+		{"client_body_timeout", cfg.ClientBodyTimeout, Duration(time.Minute)},
 		{"tracing.exporter", cfg.Tracing.Exporter, "none"},
 		{"tracing.sample_ratio", cfg.Tracing.SampleRatio, 1.0},
 		{"log.level", cfg.Log.Level, "info"},

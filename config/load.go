@@ -36,6 +36,7 @@ func defaults() map[string]any {
 		"sticky.key":                         "none",
 		"sticky.salt":                        "strangler",
 		"trusted_proxies":                    []string{},
+		"client_body_timeout":                "60s",
 		"overrides.header":                   "X-Strangler-Backend",
 		"overrides.trusted_cidrs":            []string{"127.0.0.0/8"},
 		"shadow.max_in_flight":               256,

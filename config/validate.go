@@ -80,6 +80,9 @@ func (c *Config) validate() []FieldError {
 	}
 	c.Overrides.trusted = parsePrefixes(add, "overrides.trusted_cidrs", c.Overrides.TrustedCIDRs)
 
+	if c.ClientBodyTimeout <= 0 {
+		add("client_body_timeout", "must be positive")
+	}
 	if c.Shadow.MaxInFlight < 0 {
 		add("shadow.max_in_flight", "must be 0 or more, got %d", c.Shadow.MaxInFlight)
 	}

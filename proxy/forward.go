@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -54,6 +55,7 @@ type exchange struct {
 	overridden    bool  // a trusted override chose the backend: never fall back
 	bodyErr       error // the client's request body broke
 	noAnswer      bool  // no upstream answered; the proxy wrote the status
+	brokenAnswer  bool  // the upstream's answer broke off mid-body
 }
 
 type exchangeKey struct{}
@@ -252,12 +254,11 @@ func (p *Proxy) handleError(w http.ResponseWriter, out *http.Request, err error)
 		return
 	}
 	if x.bodyErr != nil {
-		// The client's body was malformed or cut: its fault, so a 400, and
-		// no count against the upstream (one client must not trip a guard).
+		// The client's body was malformed, cut or stalled: its fault, so a
+		// 4xx, and no count against the upstream (one client must not trip
+		// a guard).
 		endSpan(x.upstreamSpan, 0, err)
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		w.WriteHeader(http.StatusBadRequest)
-		_, _ = io.WriteString(w, "malformed request body\n")
+		writeBodyError(w, x.bodyErr)
 		return
 	}
 	var fb errFallback
@@ -325,16 +326,45 @@ func saneRequestID(s string) bool {
 	return true
 }
 
-// clientBody records an error reading the client's request body.
+// writeBodyError answers a request whose body could not be read: 408 for
+// one that stalled past client_body_timeout (and its connection closes),
+// 400 for a malformed or cut one.
+func writeBodyError(w http.ResponseWriter, err error) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		w.Header().Set("Connection", "close")
+		w.WriteHeader(http.StatusRequestTimeout)
+		_, _ = io.WriteString(w, "request body timed out\n")
+		return
+	}
+	w.WriteHeader(http.StatusBadRequest)
+	_, _ = io.WriteString(w, "malformed request body\n")
+}
+
+// clientBody reads the client's request body with a timeout between
+// reads, and records an error reading it.
 type clientBody struct {
 	io.ReadCloser
-	x *exchange
+	x       *exchange
+	rc      *http.ResponseController
+	timeout time.Duration
+	done    bool
 }
 
 func (b *clientBody) Read(p []byte) (int, error) {
+	if b.done {
+		return b.ReadCloser.Read(p)
+	}
+	_ = b.rc.SetReadDeadline(time.Now().Add(b.timeout))
 	n, err := b.ReadCloser.Read(p)
-	if err != nil && err != io.EOF && b.x.bodyErr == nil {
-		b.x.bodyErr = err
+	if err != nil {
+		// Read once more or not at all, the body is over: the connection
+		// is the server's again, without a deadline of ours.
+		b.done = true
+		_ = b.rc.SetReadDeadline(time.Time{})
+		if err != io.EOF && b.x.bodyErr == nil {
+			b.x.bodyErr = err
+		}
 	}
 	return n, err
 }

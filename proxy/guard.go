@@ -114,6 +114,16 @@ func (p *Proxy) recordCall(br *boundRoute, b router.Backend, latency time.Durati
 	}
 }
 
+// recordBrokenAnswer counts an upstream answer, already counted by
+// recordCall at its header, that broke off mid-body: an error after all.
+func (p *Proxy) recordBrokenAnswer(br *boundRoute, b router.Backend) {
+	now := p.now()
+	br.rt.win.broke(now, b)
+	if b == router.Newpath {
+		p.checkGuard(br, now)
+	}
+}
+
 // recordComparison counts one comparison result of a route and checks its
 // guard.
 func (p *Proxy) recordComparison(br *boundRoute, result int) {

@@ -68,6 +68,9 @@ type Proxy struct {
 	stopShadows    context.Context
 	cancelShadows  context.CancelFunc
 	shadowInFlight atomic.Int64
+	// bufferedBodies is what request bodies buffered for shadows hold,
+	// bounded by max_in_flight × max_body_bytes.
+	bufferedBodies atomic.Int64
 	shadowClient   *shadowClient
 
 	mu         sync.Mutex // guards the fields below; taken by activate and the admin re-arm
@@ -282,6 +285,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// inbound request they see, so a fallback can forward it again.
 	x.in = r.WithContext(context.WithValue(ctx, exchangeKey{}, x))
 	x.route, x.metrics, x.shadow = "unmatched", st.unmatch, "off"
+	if x.in.Body != nil && x.in.Body != http.NoBody {
+		// Record the client's own body errors: they are the client's
+		// fault, not the upstream's (see handleError). A client that
+		// stalls mid-body is cut off by client_body_timeout.
+		x.in.Body = &clientBody{ReadCloser: x.in.Body, x: x, rc: http.NewResponseController(w),
+			timeout: time.Duration(st.cfg.ClientBodyTimeout)}
+	}
 	if i, ok := st.table.Match(r); ok {
 		br := st.routes[i]
 		x.bound = br
@@ -289,11 +299,6 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		x.metrics = br.rt.metrics
 		a := st.table.Assign(r, x.peer, int(br.rt.effectiveBasisPoints.Load()))
 		x.backend, x.overridden = a.Backend, a.Overridden
-		if x.in.Body != nil && x.in.Body != http.NoBody {
-			// Record the client's own body errors: they are the client's
-			// fault, not the upstream's (see handleError).
-			x.in.Body = &clientBody{ReadCloser: x.in.Body, x: x}
-		}
 		x.shadow = p.planShadow(x)
 	}
 	defer p.finish(x)
@@ -302,8 +307,19 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // finish records the request's metrics and access log line. It runs
 // deferred, so a response aborted mid-body (http.ErrAbortHandler) is still
-// counted.
+// counted: when the client is still there, the upstream broke its answer
+// (it closed before the Content-Length it promised), and that is an
+// upstream error, for the metrics and the guard alike.
 func (p *Proxy) finish(x *exchange) {
+	if r := recover(); r != nil {
+		defer panic(r) // net/http aborts the client's connection
+		if r == http.ErrAbortHandler && x.in.Context().Err() == nil && x.writer.status != 0 {
+			x.brokenAnswer = true
+			if x.bound != nil {
+				p.recordBrokenAnswer(x.bound, x.backend)
+			}
+		}
+	}
 	if x.job != nil {
 		x.finishPrimary()
 	}
@@ -314,7 +330,7 @@ func (p *Proxy) finish(x *exchange) {
 	case x.clientGone || x.in.Context().Err() != nil:
 		// Gone before the answer or in the middle of its body.
 		status, class = 499, codeClass(499)
-	case x.noAnswer:
+	case x.noAnswer, x.brokenAnswer:
 		class = codeError
 	case status == 0:
 		// The handler returned without writing: net/http sends 200.

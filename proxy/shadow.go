@@ -108,16 +108,19 @@ func (p *Proxy) planShadow(x *exchange) string {
 		return outcomeSkippedUnsafe
 	}
 	cfg := x.st.cfg.Shadow
-	// The slot first: buffered bodies are then bounded by max_in_flight too.
+	// The body first, then the slot: a slot is held only by a shadow that
+	// is ready to go, so clients trickling their bodies cannot hold every
+	// slot and starve the other routes. What bodies being buffered hold is
+	// bounded on its own, by the same max_in_flight × max_body_bytes.
+	body, outcome := p.bufferBody(x.in, cfg.MaxBodyBytes, int64(cfg.MaxInFlight)*cfg.MaxBodyBytes)
+	if outcome != "" {
+		rt.skip(target, outcome)
+		return outcome
+	}
 	if !p.acquireShadow(cfg.MaxInFlight) {
+		p.releaseBody(body)
 		rt.skip(target, outcomeDroppedSaturated)
 		return outcomeDroppedSaturated
-	}
-	body, ok := bufferBody(x.in, cfg.MaxBodyBytes)
-	if !ok {
-		p.releaseShadow()
-		rt.skip(target, outcomeDroppedBodyTooLarge)
-		return outcomeDroppedBodyTooLarge
 	}
 	in := x.in.Clone(context.WithoutCancel(x.in.Context()))
 	in.Body = nil
@@ -146,24 +149,57 @@ func (p *Proxy) planShadow(x *exchange) string {
 	return "shadowed"
 }
 
-// bufferBody reads the request body for replay to the other side, up to max
-// bytes. A larger body is forwarded streaming to the primary, unread, and
-// not shadowed.
-func bufferBody(in *http.Request, max int64) ([]byte, bool) {
+// bufferBody reads the request body for replay to the other side, up to
+// max bytes, charging what it reads to the bytes all requests may hold
+// buffered at once, budget; releaseBody gives them back. It returns the
+// body, or the outcome of a shadow it cannot make: a body over max
+// (dropped_body_too_large), one the budget has no room for
+// (dropped_saturated), or one the client broke off (failed). Whatever was
+// read is then replayed, with the rest, to the primary, which streams it
+// unshadowed.
+func (p *Proxy) bufferBody(in *http.Request, max, budget int64) ([]byte, string) {
 	if in.Body == nil || in.Body == http.NoBody {
-		return nil, true
+		return nil, ""
 	}
 	if in.ContentLength > max {
-		return nil, false
+		return nil, outcomeDroppedBodyTooLarge
 	}
-	buf, err := io.ReadAll(io.LimitReader(in.Body, max+1))
-	if int64(len(buf)) > max || err != nil {
-		// Replay what was read, then the rest, to the primary.
-		in.Body = readCloser{io.MultiReader(bytes.NewReader(buf), in.Body), in.Body}
-		return nil, false
+	var buf bytes.Buffer
+	if in.ContentLength > 0 {
+		buf.Grow(int(in.ContentLength))
 	}
-	in.Body = io.NopCloser(bytes.NewReader(buf))
-	return buf, true
+	var charged int64
+	outcome := ""
+	for outcome == "" {
+		buf.Grow(4 << 10)
+		free := buf.AvailableBuffer()
+		n, err := in.Body.Read(free[:cap(free)])
+		buf.Write(free[:n])
+		switch {
+		case int64(buf.Len()) > max:
+			outcome = outcomeDroppedBodyTooLarge
+		case p.bufferedBodies.Add(int64(n)) > budget:
+			p.bufferedBodies.Add(-int64(n))
+			outcome = outcomeDroppedSaturated
+		default:
+			charged += int64(n)
+			if err == io.EOF {
+				in.Body = io.NopCloser(bytes.NewReader(buf.Bytes()))
+				return buf.Bytes(), ""
+			}
+			if err != nil {
+				outcome = outcomeFailed
+			}
+		}
+	}
+	p.bufferedBodies.Add(-charged)
+	in.Body = readCloser{io.MultiReader(bytes.NewReader(buf.Bytes()), in.Body), in.Body}
+	return nil, outcome
+}
+
+// releaseBody gives back what bufferBody charged for body.
+func (p *Proxy) releaseBody(body []byte) {
+	p.bufferedBodies.Add(-int64(len(body)))
 }
 
 type readCloser struct {
@@ -194,6 +230,7 @@ func (p *Proxy) releaseShadow() {
 // drains shadows on shutdown.
 func (p *Proxy) runShadow(job *shadowJob) {
 	defer p.releaseShadow()
+	defer p.releaseBody(job.body)
 	// A defect in comparing one odd response must not take the proxy down.
 	defer func() {
 		if r := recover(); r != nil {

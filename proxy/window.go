@@ -76,6 +76,13 @@ func (w *window) call(now time.Time, b router.Backend, latency time.Duration, fa
 	s.latency[b][latencyBucket(latency.Seconds())]++
 }
 
+// broke records that an answer already counted by call broke off mid-body.
+func (w *window) broke(now time.Time, b router.Backend) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.slot(now).errors[b]++
+}
+
 // comparison records one comparison result.
 func (w *window) comparison(now time.Time, result int) {
 	if result != resultMatch && result != resultMismatch && result != resultNoise {

@@ -90,8 +90,8 @@ type Difference struct {
 
 // Comparer compares responses of one route. Build once per config; safe for concurrent use.
 type Comparer struct {
-	patterns []patternNode // ignore and unordered patterns as one trie; node 0 is the root
-	headers  []headerField // sorted by name, the order their differences are reported in
+	patterns   []patternNode // ignore and unordered patterns as one trie; node 0 is the root
+	headers    []headerField // sorted by name, the order their differences are reported in
 	decode     func(encoding string, body []byte) ([]byte, error)
 	max        int
 	maxDecoded int64
