@@ -248,6 +248,14 @@ func (x *exchange) canFallback() bool {
 // allowed, else 502 (connect refused, broken) or 504 (timeout).
 func (p *Proxy) handleError(w http.ResponseWriter, out *http.Request, err error) {
 	x := exchangeFrom(out.Context())
+	// A stalled body also cancels the request's context (net/http takes a
+	// read error for the client gone): the client is still there to get
+	// its 408.
+	if x.bodyTimedOut() {
+		endSpan(x.upstreamSpan, 0, err)
+		writeBodyError(w, x.bodyErr)
+		return
+	}
 	if x.in.Context().Err() != nil {
 		x.clientGone = true
 		endSpan(x.upstreamSpan, 0, err)
@@ -326,6 +334,12 @@ func saneRequestID(s string) bool {
 	return true
 }
 
+// bodyTimedOut reports whether the client stalled past
+// client_body_timeout.
+func (x *exchange) bodyTimedOut() bool {
+	return x.bodyErr != nil && errors.Is(x.bodyErr, os.ErrDeadlineExceeded)
+}
+
 // writeBodyError answers a request whose body could not be read: 408 for
 // one that stalled past client_body_timeout (and its connection closes),
 // 400 for a malformed or cut one.
@@ -348,21 +362,28 @@ type clientBody struct {
 	x       *exchange
 	rc      *http.ResponseController
 	timeout time.Duration
-	done    bool
+	err     error // sticky: the end of the body, or why it broke
 }
 
 func (b *clientBody) Read(p []byte) (int, error) {
-	if b.done {
-		return b.ReadCloser.Read(p)
+	if b.err != nil {
+		// Never read again past an error: the deadline is gone, and the
+		// read would wait for the client without bound.
+		return 0, b.err
 	}
 	_ = b.rc.SetReadDeadline(time.Now().Add(b.timeout))
 	n, err := b.ReadCloser.Read(p)
-	if err != nil {
-		// Read once more or not at all, the body is over: the connection
-		// is the server's again, without a deadline of ours.
-		b.done = true
+	switch {
+	case err == io.EOF:
+		// The body is over: the connection is the server's again, without
+		// a deadline of ours.
+		b.err = err
 		_ = b.rc.SetReadDeadline(time.Time{})
-		if err != io.EOF && b.x.bodyErr == nil {
+	case err != nil:
+		// The deadline stays: net/http, draining what is left of the body
+		// after the answer, must not wait for a client that stalled.
+		b.err = err
+		if b.x.bodyErr == nil {
 			b.x.bodyErr = err
 		}
 	}

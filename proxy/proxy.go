@@ -327,6 +327,8 @@ func (p *Proxy) finish(x *exchange) {
 	status := x.writer.status
 	class := codeClass(status)
 	switch {
+	case x.bodyTimedOut():
+		status, class = http.StatusRequestTimeout, codeClass(http.StatusRequestTimeout)
 	case x.clientGone || x.in.Context().Err() != nil:
 		// Gone before the answer or in the middle of its body.
 		status, class = 499, codeClass(499)
