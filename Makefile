@@ -38,7 +38,7 @@ lint: ## gofmt, go vet, staticcheck
 	$(GO) run $(STATICCHECK) ./...
 
 bench: build ## proxies and peers under wrk, one table; Go benchmarks of the hot path
-	$(GO) test -run '^$$' -bench . -benchmem ./proxy/ ./proxy/diff/ ./router/
+	$(GO) test -run '^$$' -bench . -benchmem ./proxy/ ./proxy/diff/ ./router/ ./cmd/internal/service/
 	bash bench/run.sh
 
 clean:

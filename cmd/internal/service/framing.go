@@ -77,7 +77,8 @@ type framingConn struct {
 	mu      sync.Mutex // guards the fields below; never held across a read of Conn
 	state   int
 	held    []byte // a header block (or chunk-size line, trailer) not yet complete
-	ready   []byte // checked bytes not yet handed to the reader
+	ready   []byte // checked bytes; ready[readPos:] not yet handed to the reader
+	readPos int
 	remain  int64  // body or chunk bytes left
 	refused error  // returned by every Read once ready is drained
 	buf     []byte // read buffer
@@ -89,9 +90,11 @@ var _ net.Conn = (*framingConn)(nil)
 func (c *framingConn) Read(p []byte) (int, error) {
 	for {
 		c.mu.Lock()
-		if len(c.ready) > 0 {
-			n := copy(p, c.ready)
-			c.ready = c.ready[n:]
+		if c.readPos < len(c.ready) {
+			n := copy(p, c.ready[c.readPos:])
+			if c.readPos += n; c.readPos == len(c.ready) {
+				c.ready, c.readPos = c.ready[:0], 0 // its array, reused
+			}
 			c.mu.Unlock()
 			return n, nil
 		}
@@ -134,7 +137,7 @@ func (c *framingConn) Read(p []byte) (int, error) {
 		if n > 0 {
 			c.feed(buf[:n])
 		}
-		if err != nil && len(c.ready) == 0 {
+		if err != nil && c.readPos == len(c.ready) {
 			// Held bytes stay held: an unchecked header block is never
 			// handed on, not even when a read deadline (net/http aborting
 			// its background read) or the client's EOF cuts it.
@@ -263,7 +266,7 @@ func (c *framingConn) line() {
 // release moves the held bytes to ready.
 func (c *framingConn) release() {
 	c.ready = append(c.ready, c.held...)
-	c.held = c.held[:0:0]
+	c.held = c.held[:0]
 }
 
 func isEmptyLine(b []byte) bool {
@@ -297,12 +300,14 @@ func checkFraming(block []byte) (framing, *errRefusedFraming) {
 	refuse := func(format string, args ...any) (framing, *errRefusedFraming) {
 		return framing{}, &errRefusedFraming{reason: fmt.Sprintf(format, args...)}
 	}
-	lines := bytes.SplitAfter(block, []byte("\n"))
-	var te, cl [][]byte
-	for i, l := range lines {
-		if len(l) == 0 {
-			continue
-		}
+	// The first Transfer-Encoding and Content-Length values, and how many
+	// of each there were.
+	var te, cl []byte
+	var nte, ncl int
+	for i := 0; len(block) > 0; i++ {
+		end := bytes.IndexByte(block, '\n')
+		l := block[:end+1]
+		block = block[end+1:]
 		if len(l) < 2 || l[len(l)-2] != '\r' {
 			return refuse("a line ends in a bare LF")
 		}
@@ -323,30 +328,39 @@ func checkFraming(block []byte) (framing, *errRefusedFraming) {
 		}
 		value := l[colon+1:]
 		switch {
-		case bytes.EqualFold(name, []byte("Transfer-Encoding")):
-			te = append(te, value)
-		case bytes.EqualFold(name, []byte("Content-Length")):
-			cl = append(cl, value)
+		case len(name) == len("Transfer-Encoding") && bytes.EqualFold(name, []byte("Transfer-Encoding")):
+			if nte++; nte == 1 {
+				te = value
+			}
+		case len(name) == len("Content-Length") && bytes.EqualFold(name, []byte("Content-Length")):
+			if ncl++; ncl == 1 {
+				cl = value
+			}
 		}
 	}
 	switch {
-	case len(te) > 0 && len(cl) > 0:
+	case nte > 0 && ncl > 0:
 		return refuse("both Content-Length and Transfer-Encoding")
-	case len(te) > 1:
-		return refuse("Transfer-Encoding given %d times", len(te))
-	case len(te) == 1:
-		if v := te[0]; !bytes.Equal(v, []byte(" chunked")) && !bytes.Equal(v, []byte("chunked")) {
-			return refuse("Transfer-Encoding %q is not exactly \"chunked\"", v)
+	case nte > 1:
+		return refuse("Transfer-Encoding given %d times", nte)
+	case nte == 1:
+		if !bytes.Equal(te, []byte(" chunked")) && !bytes.Equal(te, []byte("chunked")) {
+			return refuse("Transfer-Encoding %q is not exactly \"chunked\"", te)
 		}
 		f.chunked = true
-	case len(cl) > 1:
-		return refuse("Content-Length given %d times", len(cl))
-	case len(cl) == 1:
-		v := bytes.TrimPrefix(cl[0], []byte(" "))
-		if len(v) == 0 || len(v) > 18 || bytes.IndexFunc(v, func(r rune) bool { return r < '0' || r > '9' }) >= 0 {
-			return refuse("Content-Length %q is not a number", cl[0])
+	case ncl > 1:
+		return refuse("Content-Length given %d times", ncl)
+	case ncl == 1:
+		v := bytes.TrimPrefix(cl, []byte(" "))
+		if len(v) == 0 || len(v) > 18 {
+			return refuse("Content-Length %q is not a number", cl)
 		}
-		f.length, _ = strconv.ParseInt(string(v), 10, 64)
+		for _, d := range v {
+			if d < '0' || d > '9' {
+				return refuse("Content-Length %q is not a number", cl)
+			}
+			f.length = f.length*10 + int64(d-'0')
+		}
 	}
 	return f, nil
 }
