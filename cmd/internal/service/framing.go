@@ -7,6 +7,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"time"
 )
 
 // A request whose framing a proxy in front of this one could read
@@ -41,10 +42,14 @@ func (e *errRefusedFraming) Error() string { return "request framing refused: " 
 // framingListener wraps each accepted connection in a framingConn.
 type framingListener struct {
 	net.Listener
-	logger *slog.Logger
+	log *refusalLog
 	// maxHeader bounds a header block held for checking; a larger one is
 	// passed on unchecked, for net/http to refuse (431).
 	maxHeader int
+	// headerTimeout bounds how long a header block may take to arrive,
+	// from its first byte: net/http's ReadHeaderTimeout starts only once
+	// it sees a byte, which a held block hides from it.
+	headerTimeout time.Duration
 }
 
 func (l framingListener) Accept() (net.Conn, error) {
@@ -52,7 +57,31 @@ func (l framingListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &framingConn{Conn: c, logger: l.logger, maxHeader: l.maxHeader}, nil
+	return &framingConn{Conn: c, log: l.log, maxHeader: l.maxHeader, headerTimeout: l.headerTimeout}, nil
+}
+
+// refusalLog logs refusals at warn, at most one line a second with the
+// count of those left out: a client sending bad requests in a loop must
+// not flood the log.
+type refusalLog struct {
+	logger     *slog.Logger
+	mu         sync.Mutex
+	last       time.Time
+	suppressed int
+}
+
+func (l *refusalLog) refused(remote, reason string) {
+	l.mu.Lock()
+	now := time.Now()
+	if now.Sub(l.last) < time.Second {
+		l.suppressed++
+		l.mu.Unlock()
+		return
+	}
+	suppressed := l.suppressed
+	l.last, l.suppressed = now, 0
+	l.mu.Unlock()
+	l.logger.Warn("request refused: its framing is ambiguous", "remote", remote, "reason", reason, "suppressed", suppressed)
 }
 
 // The states of a framingConn's reader.
@@ -63,16 +92,21 @@ const (
 	stateChunkData          // passing a chunk's data
 	stateChunkCRLF          // the CRLF after a chunk's data
 	stateTrailer            // trailer lines after the last chunk
-	statePassThrough        // hijacked, or too odd to follow: bytes as they come
+	statePassThrough        // hijacked, or a header net/http refuses: bytes as they come
 )
+
+// maxKeptBuffer is the capacity a connection keeps between requests; a
+// buffer grown past it by one large header is dropped once drained.
+const maxKeptBuffer = 8 << 10
 
 // framingConn checks the framing of each request it reads. Its Read holds
 // a header block back until the block is complete, so net/http never sees
 // a refused one: it gets the refusal as a read error instead.
 type framingConn struct {
 	net.Conn
-	logger    *slog.Logger
-	maxHeader int
+	log           *refusalLog
+	maxHeader     int
+	headerTimeout time.Duration
 
 	mu      sync.Mutex // guards the fields below; never held across a read of Conn
 	state   int
@@ -82,6 +116,8 @@ type framingConn struct {
 	remain  int64  // body or chunk bytes left
 	refused error  // returned by every Read once ready is drained
 	buf     []byte // read buffer
+	// timed: the header block being held has its deadline set.
+	timed bool
 }
 
 var _ net.Conn = (*framingConn)(nil)
@@ -94,6 +130,9 @@ func (c *framingConn) Read(p []byte) (int, error) {
 			n := copy(p, c.ready[c.readPos:])
 			if c.readPos += n; c.readPos == len(c.ready) {
 				c.ready, c.readPos = c.ready[:0], 0 // its array, reused
+				if cap(c.ready) > maxKeptBuffer {
+					c.ready = nil
+				}
 			}
 			c.mu.Unlock()
 			return n, nil
@@ -137,6 +176,14 @@ func (c *framingConn) Read(p []byte) (int, error) {
 		if n > 0 {
 			c.feed(buf[:n])
 		}
+		if c.state == stateHeader && len(c.held) > 0 && !c.timed {
+			c.timed = true
+			_ = c.Conn.SetReadDeadline(time.Now().Add(c.headerTimeout))
+		}
+		refusal := c.refused
+		if refusal != nil && n > 0 {
+			defer c.log.refused(c.RemoteAddr().String(), refusal.(*errRefusedFraming).reason)
+		}
 		if err != nil && c.readPos == len(c.ready) {
 			// Held bytes stay held: an unchecked header block is never
 			// handed on, not even when a read deadline (net/http aborting
@@ -155,14 +202,30 @@ func (c *framingConn) hijacked() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.state = statePassThrough
+	// Bytes refused as a request were the tunnel's, not a request's.
 	c.ready = append(c.ready, c.held...)
 	c.held = nil
 	c.refused = nil
 }
 
+// CloseWrite half-closes the connection, which net/http does before it
+// closes one it refused a request on, so that the client reads the answer
+// rather than a reset.
+func (c *framingConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
 // feed runs the framing state machine over b, moving checked bytes to
 // ready. Called with mu held.
 func (c *framingConn) feed(b []byte) {
+	defer func() {
+		if c.refused != nil {
+			c.held = append(c.held, b...) // kept for hijacked, never for net/http
+		}
+	}()
 	for len(b) > 0 && c.refused == nil {
 		switch c.state {
 		case statePassThrough:
@@ -187,21 +250,25 @@ func (c *framingConn) feed(b []byte) {
 			c.held = append(c.held, b[0])
 			b = b[1:]
 			if len(c.held) == 2 {
-				ok := c.held[0] == '\r' && c.held[1] == '\n'
-				c.release()
-				if !ok {
-					c.state = statePassThrough
-				} else {
-					c.state = stateChunkSize
+				if c.held[0] != '\r' || c.held[1] != '\n' {
+					c.refuse("a chunk's data does not end with CRLF")
+					return
 				}
+				c.release()
+				c.state = stateChunkSize
 			}
 		case stateHeader, stateChunkSize, stateTrailer:
 			i := bytes.IndexByte(b, '\n')
 			if i < 0 {
 				c.held = append(c.held, b...)
-				if len(c.held) > c.maxHeader {
+				switch {
+				case len(c.held) <= c.maxHeader:
+				case c.state == stateHeader:
+					// net/http refuses it (431) and closes.
 					c.release()
 					c.state = statePassThrough
+				default:
+					c.refuse("a chunk-size or trailer line too long")
 				}
 				return
 			}
@@ -217,10 +284,12 @@ func (c *framingConn) line() {
 	switch c.state {
 	case stateChunkSize:
 		size, ok := chunkSize(c.held)
+		if !ok {
+			c.refuse("a malformed chunk-size line")
+			return
+		}
 		c.release()
 		switch {
-		case !ok:
-			c.state = statePassThrough // net/http refuses the body
 		case size == 0:
 			c.state = stateTrailer
 		default:
@@ -246,11 +315,10 @@ func (c *framingConn) line() {
 			}
 			return // the block goes on
 		}
+		c.timed = false
 		f, err := checkFraming(block)
 		if err != nil {
 			c.refused = err
-			c.held = nil
-			c.logger.Warn("request refused: its framing is ambiguous", "remote", c.RemoteAddr().String(), "reason", err.reason)
 			return
 		}
 		c.release()
@@ -263,14 +331,32 @@ func (c *framingConn) line() {
 	}
 }
 
+// refuse stops the connection: the bytes held and after never reach
+// net/http, which gets the refusal as a read error (400 for a header,
+// a failed body read otherwise) and closes the connection.
+func (c *framingConn) refuse(reason string) {
+	c.refused = &errRefusedFraming{reason: reason}
+}
+
 // release moves the held bytes to ready.
 func (c *framingConn) release() {
 	c.ready = append(c.ready, c.held...)
 	c.held = c.held[:0]
+	if cap(c.held) > maxKeptBuffer {
+		c.held = nil
+	}
 }
 
 func isEmptyLine(b []byte) bool {
 	return len(b) == 1 && b[0] == '\n' || len(b) == 2 && b[0] == '\r' && b[1] == '\n'
+}
+
+// quoteCut quotes an attacker's bytes for the log, at most 64 of them.
+func quoteCut(b []byte) string {
+	if len(b) > 64 {
+		return strconv.Quote(string(b[:64])) + "…"
+	}
+	return strconv.Quote(string(b))
 }
 
 // chunkSize parses a chunk-size line, ignoring extensions.
@@ -304,6 +390,7 @@ func checkFraming(block []byte) (framing, *errRefusedFraming) {
 	// of each there were.
 	var te, cl []byte
 	var nte, ncl int
+	var version []byte
 	for i := 0; len(block) > 0; i++ {
 		end := bytes.IndexByte(block, '\n')
 		l := block[:end+1]
@@ -312,8 +399,14 @@ func checkFraming(block []byte) (framing, *errRefusedFraming) {
 			return refuse("a line ends in a bare LF")
 		}
 		l = l[:len(l)-2]
-		if i == 0 || len(l) == 0 {
-			continue // the request line, and the empty line ending the block
+		if i == 0 {
+			if sp := bytes.LastIndexByte(l, ' '); sp >= 0 {
+				version = l[sp+1:]
+			}
+			continue
+		}
+		if len(l) == 0 {
+			continue // the empty line ending the block
 		}
 		if l[0] == ' ' || l[0] == '\t' {
 			return refuse("a header line is folded onto the previous one (obs-fold)")
@@ -324,7 +417,7 @@ func checkFraming(block []byte) (framing, *errRefusedFraming) {
 		}
 		name := l[:colon]
 		if last := name[len(name)-1]; last == ' ' || last == '\t' {
-			return refuse("whitespace between the field name %q and its colon", bytes.TrimRight(name, " \t"))
+			return refuse("whitespace between the field name %s and its colon", quoteCut(bytes.TrimRight(name, " \t")))
 		}
 		value := l[colon+1:]
 		switch {
@@ -343,9 +436,13 @@ func checkFraming(block []byte) (framing, *errRefusedFraming) {
 		return refuse("both Content-Length and Transfer-Encoding")
 	case nte > 1:
 		return refuse("Transfer-Encoding given %d times", nte)
+	case nte == 1 && !bytes.Equal(version, []byte("HTTP/1.1")):
+		// net/http ignores it below HTTP/1.1 and sees no body, where a
+		// proxy in front may see chunks (RFC 9112 §6.1: faulty framing).
+		return refuse("Transfer-Encoding on a %s request", quoteCut(version))
 	case nte == 1:
 		if !bytes.Equal(te, []byte(" chunked")) && !bytes.Equal(te, []byte("chunked")) {
-			return refuse("Transfer-Encoding %q is not exactly \"chunked\"", te)
+			return refuse("Transfer-Encoding %s is not exactly \"chunked\"", quoteCut(te))
 		}
 		f.chunked = true
 	case ncl > 1:
@@ -353,11 +450,11 @@ func checkFraming(block []byte) (framing, *errRefusedFraming) {
 	case ncl == 1:
 		v := bytes.TrimPrefix(cl, []byte(" "))
 		if len(v) == 0 || len(v) > 18 {
-			return refuse("Content-Length %q is not a number", cl)
+			return refuse("Content-Length %s is not a number", quoteCut(cl))
 		}
 		for _, d := range v {
 			if d < '0' || d > '9' {
-				return refuse("Content-Length %q is not a number", cl)
+				return refuse("Content-Length %s is not a number", quoteCut(cl))
 			}
 			f.length = f.length*10 + int64(d-'0')
 		}

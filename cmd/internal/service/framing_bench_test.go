@@ -31,7 +31,8 @@ func BenchmarkFramingCheck(b *testing.B) {
 	b.SetBytes(int64(len(stream)))
 	b.ReportAllocs()
 	for b.Loop() {
-		c := &framingConn{Conn: &memConn{r: bytes.NewReader(stream)}, logger: slog.New(slog.DiscardHandler), maxHeader: maxHeldHeader}
+		c := &framingConn{Conn: &memConn{r: bytes.NewReader(stream)}, log: &refusalLog{logger: slog.New(slog.DiscardHandler)},
+			maxHeader: maxHeldHeader, headerTimeout: ReadHeaderTimeout}
 		for {
 			if _, err := c.Read(buf); err == io.EOF {
 				break

@@ -3,6 +3,7 @@ package service
 import (
 	"bufio"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -198,3 +199,72 @@ func TestFramingPassesAHijackedConnectionThrough(t *testing.T) {
 		t.Errorf("after the switch: %q, %v; want the line echoed as sent", got, err)
 	}
 }
+
+// Requests that would get past a check that looked at headers alone: a
+// Transfer-Encoding net/http ignores (HTTP/1.0 sees no body, a proxy in
+// front may see chunks), and a chunked body the check cannot follow, then
+// a smuggled CL+TE request.
+func TestFramingRefusesWhatItCannotFollow(t *testing.T) {
+	// A body refused mid-way reaches the handler as a failed read: what
+	// it answers is its own; the connection ends there.
+	tests := []struct{ name, raw string }{
+		{"Transfer-Encoding on HTTP/1.0",
+			"POST /echo HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n" +
+				"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + smuggled},
+		{"a malformed chunk-size line",
+			"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n" +
+				"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + smuggled},
+		{"chunk data without its CRLF",
+			"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcXX0\r\n\r\n" + smuggled},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := &recordingHandler{}
+			s := start(t, h, time.Minute)
+			statuses, closed := exchange(t, s.addr, tt.raw, false)
+			if !closed || len(statuses) > 1 {
+				t.Errorf("answers %v, closed %t; want at most one answer and the connection closed", statuses, closed)
+			}
+			for _, seen := range h.requests() {
+				if strings.Contains(seen, "smuggled") || strings.Contains(seen, "GET") {
+					t.Errorf("the handler saw %q", seen)
+				}
+			}
+		})
+	}
+}
+
+// A header block that trickles in on a keep-alive connection is bounded
+// like the first one: net/http's ReadHeaderTimeout starts when it sees a
+// byte, which the check holds back until the block is complete.
+func TestFramingBoundsATricklingHeaderOnAKeepAliveConnection(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	c := &framingConn{Conn: b, log: &refusalLog{logger: discardLogger()}, maxHeader: maxHeldHeader, headerTimeout: 50 * time.Millisecond}
+	go func() {
+		_, _ = io.WriteString(a, "GET /one HTTP/1.1\r\nHost: x\r\n\r\nGET /two HTTP/1.1\r\n")
+		// and then nothing: the second block never ends
+	}()
+	buf := make([]byte, 4096)
+	n, err := c.Read(buf)
+	if err != nil || !strings.HasPrefix(string(buf[:n]), "GET /one") {
+		t.Fatalf("first read: %q, %v; want the first request", buf[:n], err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Read(buf)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		var ne net.Error
+		if !asNetError(err, &ne) || !ne.Timeout() {
+			t.Errorf("read of the trickling block: %v; want a timeout", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the trickling header block was never cut off")
+	}
+}
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }

@@ -23,19 +23,20 @@ const (
 	MaxHeaderBytes    = 64 << 10
 )
 
-// maxHeldHeader bounds a header block the framing check holds: past
-// net/http's own limit (MaxHeaderBytes and 4 KiB of slack), so a block too
-// large to check is one net/http refuses with 431.
+// maxHeldHeader bounds a header block the framing check holds: past what
+// net/http reads of a header before it refuses it with 431
+// (MaxHeaderBytes and 4 KiB), and the 4 KiB its bufio reader may already
+// hold, so a block too large to check is one net/http refuses.
 const maxHeldHeader = MaxHeaderBytes + 8<<10
 
 // Server is an http.Server with the daemons' limits, bound to its
 // listener. It refuses requests whose framing is ambiguous (see
-// framingConn) before net/http parses them. Unlike a bare http.Server, its
-// shutdown does not wait for
-// connections that never sent a request: net/http counts a connection
-// accepted but unused as busy for five seconds, and clients open such
-// connections all the time (a transport's spare dial, a TCP health check,
-// a pre-connect), so every SIGTERM would otherwise take five seconds.
+// framingConn) before net/http parses them. Unlike a bare http.Server,
+// its shutdown does not wait for connections that never sent a request:
+// net/http counts a connection accepted but unused as busy for five
+// seconds, and clients open such connections all the time (a transport's
+// spare dial, a TCP health check, a pre-connect), so every SIGTERM would
+// otherwise take five seconds.
 type Server struct {
 	http *http.Server
 	ln   net.Listener
@@ -49,7 +50,8 @@ type Server struct {
 
 // NewServer returns a server of h on ln. Run serves it.
 func NewServer(ln net.Listener, h http.Handler, logger *slog.Logger) *Server {
-	s := &Server{ln: framingListener{Listener: ln, logger: logger, maxHeader: maxHeldHeader}, fresh: map[net.Conn]struct{}{}}
+	s := &Server{fresh: map[net.Conn]struct{}{}}
+	s.ln = framingListener{Listener: ln, log: &refusalLog{logger: logger}, maxHeader: maxHeldHeader, headerTimeout: ReadHeaderTimeout}
 	s.http = &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: ReadHeaderTimeout,
