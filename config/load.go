@@ -114,8 +114,16 @@ func readRegularFile(path string) ([]byte, error) {
 	if !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("%s is a %s, %w", path, fileKind(fi.Mode()), ErrNotRegular)
 	}
-	return io.ReadAll(f)
+	data, err := io.ReadAll(io.LimitReader(f, maxConfigBytes+1))
+	if err == nil && len(data) > maxConfigBytes {
+		return nil, fmt.Errorf("%s is larger than %d MiB: not a config", path, maxConfigBytes>>20)
+	}
+	return data, err
 }
+
+// maxConfigBytes bounds a config file: a path pointed at a huge file must
+// not cost the proxy its memory at every reload.
+const maxConfigBytes = 16 << 20
 
 func fileKind(m os.FileMode) string {
 	switch {

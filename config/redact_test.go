@@ -17,6 +17,13 @@ func TestRedact(t *testing.T) {
 		{"a password with an escaped @", "http://u:p%40ss@host", "http://u:xxxxx@host"},
 		{"two URLs in one line", "from http://a:one@x to http://b:two@y", "from http://a:xxxxx@x to http://b:xxxxx@y"},
 		{"a word that only ends like a secret", "http://host/?mytoken=v&passwordless=1", "http://host/?mytoken=v&passwordless=1"},
+		{"an @ in the password", "http://u:p@ss@h:1/x", "http://u:xxxxx@h:1/x"},
+		{"a quote in the password", "http://u:p'x`y@h", "http://u:xxxxx@h"},
+		{"a slash in a password url.Parse refused", `"http://u:pa/ss?x#y@host" is not a URL`, `"http://u:xxxxx@host" is not a URL`},
+		{"an escaped quote, as JSON writes it", `"url": "http://u:p\"q@h",`, `"url": "http://u:xxxxx@h",`},
+		{"a JSON-escaped quote in a parameter", `"postgres://db/x?password=a\"b&sslmode=x"`, `"postgres://db/x?password=xxxxx&sslmode=x"`},
+		{"a quoted libpq value", "host=db password='a b' user=u", "host=db password=xxxxx user=u"},
+		{"libpq with spaces around =", "host=db password = s3cret user=u", "host=db password = xxxxx user=u"},
 		{"nothing secret", "routes[0].weight: must be between 0 and 100, got 150", "routes[0].weight: must be between 0 and 100, got 150"},
 	}
 	for _, tt := range tests {

@@ -12,6 +12,7 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -52,10 +53,10 @@ type exchange struct {
 	upstreamStart time.Time
 	fallback      string // reason legacy answered instead of newpath
 	clientGone    bool
-	overridden    bool  // a trusted override chose the backend: never fall back
-	bodyErr       error // the client's request body broke
-	noAnswer      bool  // no upstream answered; the proxy wrote the status
-	brokenAnswer  bool  // the upstream's answer broke off mid-body
+	overridden    bool        // a trusted override chose the backend: never fall back
+	body          *clientBody // nil without a request body
+	noAnswer      bool        // no upstream answered; the proxy wrote the status
+	brokenAnswer  bool        // the upstream's answer broke off mid-body
 }
 
 type exchangeKey struct{}
@@ -162,6 +163,16 @@ func (u *upstream) prepare(pr *httputil.ProxyRequest, peer netip.Addr, trusted b
 // only from trusted_proxies.
 var clientIPHeaders = []string{"X-Real-Ip", "True-Client-Ip", "X-Client-Ip", "Cf-Connecting-Ip", "Fastly-Client-Ip", "X-Cluster-Client-Ip"}
 
+// isForwardingHeader reports whether a canonical header name says who the
+// client is or how it connected.
+func isForwardingHeader(name string) bool {
+	switch name {
+	case "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Forwarded":
+		return true
+	}
+	return slices.Contains(clientIPHeaders, name)
+}
+
 // setForwarded writes X-Forwarded-For/-Proto/-Host and X-Real-Ip. A
 // trusted proxy's chain is kept and its address appended, and its
 // client-address headers are kept; anyone else's values are dropped, so
@@ -194,9 +205,26 @@ func setForwarded(h http.Header, in *http.Request, peer netip.Addr, trusted bool
 		for _, name := range clientIPHeaders {
 			delete(h, name)
 		}
+		// CGI-style backends read X_Real_Ip as X-Real-Ip.
+		for name := range h {
+			if strings.IndexByte(name, '_') >= 0 && isForwardingHeader(http.CanonicalHeaderKey(strings.ReplaceAll(name, "_", "-"))) {
+				delete(h, name)
+			}
+		}
 	}
-	if _, ok := h["X-Real-Ip"]; !ok && peer.IsValid() {
-		h["X-Real-Ip"] = []string{peer.String()}
+	if _, ok := h["X-Real-Ip"]; !ok {
+		// From a trusted proxy, the address it saw (the last it appended;
+		// what comes before is whatever its own client claimed); else the
+		// peer.
+		if prior := in.Header.Values("X-Forwarded-For"); trusted && len(prior) > 0 {
+			last := prior[len(prior)-1]
+			if i := strings.LastIndexByte(last, ','); i >= 0 {
+				last = last[i+1:]
+			}
+			h["X-Real-Ip"] = []string{strings.TrimSpace(last)}
+		} else if peer.IsValid() {
+			h["X-Real-Ip"] = []string{peer.String()}
+		}
 	}
 }
 
@@ -249,11 +277,11 @@ func (x *exchange) canFallback() bool {
 func (p *Proxy) handleError(w http.ResponseWriter, out *http.Request, err error) {
 	x := exchangeFrom(out.Context())
 	// A stalled body also cancels the request's context (net/http takes a
-	// read error for the client gone): the client is still there to get
-	// its 408.
+	// read error for the client gone), maybe before the body's reader has
+	// said why: the client is still there to get its 408.
 	if x.bodyTimedOut() {
 		endSpan(x.upstreamSpan, 0, err)
-		writeBodyError(w, x.bodyErr)
+		writeBodyError(w, true)
 		return
 	}
 	if x.in.Context().Err() != nil {
@@ -261,12 +289,11 @@ func (p *Proxy) handleError(w http.ResponseWriter, out *http.Request, err error)
 		endSpan(x.upstreamSpan, 0, err)
 		return
 	}
-	if x.bodyErr != nil {
-		// The client's body was malformed, cut or stalled: its fault, so a
-		// 4xx, and no count against the upstream (one client must not trip
-		// a guard).
+	if x.body != nil && x.body.failure() != nil {
+		// The client's body was malformed or cut: its fault, so a 400, and
+		// no count against the upstream (one client must not trip a guard).
 		endSpan(x.upstreamSpan, 0, err)
-		writeBodyError(w, x.bodyErr)
+		writeBodyError(w, false)
 		return
 	}
 	var fb errFallback
@@ -337,15 +364,15 @@ func saneRequestID(s string) bool {
 // bodyTimedOut reports whether the client stalled past
 // client_body_timeout.
 func (x *exchange) bodyTimedOut() bool {
-	return x.bodyErr != nil && errors.Is(x.bodyErr, os.ErrDeadlineExceeded)
+	return x.body != nil && x.body.timedOut(time.Now())
 }
 
 // writeBodyError answers a request whose body could not be read: 408 for
 // one that stalled past client_body_timeout (and its connection closes),
 // 400 for a malformed or cut one.
-func writeBodyError(w http.ResponseWriter, err error) {
+func writeBodyError(w http.ResponseWriter, timedOut bool) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	if errors.Is(err, os.ErrDeadlineExceeded) {
+	if timedOut {
 		w.Header().Set("Connection", "close")
 		w.WriteHeader(http.StatusRequestTimeout)
 		_, _ = io.WriteString(w, "request body timed out\n")
@@ -356,38 +383,87 @@ func writeBodyError(w http.ResponseWriter, err error) {
 }
 
 // clientBody reads the client's request body with a timeout between
-// reads, and records an error reading it.
+// reads (client_body_timeout), and records why it broke. The upstream's
+// Transport reads it on a goroutine of its own, while the handler decides
+// on the answer: its state is behind mu.
 type clientBody struct {
 	io.ReadCloser
-	x       *exchange
 	rc      *http.ResponseController
 	timeout time.Duration
-	err     error // sticky: the end of the body, or why it broke
+
+	mu       sync.Mutex
+	err      error     // sticky: io.EOF, or why the body broke
+	deadline time.Time // of the read in progress
+	reading  bool
+	finished bool // the handler returned: the connection is not ours
 }
 
 func (b *clientBody) Read(p []byte) (int, error) {
-	if b.err != nil {
-		// Never read again past an error: the deadline is gone, and the
-		// read would wait for the client without bound.
-		return 0, b.err
+	b.mu.Lock()
+	if b.err != nil || b.finished {
+		// Never read again past an error (the read would wait for the
+		// client without the deadline), nor touch the connection's
+		// deadline once it may carry the next request.
+		err := b.err
+		b.mu.Unlock()
+		if err == nil {
+			err = http.ErrBodyReadAfterClose
+		}
+		return 0, err
 	}
-	_ = b.rc.SetReadDeadline(time.Now().Add(b.timeout))
+	b.deadline, b.reading = time.Now().Add(b.timeout), true
+	_ = b.rc.SetReadDeadline(b.deadline)
+	b.mu.Unlock()
+
 	n, err := b.ReadCloser.Read(p)
+
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.reading = false
 	switch {
 	case err == io.EOF:
 		// The body is over: the connection is the server's again, without
 		// a deadline of ours.
 		b.err = err
-		_ = b.rc.SetReadDeadline(time.Time{})
+		if !b.finished {
+			_ = b.rc.SetReadDeadline(time.Time{})
+		}
 	case err != nil:
 		// The deadline stays: net/http, draining what is left of the body
 		// after the answer, must not wait for a client that stalled.
 		b.err = err
-		if b.x.bodyErr == nil {
-			b.x.bodyErr = err
-		}
 	}
 	return n, err
+}
+
+// failure returns why the body broke, nil when it has not (or ended).
+func (b *clientBody) failure() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.err == io.EOF {
+		return nil
+	}
+	return b.err
+}
+
+// timedOut reports whether a read of the body ran into its deadline,
+// which may show before the read itself returns: net/http cancels the
+// request on the read error first.
+func (b *clientBody) timedOut(now time.Time) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.err != nil {
+		return errors.Is(b.err, os.ErrDeadlineExceeded)
+	}
+	return b.reading && !now.Before(b.deadline)
+}
+
+// finish marks the handler done: later reads (a Transport still writing)
+// leave the connection alone.
+func (b *clientBody) finish() {
+	b.mu.Lock()
+	b.finished = true
+	b.mu.Unlock()
 }
 
 // statusWriter records the status the client got. It unwraps for

@@ -664,7 +664,7 @@ routes:
 
 func TestUpgradeThroughAShadowedRoute(t *testing.T) {
 	echo := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Upgrade") != "echo" {
+		if r.Header.Get("Upgrade") != "websocket" {
 			http.Error(w, "want upgrade", http.StatusBadRequest)
 			return
 		}
@@ -673,7 +673,7 @@ func TestUpgradeThroughAShadowedRoute(t *testing.T) {
 			return
 		}
 		defer conn.Close()
-		buf.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+		buf.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
 		buf.Flush()
 		line, _ := buf.ReadString('\n')
 		buf.WriteString(line)
@@ -688,7 +688,7 @@ routes:
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	io.WriteString(conn, "GET /stream HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+	io.WriteString(conn, "GET /stream HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
 	br := bufio.NewReader(conn)
 	res, err := http.ReadResponse(br, nil)
 	if err != nil || res.StatusCode != http.StatusSwitchingProtocols {
@@ -697,5 +697,22 @@ routes:
 	io.WriteString(conn, "ping\n")
 	if line, err := br.ReadString('\n'); err != nil || line != "ping\n" {
 		t.Errorf("echo over the upgraded connection = %q, %v; want ping", line, err)
+	}
+}
+
+// Any other protocol switch is a tunnel past the proxy's rules: the
+// upstream sees a plain request.
+func TestOnlyWebSocketUpgradesPassThrough(t *testing.T) {
+	var got atomic.Value
+	h := newHarness(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got.Store(r.Header.Get("Upgrade") + "|" + r.Header.Get("Connection"))
+		io.WriteString(w, "plain")
+	}), nil, "")
+	res, body := h.get("/x", "Connection", "Upgrade, HTTP2-Settings", "Upgrade", "h2c", "HTTP2-Settings", "AAMAAABkAARAAAAAAAIAAAAA")
+	if res.StatusCode != http.StatusOK || body != "plain" {
+		t.Fatalf("got %d %q; want legacy's plain answer", res.StatusCode, body)
+	}
+	if v := got.Load(); v != "|" {
+		t.Errorf("upstream saw Upgrade|Connection = %q; want neither", v)
 	}
 }

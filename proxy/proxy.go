@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -285,12 +286,19 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// inbound request they see, so a fallback can forward it again.
 	x.in = r.WithContext(context.WithValue(ctx, exchangeKey{}, x))
 	x.route, x.metrics, x.shadow = "unmatched", st.unmatch, "off"
+	if up := x.in.Header.Get("Upgrade"); up != "" && !strings.EqualFold(up, "websocket") {
+		// Only WebSocket switches protocols through the proxy: an upstream
+		// taking h2c (or any other) would open a tunnel past routing,
+		// overrides and header hygiene.
+		x.in.Header = x.in.Header.Clone()
+		x.in.Header.Del("Upgrade")
+	}
 	if x.in.Body != nil && x.in.Body != http.NoBody {
 		// Record the client's own body errors: they are the client's
 		// fault, not the upstream's (see handleError). A client that
 		// stalls mid-body is cut off by client_body_timeout.
-		x.in.Body = &clientBody{ReadCloser: x.in.Body, x: x, rc: http.NewResponseController(w),
-			timeout: time.Duration(st.cfg.ClientBodyTimeout)}
+		x.body = &clientBody{ReadCloser: x.in.Body, rc: http.NewResponseController(w), timeout: time.Duration(st.cfg.ClientBodyTimeout)}
+		x.in.Body = x.body
 	}
 	if i, ok := st.table.Match(r); ok {
 		br := st.routes[i]
@@ -311,9 +319,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // (it closed before the Content-Length it promised), and that is an
 // upstream error, for the metrics and the guard alike.
 func (p *Proxy) finish(x *exchange) {
+	if x.body != nil {
+		defer x.body.finish()
+	}
 	if r := recover(); r != nil {
 		defer panic(r) // net/http aborts the client's connection
-		if r == http.ErrAbortHandler && x.in.Context().Err() == nil && x.writer.status != 0 {
+		// A 5xx was counted an error at its header already.
+		if r == http.ErrAbortHandler && x.in.Context().Err() == nil && x.writer.status != 0 && x.writer.status < 500 {
 			x.brokenAnswer = true
 			if x.bound != nil {
 				p.recordBrokenAnswer(x.bound, x.backend)

@@ -33,6 +33,11 @@ const (
 	outcomeSkippedUnsafe       = "skipped_unsafe"
 )
 
+// bodyBroken is the access log's shadow field for a request whose body
+// the client broke off before it was buffered: no shadow outcome, since
+// the other side was never asked.
+const bodyBroken = "client_body_broken"
+
 var shadowOutcomes = [...]string{outcomeSent, outcomeFailed, outcomeTimeout, outcomeDroppedSaturated, outcomeDroppedBodyTooLarge, outcomeSkippedUnsafe}
 
 func outcomeIndex(outcome string) int {
@@ -53,22 +58,23 @@ func safeMethod(method string) bool {
 // legacy's second answer. The request goroutine writes the primary fields
 // and then closes primaryDone; the shadow goroutine reads them only after.
 type shadowJob struct {
-	route     *boundRoute
-	primary   router.Backend
-	target    router.Backend
-	noise     bool
-	dryRun    bool
-	in        *http.Request // a frozen copy of the inbound request: its own header map
-	body      []byte        // the request body, buffered for replay
-	requestID string
-	traceID   string
-	peer      netip.Addr
-	trusted   bool
-	upstream  [2]*upstream
-	override  string
-	maxBody   int64
-	timeout   time.Duration
-	start     time.Time
+	route      *boundRoute
+	primary    router.Backend
+	target     router.Backend
+	noise      bool
+	dryRun     bool
+	in         *http.Request // a frozen copy of the inbound request: its own header map
+	body       []byte        // the request body, buffered for replay
+	bodyCharge int64         // what body holds of the buffering budget
+	requestID  string
+	traceID    string
+	peer       netip.Addr
+	trusted    bool
+	upstream   [2]*upstream
+	override   string
+	maxBody    int64
+	timeout    time.Duration
+	start      time.Time
 
 	primaryDone chan struct{}
 	primaryRes  captured
@@ -112,13 +118,20 @@ func (p *Proxy) planShadow(x *exchange) string {
 	// is ready to go, so clients trickling their bodies cannot hold every
 	// slot and starve the other routes. What bodies being buffered hold is
 	// bounded on its own, by the same max_in_flight × max_body_bytes.
-	body, outcome := p.bufferBody(x.in, cfg.MaxBodyBytes, int64(cfg.MaxInFlight)*cfg.MaxBodyBytes)
-	if outcome != "" {
+	body, charge, outcome := p.bufferBody(x.in, cfg.MaxBodyBytes, int64(cfg.MaxInFlight)*cfg.MaxBodyBytes)
+	switch outcome {
+	case "":
+	case bodyBroken:
+		// The client's failure, not the other side's: no shadow outcome,
+		// and the request is answered as its broken body says.
+		rt.count(resultSkipped)
+		return outcome
+	default:
 		rt.skip(target, outcome)
 		return outcome
 	}
 	if !p.acquireShadow(cfg.MaxInFlight) {
-		p.releaseBody(body)
+		p.releaseBody(charge)
 		rt.skip(target, outcomeDroppedSaturated)
 		return outcomeDroppedSaturated
 	}
@@ -132,6 +145,7 @@ func (p *Proxy) planShadow(x *exchange) string {
 		dryRun:      !safe,
 		in:          in,
 		body:        body,
+		bodyCharge:  charge,
 		requestID:   x.requestID,
 		traceID:     traceIDOf(x.in.Context()),
 		peer:        x.peer,
@@ -150,56 +164,53 @@ func (p *Proxy) planShadow(x *exchange) string {
 }
 
 // bufferBody reads the request body for replay to the other side, up to
-// max bytes, charging what it reads to the bytes all requests may hold
-// buffered at once, budget; releaseBody gives them back. It returns the
-// body, or the outcome of a shadow it cannot make: a body over max
+// max bytes. The memory it takes (the buffer's capacity, as it grows with
+// the bytes that arrive) is charged to what all requests may hold
+// buffered at once, budget, and released with releaseBody(charge). It
+// returns the body, or why no shadow can be made of it: a body over max
 // (dropped_body_too_large), one the budget has no room for
-// (dropped_saturated), or one the client broke off (failed). Whatever was
-// read is then replayed, with the rest, to the primary, which streams it
-// unshadowed.
-func (p *Proxy) bufferBody(in *http.Request, max, budget int64) ([]byte, string) {
+// (dropped_saturated), or one the client broke off (bodyBroken). Whatever
+// was read is then replayed, with the rest, to the primary, which streams
+// it unshadowed.
+func (p *Proxy) bufferBody(in *http.Request, max, budget int64) (body []byte, charge int64, outcome string) {
 	if in.Body == nil || in.Body == http.NoBody {
-		return nil, ""
+		return nil, 0, ""
 	}
 	if in.ContentLength > max {
-		return nil, outcomeDroppedBodyTooLarge
+		return nil, 0, outcomeDroppedBodyTooLarge
 	}
 	var buf bytes.Buffer
-	if in.ContentLength > 0 {
-		buf.Grow(int(in.ContentLength))
-	}
-	var charged int64
-	outcome := ""
 	for outcome == "" {
 		buf.Grow(4 << 10)
+		if grown := int64(buf.Cap()) - charge; grown > 0 {
+			if p.bufferedBodies.Add(grown) > budget {
+				p.bufferedBodies.Add(-grown)
+				outcome = outcomeDroppedSaturated
+				break
+			}
+			charge += grown
+		}
 		free := buf.AvailableBuffer()
 		n, err := in.Body.Read(free[:cap(free)])
 		buf.Write(free[:n])
 		switch {
 		case int64(buf.Len()) > max:
 			outcome = outcomeDroppedBodyTooLarge
-		case p.bufferedBodies.Add(int64(n)) > budget:
-			p.bufferedBodies.Add(-int64(n))
-			outcome = outcomeDroppedSaturated
-		default:
-			charged += int64(n)
-			if err == io.EOF {
-				in.Body = io.NopCloser(bytes.NewReader(buf.Bytes()))
-				return buf.Bytes(), ""
-			}
-			if err != nil {
-				outcome = outcomeFailed
-			}
+		case err == io.EOF:
+			in.Body = io.NopCloser(bytes.NewReader(buf.Bytes()))
+			return buf.Bytes(), charge, ""
+		case err != nil:
+			outcome = bodyBroken
 		}
 	}
-	p.bufferedBodies.Add(-charged)
+	p.releaseBody(charge)
 	in.Body = readCloser{io.MultiReader(bytes.NewReader(buf.Bytes()), in.Body), in.Body}
-	return nil, outcome
+	return nil, 0, outcome
 }
 
-// releaseBody gives back what bufferBody charged for body.
-func (p *Proxy) releaseBody(body []byte) {
-	p.bufferedBodies.Add(-int64(len(body)))
+// releaseBody gives back what bufferBody charged.
+func (p *Proxy) releaseBody(charge int64) {
+	p.bufferedBodies.Add(-charge)
 }
 
 type readCloser struct {
@@ -230,7 +241,7 @@ func (p *Proxy) releaseShadow() {
 // drains shadows on shutdown.
 func (p *Proxy) runShadow(job *shadowJob) {
 	defer p.releaseShadow()
-	defer p.releaseBody(job.body)
+	defer p.releaseBody(job.bodyCharge)
 	// A defect in comparing one odd response must not take the proxy down.
 	defer func() {
 		if r := recover(); r != nil {

@@ -664,3 +664,79 @@ routes:
 		t.Errorf("shadow X-Forwarded-For = %q; want the trusted chain with the peer appended", got)
 	}
 }
+
+// errAfter yields data, then fails.
+type errAfter struct {
+	data []byte
+	err  error
+}
+
+func (r *errAfter) Read(p []byte) (int, error) {
+	if len(r.data) == 0 {
+		return 0, r.err
+	}
+	n := copy(p, r.data)
+	r.data = r.data[n:]
+	return n, nil
+}
+
+// bufferBody charges the memory a body takes as its bytes arrive, never
+// what a client merely declares, gives every charge back, and replays
+// whatever it read to the primary when it makes no shadow.
+func TestBufferBodyBudget(t *testing.T) {
+	h := newHarness(t, nil, nil, "")
+	p := h.proxy
+	body := func(r *http.Request) string {
+		b, _ := io.ReadAll(r.Body)
+		return string(b)
+	}
+	req := func(data string, declared int64, err error) *http.Request {
+		r, _ := http.NewRequest("POST", "/x", nil)
+		r.Body = io.NopCloser(&errAfter{data: []byte(data), err: err})
+		r.ContentLength = declared
+		return r
+	}
+	const max = 1 << 20
+
+	// A client declaring the whole cap and sending 10 bytes holds about
+	// 4 KiB of the budget, not 1 MiB.
+	r := req("0123456789", max, io.EOF)
+	got, charge, outcome := p.bufferBody(r, max, 64<<10)
+	if outcome != "" || string(got) != "0123456789" || charge > 8<<10 || p.bufferedBodies.Load() != charge {
+		t.Errorf("small body: %q charge %d outcome %q held %d; want it buffered, charged a few KiB", got, charge, outcome, p.bufferedBodies.Load())
+	}
+	p.releaseBody(charge)
+
+	big := strings.Repeat("x", 100<<10)
+	for _, tt := range []struct {
+		name    string
+		r       *http.Request
+		budget  int64
+		outcome string
+	}{
+		{"over the budget", req(big, -1, io.EOF), 16 << 10, outcomeDroppedSaturated},
+		{"over the cap", req(big, -1, io.EOF), 1 << 30, outcomeDroppedBodyTooLarge},
+		{"broken off by the client", req("partial", -1, io.ErrUnexpectedEOF), 1 << 30, bodyBroken},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			want := big
+			if tt.outcome == bodyBroken {
+				want = "partial"
+			}
+			maxBody := int64(max)
+			if tt.outcome == outcomeDroppedBodyTooLarge {
+				maxBody = 50 << 10
+			}
+			got, charge, outcome := p.bufferBody(tt.r, maxBody, tt.budget)
+			if outcome != tt.outcome || got != nil || charge != 0 {
+				t.Errorf("got %d bytes, charge %d, outcome %q; want none, %q", len(got), charge, outcome, tt.outcome)
+			}
+			if held := p.bufferedBodies.Load(); held != 0 {
+				t.Errorf("%d bytes still charged; want all given back", held)
+			}
+			if replayed := body(tt.r); replayed != want {
+				t.Errorf("replayed %d bytes to the primary; want the %d read", len(replayed), len(want))
+			}
+		})
+	}
+}

@@ -124,7 +124,10 @@ func (c *shadowClient) exchange(ctx context.Context, addr string, conn *shadowCo
 		return nil, false, ctxErr(ctx, err)
 	}
 	complete := n <= max
-	if !complete || res.Close || req.Close || !stop() {
+	// Bytes after the answer (past its Content-Length, after a 204 or a
+	// HEAD's answer) would be read as the next call's answer: such a
+	// connection is not reused, as http.Transport would not.
+	if !complete || res.Close || req.Close || conn.br.Buffered() > 0 || !stop() {
 		conn.Close() // unread bytes, or the upstream or a cancellation ended it
 	} else {
 		_ = conn.SetDeadline(time.Time{})
@@ -144,7 +147,12 @@ func (c *shadowConn) readResponse(req *http.Request) (*http.Response, error) {
 		if err != nil {
 			return nil, err
 		}
-		if res.StatusCode >= 200 || res.StatusCode == http.StatusSwitchingProtocols {
+		if res.StatusCode == http.StatusSwitchingProtocols {
+			// Shadows carry no Upgrade: an upstream switching protocols
+			// anyway leaves the connection unusable.
+			return nil, errors.New("upstream switched protocols on a shadow call")
+		}
+		if res.StatusCode >= 200 {
 			return res, nil
 		}
 		res.Body.Close() // a 1xx has none

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -144,6 +145,61 @@ func TestShadowClient(t *testing.T) {
 		_, _, err = c.roundTrip(ctx, ln.Addr().String(), req, io.Discard, 100)
 		if !errors.Is(err, errResponseHeaderTooLarge) {
 			t.Errorf("err = %v; want the header limit", err)
+		}
+	})
+	t.Run("bytes after an answer never become the next one's", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		var conns atomic.Int64
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				conns.Add(1)
+				go func() {
+					defer c.Close()
+					br := bufio.NewReader(c)
+					for {
+						if _, err := http.ReadRequest(br); err != nil {
+							return
+						}
+						_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale")
+					}
+				}()
+			}
+		}()
+		c := newShadowClient()
+		defer c.closeIdle()
+		for i := range 2 {
+			req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+ln.Addr().String()+"/x", nil)
+			var body bytes.Buffer
+			if _, _, err := c.roundTrip(ctx, ln.Addr().String(), req, &body, 100); err != nil || body.String() != "ok" {
+				t.Fatalf("call %d: %q, %v; want ok", i, body.String(), err)
+			}
+		}
+		if n := conns.Load(); n != 2 {
+			t.Errorf("%d connections; want one per call, the first not reused", n)
+		}
+	})
+	t.Run("a protocol switch on a shadow call is an error", func(t *testing.T) {
+		srv, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+			conn, brw, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				return
+			}
+			defer conn.Close()
+			_, _ = brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\n")
+			_ = brw.Flush()
+		})
+		c := newShadowClient()
+		defer c.closeIdle()
+		if _, _, _, err := shadowGet(t, c, ctx, srv, 100); err == nil || !strings.Contains(err.Error(), "switched protocols") {
+			t.Errorf("err = %v; want the switch refused", err)
 		}
 	})
 }

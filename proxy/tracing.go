@@ -2,8 +2,10 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"net/http"
 
+	"github.com/strangler-proxy/strangler/config"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
@@ -31,8 +33,10 @@ func (p *Proxy) startClientSpan(ctx context.Context, out http.Header, backend, r
 // endSpan records an upstream call's status or error and ends its span.
 func endSpan(span trace.Span, status int, err error) {
 	if err != nil {
-		span.RecordError(err)
-		span.SetStatus(codes.Error, err.Error())
+		// Spans leave the proxy: the error's text is redacted like a log's.
+		msg := config.Redact(err.Error())
+		span.RecordError(errors.New(msg))
+		span.SetStatus(codes.Error, msg)
 	} else {
 		span.SetAttributes(semconv.HTTPResponseStatusCode(status))
 		if status >= 500 {
