@@ -7,6 +7,7 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
 )
 
 // memConn is a net.Conn that reads from a buffer.
@@ -16,6 +17,8 @@ type memConn struct {
 }
 
 func (c *memConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+func (c *memConn) SetReadDeadline(time.Time) error { return nil }
 
 // BenchmarkFramingCheck is the cost per request of the framing check on a
 // keep-alive connection: a typical GET's header block, then a POST with a
