@@ -25,8 +25,8 @@ import (
 //     the header twice;
 //   - more than one Content-Length, or one that is not all digits;
 //   - a line folded onto the one before (obs-fold, §5.2), whitespace
-//     between a field name and its colon (§5.1), a line ending in a bare
-//     LF (§2.2).
+//     between a field name and its colon (§5.1), a line of the header
+//     block or of a chunked body's trailer ending in a bare LF (§2.2).
 //
 // To find where each request's header block starts on a keep-alive
 // connection, the bodies are followed too: Content-Length bytes, or the
@@ -296,6 +296,14 @@ func (c *framingConn) line() {
 			c.state, c.remain = stateChunkData, size
 		}
 	case stateTrailer:
+		if len(c.held) < 2 || c.held[len(c.held)-2] != '\r' {
+			// net/http takes a bare LF for a trailer line's end, and a
+			// lone one for the end of the body; a hop that reads lines
+			// to their CRLF reads on, and takes the request after it for
+			// trailer fields.
+			c.refuse("a trailer line ends in a bare LF")
+			return
+		}
 		last := isEmptyLine(c.held)
 		c.release()
 		if last {

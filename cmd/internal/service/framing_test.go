@@ -216,6 +216,13 @@ func TestFramingRefusesWhatItCannotFollow(t *testing.T) {
 				"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + smuggled},
 		{"chunk data without its CRLF",
 			"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcXX0\r\n\r\n" + smuggled},
+		// net/http takes the bare LF for the end of the trailer; a hop
+		// reading trailer lines to their CRLF takes the request after it
+		// for trailer fields.
+		{"a trailer ended by a bare LF",
+			"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\n" + smuggled},
+		{"a trailer field ending in a bare LF",
+			"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-Trailer: t\n\r\n" + smuggled},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
