@@ -155,8 +155,12 @@ func (b *bench) run(ctx context.Context) (string, error) {
 	b.backends = nil
 	busyAfter := cpuBusy(ctx)
 	header := fmt.Sprintf("nproc=%d  busy before/after=%s/%s  %s  %s  wrk -t%d -c%d -d%s --latency (warm-up %s)  %d round(s), medians (min–max)  GET %s",
-		runtime.NumCPU(), busyBefore, busyAfter, time.Now().UTC().Format(time.RFC3339), runtime.Version(),
+		runtime.NumCPU(), percent(busyBefore), percent(busyAfter), time.Now().UTC().Format(time.RFC3339), runtime.Version(),
 		b.opt.threads, b.opt.connections, b.opt.duration, b.opt.warmup, b.opt.rounds, b.opt.path)
+	if w := busyWarning(busyBefore, busyAfter); w != "" {
+		b.logf("%s", w)
+		header += "\n\n" + w
+	}
 	return report(header, rows, soak, b.opt), nil
 }
 

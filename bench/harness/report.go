@@ -178,10 +178,11 @@ func targets(byKey map[string]*rowResult, soak *slowShadowSoak, opt options) []t
 	}
 }
 
-// cpuBusy is how busy all cores were during one second, from /proc/stat:
-// before the bench starts anything and after it stopped everything, that is
-// someone else's load on the cores the rows share.
-func cpuBusy(ctx context.Context) string {
+// cpuBusy is how busy all cores were during one second, in percent, from
+// /proc/stat: before the bench starts anything and after it stopped
+// everything, that is someone else's load on the cores the rows share.
+// Negative: unknown.
+func cpuBusy(ctx context.Context) float64 {
 	read := func() (busy, idle float64, ok bool) {
 		b, err := os.ReadFile("/proc/stat")
 		if err != nil {
@@ -201,12 +202,34 @@ func cpuBusy(ctx context.Context) string {
 	b0, i0, ok0 := read()
 	select {
 	case <-ctx.Done():
-		return "n/a"
+		return -1
 	case <-time.After(time.Second):
 	}
 	b1, i1, ok1 := read()
 	if !ok0 || !ok1 || b1+i1-b0-i0 <= 0 {
+		return -1
+	}
+	return 100 * (b1 - b0) / (b1 + i1 - b0 - i0)
+}
+
+// percent formats a cpuBusy reading.
+func percent(v float64) string {
+	if v < 0 {
 		return "n/a"
 	}
-	return fmt.Sprintf("%.0f%%", 100*(b1-b0)/(b1+i1-b0-i0))
+	return fmt.Sprintf("%.0f%%", v)
+}
+
+// busyLimit is the load of others, in percent of all cores, above which
+// the report warns that its numbers are noisy.
+const busyLimit = 10
+
+// busyWarning is the report's warning when the CPU was busy without the
+// bench (before it started or after it stopped everything), else "".
+func busyWarning(before, after float64) string {
+	if before <= busyLimit && after <= busyLimit {
+		return ""
+	}
+	return fmt.Sprintf("**Warning**: the CPU was %.0f%% busy before and %.0f%% after the bench, with none of its processes running: "+
+		"someone else's load shared the cores during the rounds, so these numbers are noisy; rerun on an idle machine.", before, after)
 }

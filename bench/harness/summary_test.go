@@ -171,3 +171,21 @@ func TestReportGolden(t *testing.T) {
 		t.Error("a row whose check failed is not marked in the table")
 	}
 }
+
+func TestBusyWarning(t *testing.T) {
+	tests := []struct {
+		before, after float64
+		warn          bool
+	}{
+		{0, 1, false},
+		{10, 10, false},
+		{24, 98, true}, // a make test ran during the rounds
+		{0, 50, true},
+		{-1, -1, false}, // unknown: /proc/stat unreadable
+	}
+	for _, tt := range tests {
+		if got := busyWarning(tt.before, tt.after); (got != "") != tt.warn {
+			t.Errorf("busyWarning(%v, %v) = %q; want a warning: %v", tt.before, tt.after, got, tt.warn)
+		}
+	}
+}
