@@ -23,6 +23,7 @@ import (
 	"github.com/strangler-proxy/strangler/config"
 	"github.com/strangler-proxy/strangler/newpath"
 	"github.com/strangler-proxy/strangler/proxy"
+	"github.com/strangler-proxy/strangler/proxy/proxytest"
 )
 
 // knownMetric is a metric some registry of the project exports.
@@ -149,7 +150,7 @@ func newpathMetrics(t *testing.T) map[string]knownMetric {
 // newProxy starts a proxy from a YAML config on reg, as `strangler serve`
 // wires it, and serves it on a loopback test server. The proxy's
 // background work and its shadows end with the test.
-func newProxy(t *testing.T, reg prometheus.Registerer, yaml string) (*proxy.Proxy, *httptest.Server) {
+func newProxy(t *testing.T, reg prometheus.Registerer, yaml string) (*proxy.Proxy, *proxytest.Front) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "strangler.yaml")
 	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
@@ -168,7 +169,7 @@ func newProxy(t *testing.T, reg prometheus.Registerer, yaml string) (*proxy.Prox
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { p.Run(ctx); close(done) }()
-	front := httptest.NewServer(p)
+	front := proxytest.Start(t, p.Server())
 	t.Cleanup(func() {
 		front.Close()
 		dctx, dcancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -189,7 +190,7 @@ const divergentRoute = "divergent-get"
 // which legacy also changes between two answers to the same request (noise).
 // The demo cannot show this: its newpath agrees with legacy on every field.
 type divergentFixture struct {
-	proxy   *httptest.Server
+	proxy   *proxytest.Front
 	metrics *httptest.Server // the fixture's /metrics
 }
 

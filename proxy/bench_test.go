@@ -4,17 +4,15 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
 
 	"github.com/strangler-proxy/strangler/config"
 )
@@ -22,46 +20,67 @@ import (
 // orderJSON is a typical 300-byte order response.
 const orderJSON = `{"id":"ord_1","user_id":7,"item_id":"sku-1","quantity":2,"unit_price_cents":199,"total_cents":398,"status":"fulfilled","payment_id":"pay_1","created_at":"2024-01-01T00:00:00.000Z","updated_at":"2024-01-01T00:00:00.000Z"}`
 
-func benchBackend(b *testing.B) *httptest.Server {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		io.WriteString(w, orderJSON)
-	}))
-	b.Cleanup(srv.Close)
-	return srv
+// benchBackend is an upstream answering h (nil: the order JSON) on
+// loopback, on fasthttp, so that what a benchmark allocates is the
+// proxy's. It returns the upstream's URL.
+func benchBackend(b *testing.B, h fasthttp.RequestHandler) string {
+	if h == nil {
+		h = func(ctx *fasthttp.RequestCtx) {
+			ctx.SetContentType("application/json")
+			ctx.WriteString(orderJSON)
+		}
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := &fasthttp.Server{Handler: h}
+	go srv.Serve(ln)
+	b.Cleanup(func() { srv.Shutdown() })
+	return "http://" + ln.Addr().String()
 }
 
-// serveLoop drives h with fresh requests carrying varying sticky keys, the
-// way the proxy sees them from net/http, and checks each answer.
-func serveLoop(b *testing.B, h http.Handler) {
+// serveLoop drives h as fasthttp's server does, without the client's
+// socket: a request with a varying sticky key, the handler, then the
+// answer written out, which ends its body stream. It checks each answer.
+func serveLoop(b *testing.B, h fasthttp.RequestHandler) {
 	b.ReportAllocs()
+	var req fasthttp.Request
+	var ctx fasthttp.RequestCtx
+	remote := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}
+	var id [20]byte
 	i := 0
 	for b.Loop() {
 		i++
-		req := httptest.NewRequest("GET", "http://shop.example/orders/ord_1", nil)
-		req.RemoteAddr = "127.0.0.1:40000"
-		req.Header.Set("X-User-Id", strconv.Itoa(i))
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, req)
-		if rec.Code != http.StatusOK {
-			b.Fatalf("status %d", rec.Code)
+		req.Reset()
+		req.Header.SetMethod("GET")
+		req.Header.SetRequestURI("/orders/ord_1")
+		req.Header.SetHost("shop.example")
+		req.Header.SetBytesV("X-User-Id", strconv.AppendInt(id[:0], int64(i), 10))
+		ctx.Init(&req, remote, nil)
+		h(&ctx)
+		if _, err := ctx.Response.WriteTo(io.Discard); err != nil {
+			b.Fatal(err)
+		}
+		if code := ctx.Response.StatusCode(); code != fasthttp.StatusOK {
+			b.Fatalf("status %d", code)
 		}
 	}
 }
 
-// BenchmarkBareReverseProxy is the peer: httputil.ReverseProxy with Rewrite
-// and the same tuned transport.
-func BenchmarkBareReverseProxy(b *testing.B) {
-	backend := benchBackend(b)
-	target, _ := url.Parse(backend.URL)
-	rp := &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.SetURL(target)
-			pr.SetXForwarded()
-		},
-		Transport: newTransport(30 * time.Second),
-	}
-	serveLoop(b, rp)
+// BenchmarkBareForwarder is the peer: a forwarder on fasthttp's own
+// client, with the least a proxy must do (X-Forwarded-For, no Connection).
+func BenchmarkBareForwarder(b *testing.B) {
+	target := strings.TrimPrefix(benchBackend(b, nil), "http://")
+	hc := &fasthttp.HostClient{Addr: target, MaxConns: 1024}
+	serveLoop(b, func(ctx *fasthttp.RequestCtx) {
+		req := &ctx.Request
+		req.Header.Del("Connection")
+		req.Header.SetBytesV("X-Forwarded-For", ctx.RemoteIP().To4())
+		if err := hc.Do(req, &ctx.Response); err != nil {
+			ctx.Error(err.Error(), fasthttp.StatusBadGateway)
+		}
+	})
 }
 
 // newBenchProxy starts a proxy in front of two order backends with the
@@ -72,18 +91,10 @@ func newBenchProxy(b *testing.B, extra, route string) *Proxy {
 
 // newBenchProxyWith is newBenchProxy with the backends' handlers (nil: the
 // order JSON).
-func newBenchProxyWith(b *testing.B, extra, route string, legacyH, newpathH http.HandlerFunc) *Proxy {
-	backend := func(h http.HandlerFunc) *httptest.Server {
-		if h == nil {
-			return benchBackend(b)
-		}
-		srv := httptest.NewServer(h)
-		b.Cleanup(srv.Close)
-		return srv
-	}
-	legacy, newpath := backend(legacyH), backend(newpathH)
+func newBenchProxyWith(b *testing.B, extra, route string, legacyH, newpathH fasthttp.RequestHandler) *Proxy {
+	legacy, newpath := benchBackend(b, legacyH), benchBackend(b, newpathH)
 	path := filepath.Join(b.TempDir(), "strangler.yaml")
-	yaml := "upstreams:\n  legacy: { url: \"" + legacy.URL + "\" }\n  newpath: { url: \"" + newpath.URL + "\" }\n" +
+	yaml := "upstreams:\n  legacy: { url: \"" + legacy + "\" }\n  newpath: { url: \"" + newpath + "\" }\n" +
 		"sticky: { key: \"header:X-User-Id\" }\n" + extra + "routes:\n  - " + route + "\n"
 	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
 		b.Fatal(err)
@@ -103,7 +114,7 @@ func newBenchProxyWith(b *testing.B, extra, route string, legacyH, newpathH http
 // BenchmarkStranglerShadow is every request shadowed and compared.
 func BenchmarkStranglerShadow(b *testing.B) {
 	p := newBenchProxy(b, "shadow: { max_in_flight: 100000 }\n", `{ name: get-order, match: "GET /orders/{id}", shadow: { percent: 100 } }`)
-	serveLoop(b, p)
+	serveLoop(b, p.HandleFastHTTP)
 	p.shadows.Wait()
 }
 
@@ -114,9 +125,17 @@ func BenchmarkStranglerSplit(b *testing.B) {
 		b.Run("access_log="+strconv.FormatBool(access), func(b *testing.B) {
 			p := newBenchProxy(b, "log: { access: "+strconv.FormatBool(access)+" }\n",
 				`{ name: get-order, match: "GET /orders/{id}", weight: 10 }`)
-			serveLoop(b, p)
+			serveLoop(b, p.HandleFastHTTP)
 		})
 	}
+}
+
+// BenchmarkStranglerFallback is every request served by newpath, which
+// answers 503, and then by legacy.
+func BenchmarkStranglerFallback(b *testing.B) {
+	p := newBenchProxyWith(b, "", `{ name: get-order, match: "GET /orders/{id}", weight: 100 }`, nil,
+		func(ctx *fasthttp.RequestCtx) { ctx.SetStatusCode(fasthttp.StatusServiceUnavailable) })
+	serveLoop(b, p.HandleFastHTTP)
 }
 
 // BenchmarkMismatchWithDivergenceStore measures the client's side of every
@@ -131,12 +150,12 @@ func BenchmarkMismatchWithDivergenceStore(b *testing.B) {
 				extra += "divergence_store: { database_url: \"postgres://strangler@127.0.0.1:1/none?connect_timeout=1\" }\n"
 			}
 			p := newBenchProxyWith(b, extra, `{ name: get-order, match: "GET /orders/{id}", shadow: { percent: 100 } }`,
-				func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, `{"total_cents":1000}`) },
-				func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, `{"total_cents":1001}`) })
+				func(ctx *fasthttp.RequestCtx) { ctx.WriteString(`{"total_cents":1000}`) },
+				func(ctx *fasthttp.RequestCtx) { ctx.WriteString(`{"total_cents":1001}`) })
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan struct{})
 			go func() { p.Run(ctx); close(done) }()
-			serveLoop(b, p)
+			serveLoop(b, p.HandleFastHTTP)
 			b.StopTimer()
 			p.shadows.Wait()
 			cancel()

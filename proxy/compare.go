@@ -107,11 +107,11 @@ func (p *Proxy) compare(job *shadowJob, shadowRes, noiseRes *captured) int {
 	raw, err := job.route.comparer.Compare(legacy.response(), newpath.response())
 	if errors.Is(err, diff.ErrBodyTooLarge) {
 		// Like a body over max_body_bytes as it arrived: not compared.
-		p.logger.Debug("comparison skipped: a body decodes past shadow.max_body_bytes", "request_id", job.requestID, "route", rt.name)
+		p.logger.Debug("comparison skipped: a body decodes past shadow.max_body_bytes", "request_id", job.id.requestID, "route", rt.name)
 		return resultSkipped
 	}
 	if err != nil {
-		p.logger.Debug("compare failed", "request_id", job.requestID, "route", rt.name, "error", err.Error())
+		p.logger.Debug("compare failed", "request_id", job.id.requestID, "route", rt.name, "error", err.Error())
 		return resultError
 	}
 	var noise []diff.Difference
@@ -128,10 +128,10 @@ func (p *Proxy) compare(job *shadowJob, shadowRes, noiseRes *captured) int {
 	s := Sample{
 		Time:          time.Now().UTC(),
 		Route:         rt.name,
-		Method:        job.in.Method,
-		Path:          job.in.URL.EscapedPath(),
-		RequestID:     job.requestID,
-		TraceID:       job.traceID,
+		Method:        job.method,
+		Path:          job.path,
+		RequestID:     job.id.requestID,
+		TraceID:       traceIDOf(job.id.traceCtx),
 		LegacyStatus:  legacy.status,
 		NewpathStatus: newpath.status,
 	}
@@ -149,7 +149,7 @@ func (p *Proxy) compare(job *shadowJob, shadowRes, noiseRes *captured) int {
 	if p.divergences != nil {
 		p.divergences.add(s)
 	}
-	p.logger.Info("divergence", "request_id", job.requestID, "trace_id", job.traceID, "route", rt.name,
+	p.logger.Info("divergence", "request_id", job.id.requestID, "trace_id", traceIDOf(job.id.traceCtx), "route", rt.name,
 		"method", s.Method, "path", s.Path, "fields", fields)
 	return resultMismatch
 }

@@ -1,22 +1,25 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"io"
-	"log/slog"
 	"net"
-	"net/http"
-	"net/http/httputil"
 	"net/netip"
+	"net/url"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
+	"github.com/valyala/fasthttp"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/strangler-proxy/strangler/config"
@@ -30,330 +33,709 @@ const (
 	headerDryRun    = "X-Strangler-Dry-Run"
 )
 
-// exchange is one client request's journey through the proxy. The forwarding
-// hooks find it in the request context.
+// exchange is one client request's journey through the proxy: from the
+// handler, through one or two attempts, to the end of the answer's body,
+// which fasthttp streams to the client after the handler returned.
 type exchange struct {
-	proxy       *Proxy
-	start       time.Time
-	in          *http.Request
-	st          *state
-	bound       *boundRoute // nil when unmatched
-	route       string
-	metrics     *routeMetrics
-	backend     router.Backend
-	peer        netip.Addr
-	trustedPeer bool
-	requestID   string
-	writer      statusWriter
-	shadow      string     // the access log's shadow field
-	job         *shadowJob // nil unless the other side is called too
+	proxy *Proxy
+	ctx   *fasthttp.RequestCtx
+	start time.Time
+	st    *state
+	bound *boundRoute // nil when unmatched
+	route string
+	// metrics are the route's, or the unmatched series.
+	metrics    *routeMetrics
+	backend    router.Backend
+	id         callIdentity
+	overridden bool   // a trusted override chose the backend: never fall back
+	shadow     string // the access log's shadow field
+	job        *shadowJob
+	body       *clientBody // nil without a request body
+	// bodyBytes is the body, when it was buffered whole for a shadow;
+	// upload, when set, is what the primary sends of a body a shadow
+	// buffered only in part: those bytes, then the rest.
+	bodyBytes []byte
+	upload    io.Reader
 
-	span          trace.Span // the server span
-	upstreamSpan  trace.Span // the primary call's client span
-	upstreamStart time.Time
-	fallback      string // reason legacy answered instead of newpath
-	clientGone    bool
-	overridden    bool        // a trusted override chose the backend: never fall back
-	body          *clientBody // nil without a request body
-	noAnswer      bool        // no upstream answered; the proxy wrote the status
-	brokenAnswer  bool        // the upstream's answer broke off mid-body
+	span     trace.Span
+	traceCtx context.Context // carries span
+
+	fallback string // why legacy answered instead of newpath
+	// How the answer ended. status is what the client got.
+	status       int
+	noAnswer     bool // no upstream answered; the proxy wrote the status
+	brokenAnswer bool // the upstream's answer broke off mid-body
+	clientGone   bool
+
+	out  *fasthttp.Request
+	res  *fasthttp.Response
+	conn *upstreamConn
 }
 
-type exchangeKey struct{}
-
-func exchangeFrom(ctx context.Context) *exchange {
-	x, _ := ctx.Value(exchangeKey{}).(*exchange)
-	return x
+// callIdentity is what every upstream call of a request carries, primary,
+// shadow and noise alike: who the client is and which request this is.
+type callIdentity struct {
+	peer      netip.Addr
+	trusted   bool // the peer is one of trusted_proxies
+	requestID string
+	override  string // the override header, never forwarded
+	traceCtx  context.Context
 }
 
-// upstream is one backend of one state: its URL and the reverse proxy that
-// forwards to it over a shared, tuned transport.
+// upstream is one backend of one state.
 type upstream struct {
 	backend router.Backend
 	cfg     *config.Upstream
-	key     transportKey
-	proxy   *httputil.ReverseProxy
+	key     dialKey
+	timeout time.Duration
+	host    string // the URL's host, for preserve_host false
+	// basePath and baseQuery are the URL's, joined to every request's.
+	basePath  string
+	baseQuery string
 }
 
-// transportKey identifies transports that can be shared across reloads: a
-// reload that changes neither keeps its warm connections.
-type transportKey struct {
-	scheme, host string
-	timeout      time.Duration
-}
-
-func (p *Proxy) newUpstream(b router.Backend, cfg *config.Upstream, key transportKey) *upstream {
-	u := &upstream{backend: b, cfg: cfg, key: key}
-	t, ok := p.transports[u.key]
-	if !ok {
-		t = newTransport(time.Duration(cfg.Timeout))
-		p.transports[u.key] = t
-	}
-	u.proxy = &httputil.ReverseProxy{
-		Rewrite:        u.rewrite,
-		Transport:      t,
-		BufferPool:     copyBuffers,
-		ModifyResponse: p.modifyResponse,
-		ErrorHandler:   p.handleError,
-		ErrorLog:       slog.NewLogLogger(p.logger.Handler(), slog.LevelWarn),
-	}
-	return u
-}
-
-// newTransport is tuned for a proxy's traffic to one host: many idle
-// connections kept warm, no transparent decompression (the client gets the
-// upstream's bytes), and timeout bounding dial and the wait for headers,
-// never a streaming body.
-func newTransport(timeout time.Duration) *http.Transport {
-	dialer := &net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
-	return &http.Transport{
-		Proxy:                  nil,
-		DialContext:            dialer.DialContext,
-		MaxIdleConns:           1024,
-		MaxIdleConnsPerHost:    256,
-		IdleConnTimeout:        90 * time.Second,
-		TLSHandshakeTimeout:    10 * time.Second,
-		ResponseHeaderTimeout:  timeout,
-		ExpectContinueTimeout:  time.Second,
-		MaxResponseHeaderBytes: maxResponseHeaderBytes,
-		DisableCompression:     true,
-		ForceAttemptHTTP2:      true,
+func newUpstream(b router.Backend, cfg *config.Upstream) *upstream {
+	target := cfg.ParsedURL()
+	return &upstream{
+		backend:   b,
+		cfg:       cfg,
+		key:       dialKeyOf(cfg),
+		timeout:   time.Duration(cfg.Timeout),
+		host:      target.Host,
+		basePath:  strings.TrimSuffix(target.EscapedPath(), "/"),
+		baseQuery: target.RawQuery,
 	}
 }
 
-// copyBuffers spares each response a fresh 32 KiB copy buffer.
-var copyBuffers = &bufferPool{pool: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
-
-type bufferPool struct{ pool sync.Pool }
-
-func (b *bufferPool) Get() []byte  { return *b.pool.Get().(*[]byte) }
-func (b *bufferPool) Put(p []byte) { b.pool.Put(&p) }
-
-var _ httputil.BufferPool = (*bufferPool)(nil)
-
-// rewrite builds the outbound primary request. httputil has already
-// removed the hop-by-hop headers (RFC 9110 §7.6.1, and those named in
-// Connection) and the inbound X-Forwarded-* headers.
-func (u *upstream) rewrite(pr *httputil.ProxyRequest) {
-	x := exchangeFrom(pr.In.Context())
-	u.prepare(pr, x.peer, x.trustedPeer, x.requestID, x.st.table.OverrideHeader())
-	_, x.upstreamSpan = x.proxy.startClientSpan(pr.In.Context(), pr.Out.Header, u.backend.String(), "primary")
-	x.upstreamStart = time.Now()
+// dialKeyOf is where an upstream's connections go: upstreams with equal
+// keys share warm connections, across routes and reloads.
+func dialKeyOf(u *config.Upstream) dialKey {
+	target := u.ParsedURL()
+	port := target.Port()
+	if port == "" {
+		port = "80"
+		if target.Scheme == "https" {
+			port = "443"
+		}
+	}
+	return dialKey{tls: target.Scheme == "https", addr: net.JoinHostPort(target.Hostname(), port), host: target.Hostname()}
 }
 
-// prepare points an outbound request at u and sets the headers every call
-// of a request carries, primary, shadow and noise alike.
-func (u *upstream) prepare(pr *httputil.ProxyRequest, peer netip.Addr, trusted bool, requestID, overrideHeader string) {
-	pr.SetURL(u.cfg.ParsedURL())
-	if u.cfg.PreserveHost {
-		pr.Out.Host = pr.In.Host
+// HandleFastHTTP is the client listener's handler: it routes, assigns and
+// forwards one request. The attempt loop sends to the assigned backend;
+// a fallback-eligible failure of a safe request sends the next attempt to
+// legacy. The answer's body streams to the client after HandleFastHTTP
+// returns, and the exchange finishes when it has (see answerStream).
+func (p *Proxy) HandleFastHTTP(ctx *fasthttp.RequestCtx) {
+	if answeredHere(ctx) {
+		return
 	}
-	h := pr.Out.Header
-	setForwarded(h, pr.In, peer, trusted)
-	h.Set(headerRequestID, requestID)
+	x := p.begin(ctx)
+	var err error
+	for {
+		err = x.attempt()
+		if err == nil {
+			if reason := x.fallbackStatus(); reason != "" && x.canFallback() {
+				x.discardAnswer()
+				x.fallBack(reason)
+				continue
+			}
+			x.answer()
+			return
+		}
+		if x.clientFault(err) {
+			break
+		}
+		reason, _ := classify(err)
+		if x.canFallback() {
+			x.fallBack(reason)
+			continue
+		}
+		break
+	}
+	x.answerError(err)
+	x.finish()
+}
+
+// answeredHere answers the requests that are the proxy's own, never
+// forwarded: CONNECT (a proxy in front of a backend opens no tunnels; a
+// 2xx would tell the client one is open) and a target of "*" (OPTIONS *
+// asks about this server; net/http answers it the same way).
+func answeredHere(ctx *fasthttp.RequestCtx) bool {
+	switch {
+	case ctx.IsConnect():
+		ctx.Response.Header.Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
+		ctx.SetStatusCode(fasthttp.StatusMethodNotAllowed)
+	case string(ctx.Request.Header.RequestURI()) == "*":
+		if !ctx.IsOptions() {
+			ctx.SetStatusCode(fasthttp.StatusBadRequest)
+			break
+		}
+		ctx.Response.Header.SetContentLength(0)
+	default:
+		return false
+	}
+	return true
+}
+
+// begin reads what routing needs of the request, assigns its backend and
+// plans its shadow.
+func (p *Proxy) begin(ctx *fasthttp.RequestCtx) *exchange {
+	st := p.state.Load()
+	req := &ctx.Request
+	x := &exchange{proxy: p, ctx: ctx, start: p.now(), st: st, route: "unmatched", metrics: st.unmatch, shadow: "off"}
+	x.id = callIdentity{
+		peer:      peerOf(ctx.RemoteAddr()),
+		requestID: requestID(req.Header.Peek(headerRequestID)),
+		override:  st.table.OverrideHeader(),
+	}
+	x.id.trusted = containsAddr(st.trusted, x.id.peer)
+	if uri := req.Header.RequestURI(); len(uri) > 0 && uri[0] != '/' {
+		// An absolute-form target: its authority is the Host (RFC 9112
+		// §3.2.2), and upstreams get the origin form.
+		u := ctx.URI()
+		req.Header.SetHostBytes(u.Host())
+		req.Header.SetRequestURIBytes(u.RequestURI())
+	}
+	x.traceCtx, x.span = p.tracer.Start(propagator.Extract(context.Background(), requestCarrier{&req.Header}),
+		"strangler", trace.WithSpanKind(trace.SpanKindServer))
+	x.id.traceCtx = x.traceCtx
+	if up := req.Header.Peek("Upgrade"); len(up) > 0 && !strings.EqualFold(string(up), "websocket") {
+		// Only WebSocket switches protocols through the proxy: an upstream
+		// taking h2c (or any other) would open a tunnel past routing,
+		// overrides and header hygiene.
+		req.Header.Del("Upgrade")
+	}
+	// Content-Length, or -1 for chunked; -2 is a request without a body.
+	if n := req.Header.ContentLength(); (n > 0 || n == -1) && ctx.RequestBodyStream() != nil {
+		// A client that stalls mid-body is cut off by client_body_timeout;
+		// its body's errors are its own fault, not the upstream's.
+		x.body = &clientBody{r: ctx.RequestBodyStream(), conn: ctx.Conn(), timeout: time.Duration(st.cfg.ClientBodyTimeout)}
+	}
+	if i, ok := st.table.Match(b2s(req.Header.Method()), b2s(req.Header.Host()), matchPath(ctx.URI())); ok {
+		br := st.routes[i]
+		x.bound, x.route, x.metrics = br, br.rt.name, br.rt.metrics
+		a := st.table.Assign(routed{req}, x.id.peer, int(br.rt.effectiveBasisPoints.Load()))
+		x.backend, x.overridden = a.Backend, a.Overridden
+		x.shadow = p.planShadow(x)
+	}
+	return x
+}
+
+// attempt sends the request to x.backend and reads the answer's header
+// into x.res. It records the attempt: the upstream's latency, its span,
+// and the call in the route's window, where the guard sees it.
+func (x *exchange) attempt() error {
+	p := x.proxy
+	u := x.st.upstream[x.backend]
+	if x.out == nil {
+		x.out, x.res = fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	} else {
+		x.out.Reset()
+	}
+	buildOutbound(x.out, &x.ctx.Request.Header, u, &x.id)
+	switch {
+	case x.bodyBytes != nil:
+		x.out.SetBodyRaw(x.bodyBytes)
+	case x.upload != nil:
+		x.out.SetBodyStream(x.upload, x.ctx.Request.Header.ContentLength())
+	case x.body != nil:
+		x.out.SetBodyStream(x.body, x.ctx.Request.Header.ContentLength())
+	}
+	if x.ctx.IsHead() {
+		x.res.SkipBody = true
+	}
+	_, span := p.startClientSpan(x.traceCtx, requestCarrier{&x.out.Header}, u.backend.String(), roles[rolePrimary])
+	start := time.Now()
+	conn, err := p.client.do(x.out, x.res, &call{key: u.key, timeout: u.timeout, giveUp: x.giveUp, retryable: x.retryable})
+	latency := time.Since(start)
+	if err != nil && x.clientFault(err) {
+		// Not the upstream's doing: no latency, no call in the window.
+		endSpan(span, 0, err)
+		return err
+	}
+	status := x.res.StatusCode()
+	if err != nil {
+		status = 0
+	}
+	endSpan(span, status, err)
+	x.metrics.upstream[x.backend][rolePrimary].Observe(latency.Seconds())
+	if x.bound != nil {
+		p.recordCall(x.bound, x.backend, latency, err != nil || status >= 500)
+	}
+	if err != nil {
+		return err
+	}
+	x.conn = conn
+	return nil
+}
+
+// giveUp tells a call waiting for its answer that the client left. It
+// looks only once the request's body is read: until then the client is
+// still sending.
+func (x *exchange) giveUp() error {
+	if x.body != nil && !x.body.ended() {
+		return nil
+	}
+	if peerClosed(x.ctx.Conn()) {
+		return errClientGone
+	}
+	return nil
+}
+
+// retryable reports whether nothing of a streamed body was sent yet, so
+// the request can go again on a fresh connection.
+func (x *exchange) retryable() bool {
+	return x.body == nil || x.bodyBytes != nil || x.upload == nil && x.body.n == 0
+}
+
+// clientFault reports whether err is the client's doing: it left, or its
+// body broke or stalled.
+func (x *exchange) clientFault(err error) bool {
+	if errors.Is(err, errClientGone) {
+		x.clientGone = true
+		return true
+	}
+	return x.body != nil && x.body.failure() != nil
+}
+
+// fallbackStatus names the answer's status when it is one legacy may
+// answer instead of.
+func (x *exchange) fallbackStatus() string {
+	switch x.res.StatusCode() {
+	case fasthttp.StatusBadGateway:
+		return reasonStatus502
+	case fasthttp.StatusServiceUnavailable:
+		return reasonStatus503
+	case fasthttp.StatusGatewayTimeout:
+		return reasonStatus504
+	}
+	return ""
+}
+
+// canFallback reports whether legacy may answer for newpath: a safe method
+// without a body, on a route with fallback on, not forced by an override,
+// and not already a fallback.
+func (x *exchange) canFallback() bool {
+	if x.backend != router.Newpath || x.bound == nil || !x.bound.cfg.Fallback || x.fallback != "" || x.overridden {
+		return false
+	}
+	return safeMethod(b2s(x.ctx.Method())) && x.body == nil
+}
+
+func (x *exchange) fallBack(reason string) {
+	x.fallback = reason
+	x.proxy.metrics.fallbacks.WithLabelValues(x.route, reason).Inc()
+	x.backend = router.Legacy
+}
+
+// discardAnswer drops an answer legacy replaces, and its connection.
+func (x *exchange) discardAnswer() {
+	x.res.CloseBodyStream() //nolint:errcheck // the connection is closed anyway
+	x.conn.Close()
+	x.conn = nil
+}
+
+// answer hands the upstream's answer to fasthttp: status and headers
+// without hop-by-hop ones, and the body as a stream that finishes the
+// exchange when fasthttp has written it.
+func (x *exchange) answer() {
+	res := &x.ctx.Response
+	x.res.Header.CopyTo(&res.Header)
+	removeHopByHop(&res.Header, x.res.StatusCode() == fasthttp.StatusSwitchingProtocols)
+	x.status = x.res.StatusCode()
+	if x.job != nil {
+		x.capturePrimary()
+	}
+	if x.status == fasthttp.StatusSwitchingProtocols {
+		x.tunnel()
+		return
+	}
+	body := x.res.BodyStream()
+	if body == nil || x.res.Header.ContentLength() == 0 || x.ctx.IsHead() {
+		// Nothing streams: the answer is complete as it is.
+		x.res.CloseBodyStream() //nolint:errcheck // a body without bytes
+		x.proxy.client.release(x.conn, !x.res.ConnectionClose() && !x.out.ConnectionClose())
+		x.conn = nil
+		if x.job != nil {
+			x.job.primaryRes.complete = true
+		}
+		res.SkipBody = x.ctx.IsHead()
+		x.finish()
+		return
+	}
+	size := x.res.Header.ContentLength()
+	if size < 0 {
+		size = -1
+		// Unknown length (SSE, a long poll): the header leaves at once,
+		// and each piece as it arrives.
+		res.ImmediateHeaderFlush = true
+	}
+	res.SetBodyStream(&answerStream{x: x, body: body}, size)
+}
+
+// answerStream is the upstream's body as fasthttp copies it to the
+// client, teed into the shadow's capture.
+type answerStream struct {
+	x    *exchange
+	body io.Reader
+	eof  bool
+	err  error // the upstream's, not the client's
+}
+
+func (s *answerStream) Read(b []byte) (int, error) {
+	n, err := s.body.Read(b)
+	if n > 0 && s.x.job != nil {
+		s.x.job.teePrimary(b[:n])
+	}
+	switch {
+	case err == io.EOF:
+		s.eof = true
+	case err != nil:
+		s.err = err
+	}
+	return n, err
+}
+
+func (s *answerStream) Close() error { return s.CloseWithError(nil) }
+
+// CloseWithError is how fasthttp ends the stream: err is why writing it
+// failed, nil when the client got all of it.
+func (s *answerStream) CloseWithError(err error) error {
+	x := s.x
+	if x == nil {
+		return nil
+	}
+	s.x = nil
+	switch {
+	case s.err != nil:
+		// The upstream broke its answer (closed before the Content-Length
+		// it promised): an error, for the metrics and the guard alike. A
+		// 5xx was counted one at its header already.
+		x.brokenAnswer = true
+		if x.bound != nil && x.status < 500 {
+			x.proxy.recordBrokenAnswer(x.bound, x.backend)
+		}
+	case err != nil:
+		x.clientGone = true
+	}
+	if x.job != nil && s.eof {
+		x.job.primaryRes.complete = x.job.primaryRes.body != nil
+	}
+	x.res.CloseBodyStream() //nolint:errcheck // the stream's error is s.err
+	x.proxy.client.release(x.conn, s.eof && !x.res.ConnectionClose() && !x.out.ConnectionClose())
+	x.conn = nil
+	x.finish()
+	return nil
+}
+
+// answerError answers a request no upstream answered: 408 or 400 for a
+// client whose body stalled or broke, nothing for one that left, else 502
+// (connect refused, broken) or 504 (timeout).
+func (x *exchange) answerError(err error) {
+	res := &x.ctx.Response
+	res.Reset()
+	res.Header.SetContentType("text/plain; charset=utf-8")
+	switch {
+	case x.bodyTimedOut():
+		x.ctx.SetConnectionClose()
+		x.status = fasthttp.StatusRequestTimeout
+		res.SetBodyString("request body timed out\n")
+	case x.clientGone:
+		x.ctx.SetConnectionClose()
+		x.status = 499
+	case x.body != nil && x.body.failure() != nil:
+		// The client's body was malformed or cut: its fault, so a 400, and
+		// no count against the upstream (one client must not trip a guard).
+		x.ctx.SetConnectionClose()
+		x.status = fasthttp.StatusBadRequest
+		res.SetBodyString("malformed request body\n")
+	default:
+		x.noAnswer = true
+		var reason string
+		reason, x.status = classify(err)
+		x.proxy.logger.Warn("upstream error",
+			"request_id", x.id.requestID, "route", x.route, "backend", x.backend.String(),
+			"reason", reason, "error", config.Redact(err.Error()))
+		res.SetBodyString(fasthttp.StatusMessage(x.status) + "\n")
+	}
+	res.SetStatusCode(x.status)
+}
+
+// finish records the request's metrics, span and access log line, and
+// hands the primary's answer to the shadow. It runs once, when the answer
+// is over.
+func (x *exchange) finish() {
+	p := x.proxy
+	if x.body != nil {
+		x.body.finish()
+	}
+	if x.job != nil {
+		x.finishPrimary()
+	}
+	if x.out != nil {
+		fasthttp.ReleaseRequest(x.out)
+		fasthttp.ReleaseResponse(x.res)
+		x.out, x.res = nil, nil
+	}
+	elapsed := p.now().Sub(x.start)
+	status := x.status
+	class := codeClass(status)
+	switch {
+	case x.bodyTimedOut():
+		status, class = fasthttp.StatusRequestTimeout, codeClass(fasthttp.StatusRequestTimeout)
+	case x.clientGone:
+		// Gone before the answer or in the middle of its body.
+		status, class = 499, codeClass(499)
+	case x.noAnswer, x.brokenAnswer:
+		class = codeError
+	}
+	x.metrics.requests[x.backend][class].Inc()
+	x.metrics.duration[x.backend].Observe(elapsed.Seconds())
+	method := string(x.ctx.Method())
+	x.span.SetName(method + " " + x.route)
+	x.span.SetAttributes(
+		attribute.String("route", x.route),
+		attribute.String("backend", x.backend.String()),
+		attribute.Bool("shadowed", x.job != nil),
+		semconv.HTTPRequestMethodKey.String(method),
+		semconv.HTTPResponseStatusCode(status))
+	if class == codeError || status >= 500 {
+		x.span.SetStatus(codes.Error, "")
+	}
+	x.span.End()
+	if x.st.cfg.Log.Access {
+		p.accessLog(x, method, status, elapsed)
+	}
+}
+
+// buildOutbound writes the request every upstream call of a request
+// sends, primary, shadow and noise alike, into out: in's method, target
+// and headers, without hop-by-hop ones (RFC 9110 §7.6.1, and those named
+// in Connection), pointed at u, with the forwarding headers for id.
+func buildOutbound(out *fasthttp.Request, in *fasthttp.RequestHeader, u *upstream, id *callIdentity) {
+	in.CopyTo(&out.Header)
+	h := &out.Header
+	h.SetNoDefaultContentType(true)
+	h.SetRequestURIBytes(outboundURI(h.RequestURI(), u))
+	if !u.cfg.PreserveHost || len(in.Host()) == 0 {
+		h.SetHost(u.host)
+	}
+	websocket := bytes.EqualFold(in.Peek("Upgrade"), []byte("websocket"))
+	removeRequestHopByHop(h, websocket)
+	setForwarded(h, in, id.peer, id.trusted)
+	h.Set(headerRequestID, id.requestID)
 	// Headers that steer strangler itself never travel upstream from a
 	// client: a forged dry-run header would make newpath skip a real write.
-	h.Del(overrideHeader)
+	h.Del(id.override)
 	h.Del(headerShadow)
 	h.Del(headerDryRun)
+	// The client's expectation is the proxy's to meet (fasthttp sends
+	// its 100 Continue); the body goes upstream without waiting for one.
+	h.Del("Expect")
+}
+
+// outboundURI is the request target sent to u: uri, origin-form (see
+// begin), under u's base path and with its base query.
+func outboundURI(uri []byte, u *upstream) []byte {
+	if u.basePath == "" && u.baseQuery == "" {
+		return uri
+	}
+	path, query, hasQuery := bytes.Cut(uri, []byte("?"))
+	joined := make([]byte, 0, len(u.basePath)+len(uri)+len(u.baseQuery)+1)
+	joined = append(joined, u.basePath...)
+	joined = append(joined, path...)
+	switch {
+	case u.baseQuery != "" && hasQuery:
+		joined = append(append(append(append(joined, '?'), u.baseQuery...), '&'), query...)
+	case u.baseQuery != "":
+		joined = append(append(joined, '?'), u.baseQuery...)
+	case hasQuery:
+		joined = append(append(joined, '?'), query...)
+	}
+	return joined
+}
+
+// hopByHop are the headers a proxy must not forward (RFC 9110 §7.6.1),
+// beside those named in Connection.
+var hopByHop = [...]string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+
+// connectionTokens calls f with each header name the Connection header
+// lists.
+func connectionTokens(values [][]byte, f func(name []byte)) {
+	for _, v := range values {
+		for len(v) > 0 {
+			var name []byte
+			name, v, _ = bytes.Cut(v, []byte(","))
+			if name = bytes.TrimSpace(name); len(name) > 0 {
+				f(name)
+			}
+		}
+	}
+}
+
+// removeRequestHopByHop deletes the hop-by-hop headers of an outbound
+// request. A WebSocket upgrade keeps Connection: Upgrade and Upgrade,
+// which it needs end to end.
+func removeRequestHopByHop(h *fasthttp.RequestHeader, websocket bool) {
+	connectionTokens(h.PeekAll("Connection"), func(name []byte) {
+		if !websocket || !bytes.EqualFold(name, []byte("Upgrade")) {
+			h.DelBytes(name)
+		}
+	})
+	for _, name := range hopByHop {
+		if websocket && (name == "Connection" || name == "Upgrade") {
+			continue
+		}
+		h.Del(name)
+	}
+	if websocket {
+		h.Set("Connection", "Upgrade")
+	}
+	// fasthttp keeps Connection: close as a flag of its own: the upstream
+	// connection is the proxy's to keep alive.
+	h.ResetConnectionClose()
+}
+
+// removeHopByHop deletes the hop-by-hop headers of an answer to the
+// client; a 101 keeps the two that switch protocols.
+func removeHopByHop(h *fasthttp.ResponseHeader, switching bool) {
+	connectionTokens(h.PeekAll("Connection"), func(name []byte) {
+		if !switching || !bytes.EqualFold(name, []byte("Upgrade")) {
+			h.DelBytes(name)
+		}
+	})
+	for _, name := range hopByHop {
+		if switching && (name == "Connection" || name == "Upgrade") {
+			continue
+		}
+		h.Del(name)
+	}
+	h.ResetConnectionClose()
 }
 
 // clientIPHeaders name the client's address as proxies and CDNs pass it
 // on. Backends read them as they read X-Forwarded-For, so they are trusted
 // only from trusted_proxies.
-var clientIPHeaders = []string{"X-Real-Ip", "True-Client-Ip", "X-Client-Ip", "Cf-Connecting-Ip", "Fastly-Client-Ip", "X-Cluster-Client-Ip"}
+var clientIPHeaders = [...]string{"X-Real-Ip", "True-Client-Ip", "X-Client-Ip", "Cf-Connecting-Ip", "Fastly-Client-Ip", "X-Cluster-Client-Ip"}
 
-// isForwardingHeader reports whether a canonical header name says who the
-// client is or how it connected.
-func isForwardingHeader(name string) bool {
-	switch name {
-	case "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Forwarded":
+// isForwardingHeader reports whether a header name, any case, with
+// underscores or dashes, says who the client is or how it connected.
+func isForwardingHeader(name []byte) bool {
+	var canon [32]byte
+	if len(name) > len(canon) {
+		return false
+	}
+	for i, c := range name {
+		switch {
+		case c == '_':
+			c = '-'
+		case c >= 'A' && c <= 'Z':
+			c += 'a' - 'A'
+		}
+		canon[i] = c
+	}
+	switch string(canon[:len(name)]) {
+	case "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded",
+		"x-real-ip", "true-client-ip", "x-client-ip", "cf-connecting-ip", "fastly-client-ip", "x-cluster-client-ip":
 		return true
 	}
-	return slices.Contains(clientIPHeaders, name)
+	return false
 }
 
-// setForwarded writes X-Forwarded-For/-Proto/-Host and X-Real-Ip. A
-// trusted proxy's chain is kept and its address appended, and its
-// client-address headers are kept; anyone else's values are dropped, so
-// the upstream sees exactly the peer address (X-Real-Ip is set to it).
-func setForwarded(h http.Header, in *http.Request, peer netip.Addr, trusted bool) {
-	addr := ""
+// setForwarded writes X-Forwarded-For/-Proto/-Host and X-Real-Ip into h,
+// a copy of in. A trusted proxy's chain is kept and its address appended,
+// and its client-address headers are kept; anyone else's values are
+// dropped, so the upstream sees exactly the peer address (X-Real-Ip is set
+// to it). Forwarded (RFC 7239) is never passed on: X-Forwarded-* say it.
+func setForwarded(h *fasthttp.RequestHeader, in *fasthttp.RequestHeader, peer netip.Addr, trusted bool) {
+	var addrBuf [64]byte
+	addr := addrBuf[:0]
 	if peer.IsValid() {
-		addr = peer.String()
+		addr = peer.AppendTo(addr)
 	}
-	proto := "http"
-	if in.TLS != nil {
-		proto = "https"
-	}
-	host := in.Host
+	proto, host := []byte("http"), in.Host()
+	var chain []byte
 	if trusted {
-		if prior := in.Header.Values("X-Forwarded-For"); len(prior) > 0 {
-			addr = strings.Join(prior, ", ") + ", " + addr
+		for _, v := range in.PeekAll("X-Forwarded-For") {
+			chain = append(append(chain, v...), ", "...)
 		}
-		if v := in.Header.Get("X-Forwarded-Proto"); v != "" {
+		if v := in.Peek("X-Forwarded-Proto"); len(v) > 0 {
 			proto = v
 		}
-		if v := in.Header.Get("X-Forwarded-Host"); v != "" {
+		if v := in.Peek("X-Forwarded-Host"); len(v) > 0 {
 			host = v
 		}
 	}
-	h["X-Forwarded-For"] = []string{addr}
-	h["X-Forwarded-Proto"] = []string{proto}
-	h["X-Forwarded-Host"] = []string{host}
-	if !trusted {
-		for _, name := range clientIPHeaders {
-			delete(h, name)
-		}
-		// CGI-style backends read X_Real_Ip as X-Real-Ip.
-		for name := range h {
-			if strings.IndexByte(name, '_') >= 0 && isForwardingHeader(http.CanonicalHeaderKey(strings.ReplaceAll(name, "_", "-"))) {
-				delete(h, name)
-			}
-		}
-	}
-	if _, ok := h["X-Real-Ip"]; !ok {
-		// From a trusted proxy, the address it saw (the last it appended;
-		// what comes before is whatever its own client claimed); else the
-		// peer.
-		if prior := in.Header.Values("X-Forwarded-For"); trusted && len(prior) > 0 {
-			last := prior[len(prior)-1]
-			if i := strings.LastIndexByte(last, ','); i >= 0 {
+	realIP := in.Peek("X-Real-Ip")
+	if !trusted || len(realIP) == 0 {
+		realIP = addr
+		if trusted && len(chain) > 0 {
+			// From a trusted proxy, the address it saw (the last it
+			// appended; what comes before is whatever its own client
+			// claimed).
+			last := bytes.TrimSuffix(chain, []byte(", "))
+			if i := bytes.LastIndexByte(last, ','); i >= 0 {
 				last = last[i+1:]
 			}
-			h["X-Real-Ip"] = []string{strings.TrimSpace(last)}
-		} else if peer.IsValid() {
-			h["X-Real-Ip"] = []string{peer.String()}
+			realIP = bytes.TrimSpace(last)
 		}
 	}
-}
-
-// errFallback asks the error handler to let legacy answer instead.
-type errFallback struct{ reason string }
-
-func (e errFallback) Error() string { return "newpath answered " + e.reason }
-
-func (p *Proxy) modifyResponse(res *http.Response) error {
-	x := exchangeFrom(res.Request.Context())
-	latency := time.Since(x.upstreamStart)
-	x.metrics.upstream[x.backend][rolePrimary].Observe(latency.Seconds())
-	endSpan(x.upstreamSpan, res.StatusCode, nil)
-	if x.bound != nil {
-		p.recordCall(x.bound, x.backend, latency, res.StatusCode >= 500)
-	}
-	if x.canFallback() {
-		switch res.StatusCode {
-		case http.StatusBadGateway:
-			return errFallback{reasonStatus502}
-		case http.StatusServiceUnavailable:
-			return errFallback{reasonStatus503}
-		case http.StatusGatewayTimeout:
-			return errFallback{reasonStatus504}
+	if !trusted {
+		// Every spelling of a client-address header goes, CGI-style
+		// X_Real_Ip among them: backends read them as X-Real-Ip.
+		var drop [][]byte
+		for name := range h.All() {
+			if isForwardingHeader(name) {
+				drop = append(drop, append([]byte(nil), name...))
+			}
 		}
-	}
-	if x.job != nil {
-		x.capturePrimary(res)
-	}
-	return nil
-}
-
-// canFallback reports whether legacy may answer for newpath: a safe method
-// without a body, on a route with fallback on, not forced by an override.
-func (x *exchange) canFallback() bool {
-	if x.backend != router.Newpath || x.bound == nil || !x.bound.cfg.Fallback || x.fallback != "" || x.overridden {
-		return false
-	}
-	switch x.in.Method {
-	case http.MethodGet, http.MethodHead, http.MethodOptions:
-	default:
-		return false
-	}
-	return x.in.Body == nil || x.in.Body == http.NoBody
-}
-
-// handleError answers a request that got no usable upstream response: 499
-// when the client left (logged, never an error), a fallback to legacy when
-// allowed, else 502 (connect refused, broken) or 504 (timeout).
-func (p *Proxy) handleError(w http.ResponseWriter, out *http.Request, err error) {
-	x := exchangeFrom(out.Context())
-	// A stalled body also cancels the request's context (net/http takes a
-	// read error for the client gone), maybe before the body's reader has
-	// said why: the client is still there to get its 408.
-	if x.bodyTimedOut() {
-		endSpan(x.upstreamSpan, 0, err)
-		writeBodyError(w, true)
-		return
-	}
-	if x.in.Context().Err() != nil {
-		x.clientGone = true
-		endSpan(x.upstreamSpan, 0, err)
-		return
-	}
-	if x.body != nil && x.body.failure() != nil {
-		// The client's body was malformed or cut: its fault, so a 400, and
-		// no count against the upstream (one client must not trip a guard).
-		endSpan(x.upstreamSpan, 0, err)
-		writeBodyError(w, false)
-		return
-	}
-	var fb errFallback
-	reason, status := classify(err)
-	if errors.As(err, &fb) {
-		reason = fb.reason
+		for _, name := range drop {
+			h.DelBytes(name)
+		}
 	} else {
-		latency := time.Since(x.upstreamStart)
-		x.metrics.upstream[x.backend][rolePrimary].Observe(latency.Seconds())
-		endSpan(x.upstreamSpan, 0, err)
-		if x.bound != nil {
-			p.recordCall(x.bound, x.backend, latency, true)
-		}
+		h.Del("X-Forwarded-For")
+		h.Del("X-Forwarded-Proto")
+		h.Del("X-Forwarded-Host")
+		h.Del("Forwarded")
 	}
-	if x.canFallback() {
-		x.fallback = reason
-		p.metrics.fallbacks.WithLabelValues(x.route, reason).Inc()
-		x.backend = router.Legacy
-		x.st.upstream[router.Legacy].proxy.ServeHTTP(w, x.in)
-		return
+	h.SetBytesV("X-Forwarded-For", append(chain, addr...))
+	h.SetBytesV("X-Forwarded-Proto", proto)
+	h.SetBytesV("X-Forwarded-Host", host)
+	if len(realIP) > 0 {
+		h.SetBytesV("X-Real-Ip", realIP)
 	}
-	x.noAnswer = true
-	p.logger.Warn("upstream error",
-		"request_id", x.requestID, "route", x.route, "backend", x.backend.String(),
-		"reason", reason, "error", config.Redact(err.Error()))
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.WriteHeader(status)
-	_, _ = io.WriteString(w, http.StatusText(status)+"\n")
 }
 
 // classify names an upstream error and the status the client gets for it.
 func classify(err error) (reason string, status int) {
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
-		return reasonTimeout, http.StatusGatewayTimeout
+		return reasonTimeout, fasthttp.StatusGatewayTimeout
 	}
 	var op *net.OpError
 	if errors.As(err, &op) && op.Op == "dial" {
-		return reasonConnectError, http.StatusBadGateway
+		return reasonConnectError, fasthttp.StatusBadGateway
 	}
-	return reasonTransportError, http.StatusBadGateway
+	return reasonTransportError, fasthttp.StatusBadGateway
 }
 
 // requestID keeps a client's sane request id (at most 128 characters of
 // [A-Za-z0-9._-]) and otherwise makes one.
-func requestID(got string) string {
+func requestID(got []byte) string {
 	if saneRequestID(got) {
-		return got
+		return string(got)
 	}
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
 }
 
-func saneRequestID(s string) bool {
-	if s == "" || len(s) > 128 {
+func saneRequestID(s []byte) bool {
+	if len(s) == 0 || len(s) > 128 {
 		return false
 	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
+	for _, c := range s {
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
 			return false
 		}
@@ -367,73 +749,63 @@ func (x *exchange) bodyTimedOut() bool {
 	return x.body != nil && x.body.timedOut(time.Now())
 }
 
-// writeBodyError answers a request whose body could not be read: 408 for
-// one that stalled past client_body_timeout (and its connection closes),
-// 400 for a malformed or cut one.
-func writeBodyError(w http.ResponseWriter, timedOut bool) {
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	if timedOut {
-		w.Header().Set("Connection", "close")
-		w.WriteHeader(http.StatusRequestTimeout)
-		_, _ = io.WriteString(w, "request body timed out\n")
-		return
-	}
-	w.WriteHeader(http.StatusBadRequest)
-	_, _ = io.WriteString(w, "malformed request body\n")
-}
-
 // clientBody reads the client's request body with a timeout between
-// reads (client_body_timeout), and records why it broke. The upstream's
-// Transport reads it on a goroutine of its own, while the handler decides
-// on the answer: its state is behind mu.
+// reads (client_body_timeout), and records why it broke. It is read on
+// the request's goroutine only, but the client-gone check and the
+// timeout check may look at it from a call in progress: its state is
+// behind mu.
 type clientBody struct {
-	io.ReadCloser
-	rc      *http.ResponseController
+	r       io.Reader
+	conn    net.Conn
 	timeout time.Duration
+	n       int64 // bytes read
 
 	mu       sync.Mutex
 	err      error     // sticky: io.EOF, or why the body broke
 	deadline time.Time // of the read in progress
 	reading  bool
-	finished bool // the handler returned: the connection is not ours
+	finished bool // the exchange is over: the connection is not ours
 }
 
 func (b *clientBody) Read(p []byte) (int, error) {
 	b.mu.Lock()
 	if b.err != nil || b.finished {
-		// Never read again past an error (the read would wait for the
-		// client without the deadline), nor touch the connection's
+		// Never read again past an error, nor touch the connection's
 		// deadline once it may carry the next request.
 		err := b.err
 		b.mu.Unlock()
 		if err == nil {
-			err = http.ErrBodyReadAfterClose
+			err = io.ErrClosedPipe
 		}
 		return 0, err
 	}
 	b.deadline, b.reading = time.Now().Add(b.timeout), true
-	_ = b.rc.SetReadDeadline(b.deadline)
+	_ = b.conn.SetReadDeadline(b.deadline)
 	b.mu.Unlock()
 
-	n, err := b.ReadCloser.Read(p)
+	n, err := b.r.Read(p)
 
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.n += int64(n)
 	b.reading = false
 	switch {
 	case err == io.EOF:
-		// The body is over: the connection is the server's again, without
-		// a deadline of ours.
 		b.err = err
 		if !b.finished {
-			_ = b.rc.SetReadDeadline(time.Time{})
+			_ = b.conn.SetReadDeadline(time.Time{})
 		}
 	case err != nil:
-		// The deadline stays: net/http, draining what is left of the body
-		// after the answer, must not wait for a client that stalled.
 		b.err = err
 	}
 	return n, err
+}
+
+// ended reports whether the body was read to its end or broke.
+func (b *clientBody) ended() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.err != nil
 }
 
 // failure returns why the body broke, nil when it has not (or ended).
@@ -446,52 +818,120 @@ func (b *clientBody) failure() error {
 	return b.err
 }
 
-// timedOut reports whether a read of the body ran into its deadline,
-// which may show before the read itself returns: net/http cancels the
-// request on the read error first.
+// timedOut reports whether a read of the body ran into its deadline.
 func (b *clientBody) timedOut(now time.Time) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.err != nil {
-		return errors.Is(b.err, os.ErrDeadlineExceeded)
+		return errors.Is(b.err, os.ErrDeadlineExceeded) || errors.Is(b.err, fasthttp.ErrTimeout)
 	}
 	return b.reading && !now.Before(b.deadline)
 }
 
-// finish marks the handler done: later reads (a Transport still writing)
-// leave the connection alone.
+// finish marks the exchange over: later reads leave the connection alone.
 func (b *clientBody) finish() {
 	b.mu.Lock()
 	b.finished = true
 	b.mu.Unlock()
 }
 
-// statusWriter records the status the client got. It unwraps for
-// http.ResponseController, so flushing and hijacking reach the connection.
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
+// routed is what the router reads of a request.
+type routed struct{ r *fasthttp.Request }
 
-func (w *statusWriter) WriteHeader(code int) {
-	// 1xx answers are interim, except 101 which switches protocols.
-	if w.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
-		w.status = code
+func (r routed) Header(name string) string { return b2s(r.r.Header.Peek(name)) }
+func (r routed) Cookie(name string) string { return b2s(r.r.Header.Cookie(name)) }
+func (r routed) Query(name string) string  { return b2s(r.r.URI().QueryArgs().Peek(name)) }
+
+// matchPath is the path routes match: decoded, as net/http's
+// Request.URL.Path, and not cleaned, so that an unclean path matches no
+// route, as with ServeMux.
+func matchPath(u *fasthttp.URI) string {
+	raw := u.PathOriginal()
+	if bytes.IndexByte(raw, '%') < 0 {
+		return b2s(raw)
 	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *statusWriter) Write(b []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
+	path, err := url.PathUnescape(string(raw))
+	if err != nil {
+		return b2s(raw)
 	}
-	return w.ResponseWriter.Write(b)
+	return path
 }
 
-// Flush lets httputil flush streamed responses without a ResponseController
-// lookup.
-func (w *statusWriter) Flush() {
-	_ = http.NewResponseController(w.ResponseWriter).Flush()
+// b2s views b as a string without a copy; the string must not outlive b's
+// next change.
+func b2s(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
+
+// peerOf is the peer's address.
+func peerOf(a net.Addr) netip.Addr {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.AddrPort().Addr().Unmap()
+	}
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
 }
 
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+func containsAddr(prefixes []netip.Prefix, a netip.Addr) bool {
+	for _, p := range prefixes {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// tunnel joins the client's connection to the upstream's after a 101
+// (a WebSocket): the exchange is over for the metrics, and the bytes flow
+// both ways until either side closes.
+func (x *exchange) tunnel() {
+	upstream := x.conn
+	x.conn = nil
+	head := append([]byte(nil), x.ctx.Response.Header.Header()...)
+	x.ctx.HijackSetNoResponse(true)
+	x.ctx.Hijack(func(client net.Conn) {
+		defer upstream.Close()
+		if _, err := client.Write(head); err != nil {
+			return
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_, _ = io.Copy(upstream, client)
+			if cw, ok := upstream.Conn.(interface{ CloseWrite() error }); ok {
+				_ = cw.CloseWrite()
+			}
+		}()
+		// What the upstream sent past its 101 is in its reader already.
+		_, _ = io.Copy(client, upstream.br)
+		_ = client.Close()
+		<-done
+	})
+	x.finish()
+}
+
+// maxRequestHeaderBytes bounds a client's request header: it is the size
+// of each client connection's read buffer, which fasthttp's parser cannot
+// grow past (431 beyond it). nginx allows 8 KiB a line, 32 KiB in all.
+const maxRequestHeaderBytes = 32 << 10
+
+// Server returns a fasthttp server of the proxy's handler, configured as
+// the handler needs: request bodies stream (see MaxRequestBodySize), and
+// nothing is added to an answer (no Server, Date or Content-Type of
+// fasthttp's). Timeouts, logging and shutdown are the caller's.
+func (p *Proxy) Server() *fasthttp.Server {
+	return &fasthttp.Server{
+		Handler:           p.HandleFastHTTP,
+		ReadBufferSize:    maxRequestHeaderBytes,
+		StreamRequestBody: true,
+		// With streaming, this is what is read of a body before the
+		// handler runs: one byte, so that a client stalling mid-body
+		// meets client_body_timeout, not the server's ReadTimeout.
+		MaxRequestBodySize:           1,
+		DisablePreParseMultipartForm: true,
+		NoDefaultServerHeader:        true,
+		NoDefaultDate:                true,
+		NoDefaultContentType:         true,
+	}
+}

@@ -20,6 +20,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/strangler-proxy/strangler/config"
+	"github.com/strangler-proxy/strangler/proxy/proxytest"
 )
 
 // harness is a proxy between two real upstream servers, all on loopback.
@@ -27,7 +28,7 @@ type harness struct {
 	t        *testing.T
 	legacy   *httptest.Server
 	newpath  *httptest.Server
-	front    *httptest.Server
+	front    *proxytest.Front
 	proxy    *Proxy
 	reg      *prometheus.Registry
 	logs     *syncBuffer
@@ -95,11 +96,9 @@ func newHarness(t *testing.T, legacy, newpath http.Handler, yaml string) *harnes
 		t.Fatalf("provision config: %v", err)
 	}
 	rl.AddProvisioner(h.proxy.Prepare)
-	h.front = httptest.NewUnstartedServer(h.proxy)
-	// The daemons' server limits are cmd/internal/service's, tested there.
-	h.front.Config = &http.Server{Handler: h.proxy, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
-	h.front.Start()
-	t.Cleanup(h.front.Close)
+	// The daemons' server limits and framing check are
+	// cmd/internal/service's, tested there.
+	h.front = proxytest.Start(t, h.proxy.Server())
 	return h
 }
 

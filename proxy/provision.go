@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -15,7 +14,7 @@ import (
 
 // Provisioned is everything a configuration needs at run time beyond its
 // own validation, built and checked once: the route table, each route's
-// compiled compare options, what the upstream transports dial, and the
+// compiled compare options, and the
 // divergence store's connection settings as pgx reads them. Provision builds it for
 // strangler check, for serve's start-up (New) and for every reload
 // (Prepare), so a configuration check accepts is one the proxy runs, and a
@@ -24,7 +23,6 @@ type Provisioned struct {
 	cfg       *config.Config
 	table     *router.Table
 	comparers []*diff.Comparer // index-aligned with cfg.Routes
-	upstreams [2]transportKey  // by router.Backend
 	// divergences is nil without divergence_store.database_url.
 	divergences *pgxpool.Config
 }
@@ -57,10 +55,6 @@ func Provision(cfg *config.Config) (*Provisioned, error) {
 		}
 		pv.comparers[i] = comparer
 	}
-	for _, b := range backends {
-		pv.upstreams[b] = transportKeyOf(upstreamConfig(cfg, b))
-	}
-
 	if dsn := cfg.DivergenceStore.DatabaseURL; dsn != "" {
 		pc, err := pgxpool.ParseConfig(dsn)
 		if err != nil {
@@ -87,12 +81,4 @@ func pgxProblem(err error) string {
 		}
 	}
 	return msg
-}
-
-// transportKeyOf is what an upstream's transport dials and how long it
-// waits: upstreams with equal keys share one transport and its warm
-// connections, across routes and reloads.
-func transportKeyOf(u *config.Upstream) transportKey {
-	target := u.ParsedURL()
-	return transportKey{scheme: target.Scheme, host: target.Host, timeout: time.Duration(u.Timeout)}
 }

@@ -6,18 +6,12 @@ package proxy
 import (
 	"context"
 	"log/slog"
-	"net/http"
 	"net/netip"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/propagation"
-	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
@@ -72,11 +66,12 @@ type Proxy struct {
 	// bufferedBodies is what request bodies buffered for shadows hold,
 	// bounded by max_in_flight × max_body_bytes.
 	bufferedBodies atomic.Int64
-	shadowClient   *shadowClient
+	// client makes every upstream call: primary, shadow and noise.
+	client *client
 
-	mu         sync.Mutex // guards the fields below; taken by activate and the admin re-arm
-	routes     map[string]*routeRuntime
-	transports map[transportKey]*http.Transport
+	mu     sync.Mutex // guards the fields below; taken by activate and the admin re-arm
+	routes map[string]*routeRuntime
+	dials  map[dialKey]bool // where the current state's upstreams go
 }
 
 // state is everything a request needs, built once per configuration.
@@ -125,7 +120,7 @@ func New(snap *config.Snapshot, opts Options) (*Proxy, error) {
 		now:           opts.Now,
 		probeInterval: opts.ProbeInterval,
 		routes:        map[string]*routeRuntime{},
-		transports:    map[transportKey]*http.Transport{},
+		client:        newClient(),
 	}
 	if p.probeInterval <= 0 {
 		p.probeInterval = defaultProbeInterval
@@ -142,7 +137,6 @@ func New(snap *config.Snapshot, opts Options) (*Proxy, error) {
 	}
 	p.tracer = tp.Tracer(tracerName, trace.WithInstrumentationVersion(opts.Version))
 	p.stopShadows, p.cancelShadows = context.WithCancel(context.Background())
-	p.shadowClient = newShadowClient()
 	reg := opts.Registerer
 	if reg == nil {
 		reg = prometheus.NewRegistry()
@@ -236,20 +230,20 @@ func (p *Proxy) activate(snap *config.Snapshot, pv *Provisioned) {
 			p.metrics.forget(name)
 		}
 	}
-	used := map[transportKey]bool{}
+	used := map[dialKey]bool{}
 	for _, b := range backends {
-		u := p.newUpstream(b, upstreamConfig(cfg, b), pv.upstreams[b])
+		u := newUpstream(b, upstreamConfig(cfg, b))
 		st.upstream[b] = u
 		used[u.key] = true
 	}
 	p.state.Store(st)
-	for k, t := range p.transports {
+	for k := range p.dials {
 		if !used[k] {
-			// In-flight requests on it finish; only idle connections go.
-			t.CloseIdleConnections()
-			delete(p.transports, k)
+			// In-flight calls to it finish; only idle connections go.
+			p.client.closeIdleTo(k)
 		}
 	}
+	p.dials = used
 }
 
 func (p *Proxy) runtimeFor(name string) *routeRuntime {
@@ -266,122 +260,4 @@ func upstreamConfig(cfg *config.Config, b router.Backend) *config.Upstream {
 		return &cfg.Upstreams.Newpath
 	}
 	return &cfg.Upstreams.Legacy
-}
-
-// ServeHTTP routes, assigns and forwards one client request.
-func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	st := p.state.Load()
-	x := &exchange{
-		proxy:  p,
-		start:  p.now(),
-		st:     st,
-		peer:   peerAddr(r.RemoteAddr),
-		writer: statusWriter{ResponseWriter: w},
-	}
-	x.requestID = requestID(r.Header.Get("X-Request-Id"))
-	x.trustedPeer = containsAddr(st.trusted, x.peer)
-	ctx := propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
-	ctx, x.span = p.tracer.Start(ctx, "strangler", trace.WithSpanKind(trace.SpanKindServer))
-	// The forwarding hooks find the exchange in the context; x.in is the
-	// inbound request they see, so a fallback can forward it again.
-	x.in = r.WithContext(context.WithValue(ctx, exchangeKey{}, x))
-	x.route, x.metrics, x.shadow = "unmatched", st.unmatch, "off"
-	if up := x.in.Header.Get("Upgrade"); up != "" && !strings.EqualFold(up, "websocket") {
-		// Only WebSocket switches protocols through the proxy: an upstream
-		// taking h2c (or any other) would open a tunnel past routing,
-		// overrides and header hygiene.
-		x.in.Header = x.in.Header.Clone()
-		x.in.Header.Del("Upgrade")
-	}
-	if x.in.Body != nil && x.in.Body != http.NoBody {
-		// Record the client's own body errors: they are the client's
-		// fault, not the upstream's (see handleError). A client that
-		// stalls mid-body is cut off by client_body_timeout.
-		x.body = &clientBody{ReadCloser: x.in.Body, rc: http.NewResponseController(w), timeout: time.Duration(st.cfg.ClientBodyTimeout)}
-		x.in.Body = x.body
-	}
-	if i, ok := st.table.Match(r); ok {
-		br := st.routes[i]
-		x.bound = br
-		x.route = br.rt.name
-		x.metrics = br.rt.metrics
-		a := st.table.Assign(r, x.peer, int(br.rt.effectiveBasisPoints.Load()))
-		x.backend, x.overridden = a.Backend, a.Overridden
-		x.shadow = p.planShadow(x)
-	}
-	defer p.finish(x)
-	st.upstream[x.backend].proxy.ServeHTTP(&x.writer, x.in)
-}
-
-// finish records the request's metrics and access log line. It runs
-// deferred, so a response aborted mid-body (http.ErrAbortHandler) is still
-// counted: when the client is still there, the upstream broke its answer
-// (it closed before the Content-Length it promised), and that is an
-// upstream error, for the metrics and the guard alike.
-func (p *Proxy) finish(x *exchange) {
-	if x.body != nil {
-		defer x.body.finish()
-	}
-	if r := recover(); r != nil {
-		defer panic(r) // net/http aborts the client's connection
-		// A 5xx was counted an error at its header already.
-		if r == http.ErrAbortHandler && x.in.Context().Err() == nil && x.writer.status != 0 && x.writer.status < 500 {
-			x.brokenAnswer = true
-			if x.bound != nil {
-				p.recordBrokenAnswer(x.bound, x.backend)
-			}
-		}
-	}
-	if x.job != nil {
-		x.finishPrimary()
-	}
-	elapsed := p.now().Sub(x.start)
-	status := x.writer.status
-	class := codeClass(status)
-	switch {
-	case x.bodyTimedOut():
-		status, class = http.StatusRequestTimeout, codeClass(http.StatusRequestTimeout)
-	case x.clientGone || x.in.Context().Err() != nil:
-		// Gone before the answer or in the middle of its body.
-		status, class = 499, codeClass(499)
-	case x.noAnswer, x.brokenAnswer:
-		class = codeError
-	case status == 0:
-		// The handler returned without writing: net/http sends 200.
-		status, class = http.StatusOK, codeClass(http.StatusOK)
-	}
-	x.metrics.requests[x.backend][class].Inc()
-	x.metrics.duration[x.backend].Observe(elapsed.Seconds())
-	x.span.SetName(x.in.Method + " " + x.route)
-	x.span.SetAttributes(
-		attribute.String("route", x.route),
-		attribute.String("backend", x.backend.String()),
-		attribute.Bool("shadowed", x.job != nil),
-		semconv.HTTPRequestMethodKey.String(x.in.Method),
-		semconv.HTTPResponseStatusCode(status))
-	if class == codeError || status >= 500 {
-		x.span.SetStatus(codes.Error, "")
-	}
-	x.span.End()
-	if x.st.cfg.Log.Access {
-		p.accessLog(x, status, elapsed)
-	}
-}
-
-// peerAddr parses the connection's remote address.
-func peerAddr(remoteAddr string) netip.Addr {
-	ap, err := netip.ParseAddrPort(remoteAddr)
-	if err != nil {
-		return netip.Addr{}
-	}
-	return ap.Addr().Unmap()
-}
-
-func containsAddr(prefixes []netip.Prefix, a netip.Addr) bool {
-	for _, p := range prefixes {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
 }

@@ -9,9 +9,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"net/http/httputil"
-	"net/netip"
-	"strings"
 	"sync"
 	"time"
 
@@ -20,6 +17,7 @@ import (
 
 	"github.com/strangler-proxy/strangler/proxy/diff"
 	"github.com/strangler-proxy/strangler/router"
+	"github.com/valyala/fasthttp"
 )
 
 // Shadow outcomes, the values of strangler_shadow_requests_total{outcome}.
@@ -50,7 +48,7 @@ func outcomeIndex(outcome string) int {
 }
 
 func safeMethod(method string) bool {
-	return method == http.MethodGet || method == http.MethodHead || method == http.MethodOptions
+	return method == fasthttp.MethodGet || method == fasthttp.MethodHead || method == fasthttp.MethodOptions
 }
 
 // shadowJob is one request's comparison: the primary's answer captured as it
@@ -58,23 +56,22 @@ func safeMethod(method string) bool {
 // legacy's second answer. The request goroutine writes the primary fields
 // and then closes primaryDone; the shadow goroutine reads them only after.
 type shadowJob struct {
-	route      *boundRoute
-	primary    router.Backend
-	target     router.Backend
-	noise      bool
-	dryRun     bool
-	in         *http.Request // a frozen copy of the inbound request: its own header map
-	body       []byte        // the request body, buffered for replay
-	bodyCharge int64         // what body holds of the buffering budget
-	requestID  string
-	traceID    string
-	peer       netip.Addr
-	trusted    bool
+	route   *boundRoute
+	primary router.Backend
+	target  router.Backend
+	noise   bool
+	dryRun  bool
+	// header is a copy of the inbound request's: fasthttp reuses the
+	// request once its answer is written.
+	header     fasthttp.RequestHeader
+	method     string
+	path       string // escaped, for samples
+	body       []byte // the request body, buffered for replay
+	bodyCharge int64  // what body holds of the buffering budget
+	id         callIdentity
 	upstream   [2]*upstream
-	override   string
 	maxBody    int64
 	timeout    time.Duration
-	start      time.Time
 
 	primaryDone chan struct{}
 	primaryRes  captured
@@ -102,12 +99,14 @@ func (p *Proxy) planShadow(x *exchange) string {
 	if rc.Shadow.Percent <= 0 || rand.Float64()*100 >= rc.Shadow.Percent {
 		return "off"
 	}
-	if x.in.Header.Get("Upgrade") != "" {
+	req := &x.ctx.Request
+	if len(req.Header.Peek("Upgrade")) > 0 {
 		return "off" // a protocol switch (WebSocket) is a stream, not an answer to compare
 	}
 	rt := x.bound.rt
 	target := x.backend.Other()
-	safe := safeMethod(x.in.Method)
+	method := string(req.Header.Method())
+	safe := safeMethod(method)
 	// Legacy never receives a shadowed write; newpath only as a dry run.
 	if !safe && (target != router.Newpath || !rc.Shadow.DryRun) {
 		rt.skip(target, outcomeSkippedUnsafe)
@@ -118,7 +117,7 @@ func (p *Proxy) planShadow(x *exchange) string {
 	// is ready to go, so clients trickling their bodies cannot hold every
 	// slot and starve the other routes. What bodies being buffered hold is
 	// bounded on its own, by the same max_in_flight × max_body_bytes.
-	body, charge, outcome := p.bufferBody(x.in, cfg.MaxBodyBytes, int64(cfg.MaxInFlight)*cfg.MaxBodyBytes)
+	body, charge, outcome := p.bufferBody(x, cfg.MaxBodyBytes, int64(cfg.MaxInFlight)*cfg.MaxBodyBytes)
 	switch outcome {
 	case "":
 	case bodyBroken:
@@ -135,48 +134,43 @@ func (p *Proxy) planShadow(x *exchange) string {
 		rt.skip(target, outcomeDroppedSaturated)
 		return outcomeDroppedSaturated
 	}
-	in := x.in.Clone(context.WithoutCancel(x.in.Context()))
-	in.Body = nil
 	job := &shadowJob{
 		route:       x.bound,
 		primary:     x.backend,
 		target:      target,
 		noise:       safe && rc.Compare.NoisePercent > 0 && rand.Float64()*100 < rc.Compare.NoisePercent,
 		dryRun:      !safe,
-		in:          in,
+		method:      method,
+		path:        string(x.ctx.URI().PathOriginal()),
 		body:        body,
 		bodyCharge:  charge,
-		requestID:   x.requestID,
-		traceID:     traceIDOf(x.in.Context()),
-		peer:        x.peer,
-		trusted:     x.trustedPeer,
+		id:          x.id,
 		upstream:    x.st.upstream,
-		override:    x.st.table.OverrideHeader(),
 		maxBody:     cfg.MaxBodyBytes,
 		timeout:     time.Duration(cfg.Timeout),
-		start:       x.start,
 		primaryDone: make(chan struct{}),
 	}
+	req.Header.CopyTo(&job.header)
 	job.primaryRes.body = getBuffer()
 	x.job = job
 	p.shadows.Go(func() { p.runShadow(job) })
 	return "shadowed"
 }
 
-// bufferBody reads the request body for replay to the other side, up to
+// bufferBody reads x's request body for replay to the other side, up to
 // max bytes. The memory it takes (the buffer's capacity, as it grows with
 // the bytes that arrive) is charged to what all requests may hold
 // buffered at once, budget, and released with releaseBody(charge). It
 // returns the body, or why no shadow can be made of it: a body over max
 // (dropped_body_too_large), one the budget has no room for
 // (dropped_saturated), or one the client broke off (bodyBroken). Whatever
-// was read is then replayed, with the rest, to the primary, which streams
-// it unshadowed.
-func (p *Proxy) bufferBody(in *http.Request, max, budget int64) (body []byte, charge int64, outcome string) {
-	if in.Body == nil || in.Body == http.NoBody {
+// was read is then sent, with the rest, to the primary, which streams it
+// unshadowed.
+func (p *Proxy) bufferBody(x *exchange, max, budget int64) (body []byte, charge int64, outcome string) {
+	if x.body == nil {
 		return nil, 0, ""
 	}
-	if in.ContentLength > max {
+	if int64(x.ctx.Request.Header.ContentLength()) > max {
 		return nil, 0, outcomeDroppedBodyTooLarge
 	}
 	var buf bytes.Buffer
@@ -191,31 +185,29 @@ func (p *Proxy) bufferBody(in *http.Request, max, budget int64) (body []byte, ch
 			charge += grown
 		}
 		free := buf.AvailableBuffer()
-		n, err := in.Body.Read(free[:cap(free)])
+		n, err := x.body.Read(free[:cap(free)])
 		buf.Write(free[:n])
 		switch {
 		case int64(buf.Len()) > max:
 			outcome = outcomeDroppedBodyTooLarge
 		case err == io.EOF:
-			in.Body = io.NopCloser(bytes.NewReader(buf.Bytes()))
+			x.bodyBytes = buf.Bytes()
+			if x.bodyBytes == nil {
+				x.bodyBytes = []byte{}
+			}
 			return buf.Bytes(), charge, ""
 		case err != nil:
 			outcome = bodyBroken
 		}
 	}
 	p.releaseBody(charge)
-	in.Body = readCloser{io.MultiReader(bytes.NewReader(buf.Bytes()), in.Body), in.Body}
+	x.upload = io.MultiReader(bytes.NewReader(buf.Bytes()), x.body)
 	return nil, 0, outcome
 }
 
 // releaseBody gives back what bufferBody charged.
 func (p *Proxy) releaseBody(charge int64) {
 	p.bufferedBodies.Add(-charge)
-}
-
-type readCloser struct {
-	io.Reader
-	io.Closer
 }
 
 // acquireShadow takes one of max shadow slots, or reports that all are
@@ -246,20 +238,22 @@ func (p *Proxy) runShadow(job *shadowJob) {
 	defer func() {
 		if r := recover(); r != nil {
 			job.route.rt.count(resultError)
-			p.logger.Error("comparison panicked", "route", job.route.rt.name, "request_id", job.requestID, "panic", fmt.Sprint(r))
+			p.logger.Error("comparison panicked", "route", job.route.rt.name, "request_id", job.id.requestID, "panic", fmt.Sprint(r))
 		}
 	}()
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(job.in.Context()), job.timeout)
-	defer cancel()
-	stop := context.AfterFunc(p.stopShadows, cancel)
-	defer stop()
+	deadline := time.Now().Add(job.timeout)
 
 	var noiseRes *captured
 	var wg sync.WaitGroup
 	if job.noise {
-		wg.Go(func() { noiseRes = p.call(ctx, job, router.Legacy, roleNoise) })
+		// fasthttp's header reads use the header's scratch space: each
+		// of the two calls at once reads its own copy.
+		header := fasthttp.AcquireRequest()
+		defer fasthttp.ReleaseRequest(header)
+		job.header.CopyTo(&header.Header)
+		wg.Go(func() { noiseRes = p.call(deadline, job, &header.Header, router.Legacy, roleNoise) })
 	}
-	shadowRes := p.call(ctx, job, job.target, roleShadow)
+	shadowRes := p.call(deadline, job, &job.header, job.target, roleShadow)
 	wg.Wait()
 	rt := job.route.rt
 	rt.metrics.shadow[job.target][outcomeIndex(shadowRes.outcome)].Inc()
@@ -277,7 +271,7 @@ func (p *Proxy) runShadow(job *shadowJob) {
 		return
 	}
 	defer putBuffer(job.primaryRes.body)
-	_, span := p.tracer.Start(job.in.Context(), "compare", trace.WithAttributes(attribute.String("route", rt.name)))
+	_, span := p.tracer.Start(job.id.traceCtx, "compare", trace.WithAttributes(attribute.String("route", rt.name)))
 	result := p.compare(job, shadowRes, noiseRes)
 	rt.count(result)
 	p.recordComparison(job.route, result)
@@ -304,59 +298,47 @@ func (p *Proxy) waitPrimary(job *shadowJob) bool {
 	return false
 }
 
-// call sends job's request to backend b with the shadow headers and reads
-// the answer up to max_body_bytes.
-func (p *Proxy) call(ctx context.Context, job *shadowJob, b router.Backend, role int) *captured {
+// call sends job's request (in, its header) to backend b with the shadow headers, built
+// as the primary's is, and reads the answer up to max_body_bytes, all of
+// it before deadline.
+func (p *Proxy) call(deadline time.Time, job *shadowJob, in *fasthttp.RequestHeader, b router.Backend, role int) *captured {
 	u := job.upstream[b]
 	res := &captured{body: getBuffer()}
-	var out *http.Request
-	if job.noise {
-		out = job.in.Clone(ctx) // two calls at once: each its own copy
-	} else {
-		// The only call may use the frozen copy's header itself; the URL,
-		// which SetURL rewrites, is copied.
-		out = job.in.WithContext(ctx)
-		u := *job.in.URL
-		out.URL = &u
-	}
-	out.RequestURI = ""
-	out.Close = false
-	if len(job.body) > 0 {
-		out.Body = io.NopCloser(bytes.NewReader(job.body))
-		out.ContentLength = int64(len(job.body))
-	} else {
-		out.Body = nil
-		out.ContentLength = 0
-	}
-	removeHopByHopHeaders(out.Header)
-	out.Header.Del("Forwarded") // X-Forwarded-* are rewritten by prepare
-	// The body is buffered and sent at once; nobody waits for a 100.
-	out.Header.Del("Expect")
-	pr := &httputil.ProxyRequest{In: job.in, Out: out}
-	u.prepare(pr, job.peer, job.trusted, job.requestID, job.override)
+	out, ans := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(out)
+	defer fasthttp.ReleaseResponse(ans)
+	buildOutbound(out, in, u, &job.id)
 	out.Header.Set(headerShadow, "1")
-	if _, ok := job.in.Header["User-Agent"]; !ok {
-		// As httputil does for the primary: no Go default User-Agent, so
-		// both sides see the client's headers alike.
-		out.Header["User-Agent"] = []string{""}
-	}
 	if job.dryRun && b == router.Newpath {
 		out.Header.Set(headerDryRun, "1")
 	}
+	if len(job.body) > 0 {
+		out.SetBodyRaw(job.body)
+	}
+	if job.method == fasthttp.MethodHead {
+		ans.SkipBody = true
+	}
 	// The shadow belongs to the request's trace, and links to its span so
 	// tools that follow links find it from the request too.
-	request := trace.Link{SpanContext: trace.SpanContextFromContext(job.in.Context())}
-	_, span := p.startClientSpan(job.in.Context(), out.Header, b.String(), roles[role], request)
+	request := trace.Link{SpanContext: trace.SpanContextFromContext(job.id.traceCtx)}
+	_, span := p.startClientSpan(job.id.traceCtx, requestCarrier{&out.Header}, b.String(), roles[role], request)
 
 	start := time.Now()
-	var err error
-	if addr, ok := plainHTTPAddr(out); ok {
-		var resp *http.Response
-		if resp, res.complete, err = p.shadowClient.roundTrip(ctx, addr, out, res.body, job.maxBody); err == nil {
-			res.status, res.header = resp.StatusCode, resp.Header
+	timeout := min(time.Until(deadline), u.timeout)
+	giveUp := func() error {
+		if p.stopShadows.Err() != nil {
+			return context.Canceled
 		}
-	} else {
-		err = transportCall(ctx, u.proxy.Transport, out, res, job.maxBody)
+		return nil
+	}
+	var err error
+	res.complete, err = p.client.fetch(out, ans, &call{key: u.key, timeout: timeout, giveUp: giveUp}, res.body, job.maxBody, deadline, p.stopShadows)
+	if err == nil {
+		res.status = ans.StatusCode()
+		res.header = httpHeader(&ans.Header)
+	}
+	if err != nil && time.Now().After(deadline) {
+		err = context.DeadlineExceeded
 	}
 	latency := time.Since(start)
 	job.route.rt.metrics.upstream[b][role].Observe(latency.Seconds())
@@ -377,94 +359,43 @@ func (p *Proxy) call(ctx context.Context, job *shadowJob, b router.Backend, role
 	return res
 }
 
-// plainHTTPAddr returns the host:port of an http:// request, which the
-// shadow client serves; https goes through the upstream's Transport.
-func plainHTTPAddr(req *http.Request) (string, bool) {
-	if req.URL.Scheme != "http" {
-		return "", false
+// httpHeader copies an answer's header for the differ.
+func httpHeader(h *fasthttp.ResponseHeader) http.Header {
+	out := make(http.Header, h.Len())
+	for k, v := range h.All() {
+		key := http.CanonicalHeaderKey(string(k))
+		out[key] = append(out[key], string(v))
 	}
-	if req.URL.Port() != "" {
-		return req.URL.Host, true
-	}
-	return net.JoinHostPort(req.URL.Hostname(), "80"), true
+	return out
 }
 
-// transportCall makes a shadow call through rt and reads the answer into
-// res, up to max body bytes.
-func transportCall(ctx context.Context, rt http.RoundTripper, out *http.Request, res *captured, max int64) error {
-	resp, err := rt.RoundTrip(out)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	res.status, res.header = resp.StatusCode, resp.Header
-	n, err := io.Copy(res.body, io.LimitReader(resp.Body, max+1))
-	if err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		return err
-	}
-	res.complete = n <= max
-	return nil
-}
-
-// removeHopByHopHeaders deletes the headers a proxy must not forward
-// (RFC 9110 §7.6.1): those named in Connection and the fixed list.
-func removeHopByHopHeaders(h http.Header) {
-	for _, v := range h.Values("Connection") {
-		for _, name := range strings.Split(v, ",") {
-			if name = strings.TrimSpace(name); name != "" {
-				h.Del(name)
-			}
-		}
-	}
-	for _, name := range []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"} {
-		h.Del(name)
-	}
-}
-
-// teeBody copies the primary's body into the job as it streams to the
+// teePrimary copies a piece of the primary's body as it streams to the
 // client, up to max bytes.
-type teeBody struct {
-	io.ReadCloser
-	job *shadowJob
-}
-
-func (t *teeBody) Read(b []byte) (int, error) {
-	n, err := t.ReadCloser.Read(b)
-	res := &t.job.primaryRes
-	if n > 0 && res.body != nil {
-		if int64(res.body.Len()+n) > t.job.maxBody {
-			putBuffer(res.body)
-			res.body = nil // too large to compare; stop copying
-		} else {
-			res.body.Write(b[:n])
-		}
-	}
-	if err == io.EOF && res.body != nil {
-		res.complete = true
-	}
-	return n, err
-}
-
-// capturePrimary starts capturing the primary response of x's shadow job.
-func (x *exchange) capturePrimary(res *http.Response) {
-	job := x.job
-	job.primaryRes.status = res.StatusCode
-	job.primaryRes.header = res.Header.Clone()
-	// A 101's body is the upgraded connection, which httputil needs as is.
-	if res.Body == nil || res.Body == http.NoBody || res.StatusCode == http.StatusSwitchingProtocols {
-		job.primaryRes.complete = true
+func (job *shadowJob) teePrimary(b []byte) {
+	res := &job.primaryRes
+	if res.body == nil {
 		return
 	}
-	res.Body = &teeBody{ReadCloser: res.Body, job: job}
+	if int64(res.body.Len()+len(b)) > job.maxBody {
+		putBuffer(res.body)
+		res.body = nil // too large to compare; stop copying
+		return
+	}
+	res.body.Write(b)
+}
+
+// capturePrimary captures the primary answer's status and header for x's
+// shadow job; its body is teed as it streams.
+func (x *exchange) capturePrimary() {
+	job := x.job
+	job.primaryRes.status = x.res.StatusCode()
+	job.primaryRes.header = httpHeader(&x.res.Header)
 }
 
 // finishPrimary hands the captured primary to the shadow goroutine.
 func (x *exchange) finishPrimary() {
 	job := x.job
-	if x.fallback != "" || x.noAnswer || x.clientGone {
+	if x.fallback != "" || x.noAnswer || x.clientGone || x.brokenAnswer {
 		job.fellBack = x.fallback != "" || x.noAnswer
 		job.primaryRes.complete = false
 	}
@@ -484,7 +415,7 @@ func (p *Proxy) DrainShadows(ctx context.Context) {
 		p.shadows.Wait()
 		close(done)
 	}()
-	defer p.shadowClient.closeIdle()
+	defer p.client.closeIdle()
 	select {
 	case <-done:
 		return

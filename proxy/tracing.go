@@ -3,7 +3,8 @@ package proxy
 import (
 	"context"
 	"errors"
-	"net/http"
+
+	"github.com/valyala/fasthttp"
 
 	"github.com/strangler-proxy/strangler/config"
 	"go.opentelemetry.io/otel/attribute"
@@ -21,12 +22,12 @@ const tracerName = "github.com/strangler-proxy/strangler/proxy"
 
 // startClientSpan starts the span of one upstream call and writes its
 // context into the outbound headers, so the upstream continues the trace.
-func (p *Proxy) startClientSpan(ctx context.Context, out http.Header, backend, role string, links ...trace.Link) (context.Context, trace.Span) {
+func (p *Proxy) startClientSpan(ctx context.Context, out propagation.TextMapCarrier, backend, role string, links ...trace.Link) (context.Context, trace.Span) {
 	ctx, span := p.tracer.Start(ctx, role+" "+backend,
 		trace.WithSpanKind(trace.SpanKindClient),
 		trace.WithLinks(links...),
 		trace.WithAttributes(attribute.String("backend", backend), attribute.String("role", role)))
-	propagator.Inject(ctx, propagation.HeaderCarrier(out))
+	propagator.Inject(ctx, out)
 	return ctx, span
 }
 
@@ -52,4 +53,18 @@ func traceIDOf(ctx context.Context) string {
 		return sc.TraceID().String()
 	}
 	return ""
+}
+
+// requestCarrier carries trace context in a fasthttp request header.
+type requestCarrier struct{ h *fasthttp.RequestHeader }
+
+func (c requestCarrier) Get(key string) string { return string(c.h.Peek(key)) }
+func (c requestCarrier) Set(key, value string) { c.h.Set(key, value) }
+
+func (c requestCarrier) Keys() []string {
+	var keys []string
+	for k := range c.h.All() {
+		keys = append(keys, string(k))
+	}
+	return keys
 }

@@ -8,7 +8,9 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"strings"
+	"sync"
 
 	"github.com/cespare/xxhash/v2"
 
@@ -78,12 +80,54 @@ func New(cfg *config.Config) (*Table, error) {
 	return t, nil
 }
 
-// Match returns the index in Config.Routes of the route r matches, with
-// net/http.ServeMux precedence, or ok false.
-func (t *Table) Match(r *http.Request) (index int, ok bool) {
-	h, _ := t.mux.Handler(r)
+// Match returns the index in Config.Routes of the route a request
+// matches, with net/http.ServeMux precedence, or ok false. path is the
+// decoded path, as net/http's Request.URL.Path; a path that is not clean
+// (a "..", a "//") matches nothing.
+func (t *Table) Match(method, host, path string) (index int, ok bool) {
+	m := matchRequests.Get().(*matchRequest)
+	m.req.Method, m.req.Host = method, host
+	m.url.Path = path
+	h, _ := t.mux.Handler(&m.req)
+	m.req.Method, m.req.Host, m.url.Path = "", "", ""
+	matchRequests.Put(m)
 	i, ok := h.(routeHandler)
 	return int(i), ok
+}
+
+// matchRequest is what ServeMux reads of a request, pooled: routing
+// allocates nothing of its own.
+type matchRequest struct {
+	req http.Request
+	url url.URL
+}
+
+var matchRequests = sync.Pool{New: func() any {
+	m := &matchRequest{}
+	m.req.URL = &m.url
+	return m
+}}
+
+// Request is what assigning a backend reads of a request: a header (by
+// its canonical name), a cookie and a query parameter, "" when absent.
+type Request interface {
+	Header(name string) string
+	Cookie(name string) string
+	Query(name string) string
+}
+
+// HTTPRequest adapts a net/http request, for tools and tests.
+func HTTPRequest(r *http.Request) Request { return httpRequest{r} }
+
+type httpRequest struct{ r *http.Request }
+
+func (h httpRequest) Header(name string) string { return h.r.Header.Get(name) }
+func (h httpRequest) Query(name string) string  { return h.r.URL.Query().Get(name) }
+func (h httpRequest) Cookie(name string) string {
+	if c, err := h.r.Cookie(name); err == nil {
+		return c.Value
+	}
+	return ""
 }
 
 // Assignment is the backend chosen for one request and why.
@@ -98,8 +142,8 @@ type Assignment struct {
 // Assign chooses the backend of a request to a route whose effective
 // newpath weight is weightBasisPoints (0..10000). client is the peer
 // address, used for override trust and the ip sticky key.
-func (t *Table) Assign(r *http.Request, client netip.Addr, weightBasisPoints int) Assignment {
-	if v := r.Header.Get(t.overrideHeader); v != "" && t.overrideTrusted(client) {
+func (t *Table) Assign(r Request, client netip.Addr, weightBasisPoints int) Assignment {
+	if v := r.Header(t.overrideHeader); v != "" && t.overrideTrusted(client) {
 		switch strings.ToLower(v) {
 		case "newpath":
 			return Assignment{Backend: Newpath, Overridden: true, Bucket: -1}
@@ -137,17 +181,15 @@ func (t *Table) overrideTrusted(client netip.Addr) bool {
 	return false
 }
 
-func (t *Table) stickyKey(r *http.Request, client netip.Addr) (string, bool) {
+func (t *Table) stickyKey(r Request, client netip.Addr) (string, bool) {
 	var key string
 	switch t.stickyKind {
 	case config.StickyHeader:
-		key = r.Header.Get(t.stickyName)
+		key = r.Header(t.stickyName)
 	case config.StickyCookie:
-		if c, err := r.Cookie(t.stickyName); err == nil {
-			key = c.Value
-		}
+		key = r.Cookie(t.stickyName)
 	case config.StickyQuery:
-		key = r.URL.Query().Get(t.stickyName)
+		key = r.Query(t.stickyName)
 	case config.StickyIP:
 		if client.IsValid() {
 			key = client.Unmap().String()

@@ -63,7 +63,7 @@ routes:
 		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
 			r := httptest.NewRequest(tt.method, "http://example.test"+tt.path, nil)
 			r.URL.Path = tt.path // keep dot segments as a client could send them
-			i, ok := tbl.Match(r)
+			i, ok := tbl.Match(r.Method, r.Host, r.URL.Path)
 			got := ""
 			if ok {
 				got = cfg.Routes[i].Name
@@ -98,7 +98,7 @@ func TestStickySplitAndMonotonicRamp(t *testing.T) {
 	at := func(weight int) []Backend {
 		out := make([]Backend, n)
 		for i := range out {
-			out[i] = tbl.Assign(requestWithUser(fmt.Sprintf("user-%d", i)), loopback, weight*100).Backend
+			out[i] = tbl.Assign(HTTPRequest(requestWithUser(fmt.Sprintf("user-%d", i))), loopback, weight*100).Backend
 		}
 		return out
 	}
@@ -134,9 +134,9 @@ func TestStickyKeyAlwaysGetsOneBackend(t *testing.T) {
 	tbl := stickyTable(t)
 	for i := 0; i < 100; i++ {
 		user := fmt.Sprintf("u%d", i)
-		first := tbl.Assign(requestWithUser(user), loopback, 2500)
+		first := tbl.Assign(HTTPRequest(requestWithUser(user)), loopback, 2500)
 		for j := 0; j < 20; j++ {
-			if got := tbl.Assign(requestWithUser(user), loopback, 2500); got != first {
+			if got := tbl.Assign(HTTPRequest(requestWithUser(user)), loopback, 2500); got != first {
 				t.Fatalf("user %s: assignment %d = %+v; first was %+v", user, j, got, first)
 			}
 		}
@@ -147,7 +147,7 @@ func TestBucketIsTheSpecFormula(t *testing.T) {
 	tbl := stickyTable(t)
 	for _, key := range []string{"1", "user-7", strings.Repeat("x", 300)} {
 		want := BucketFor("orders-2026", key)
-		if got := tbl.Assign(requestWithUser(key), loopback, 0).Bucket; got != want {
+		if got := tbl.Assign(HTTPRequest(requestWithUser(key)), loopback, 0).Bucket; got != want {
 			t.Errorf("bucket(%q) = %d; want %d", key, got, want)
 		}
 	}
@@ -158,7 +158,7 @@ func TestNoKeyDrawsUniformly(t *testing.T) {
 	const n = 10000
 	newpath := 0
 	for i := 0; i < n; i++ {
-		a := tbl.Assign(requestWithUser(""), loopback, 2500)
+		a := tbl.Assign(HTTPRequest(requestWithUser("")), loopback, 2500)
 		if a.Bucket != -1 {
 			t.Fatalf("request without key got bucket %d; want -1", a.Bucket)
 		}
@@ -193,7 +193,7 @@ func TestStickyKeySources(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tbl, _ := mustTable(t, baseYAML+fmt.Sprintf("sticky: { key: %q, salt: s }\n", tt.key))
-			got := tbl.Assign(tt.req(), loopback, 5000).Bucket
+			got := tbl.Assign(HTTPRequest(tt.req()), loopback, 5000).Bucket
 			if want := BucketFor("s", tt.wantKey); got != want {
 				t.Errorf("bucket = %d; want %d (key %q)", got, want, tt.wantKey)
 			}
@@ -223,7 +223,7 @@ overrides: { header: X-Strangler-Backend, trusted_cidrs: ["10.0.0.0/8"] }
 		t.Run(tt.name, func(t *testing.T) {
 			r := httptest.NewRequest("GET", "/x", nil)
 			r.Header.Set("X-Strangler-Backend", tt.value)
-			got := tbl.Assign(r, netip.MustParseAddr(tt.client), tt.weight)
+			got := tbl.Assign(HTTPRequest(r), netip.MustParseAddr(tt.client), tt.weight)
 			if got.Backend != tt.want || got.Overridden != tt.forced {
 				t.Errorf("Assign = %+v; want backend %v overridden %v", got, tt.want, tt.forced)
 			}
@@ -246,9 +246,9 @@ routes:
 	r := requestWithUser("user-12345")
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, ok := tbl.Match(r); !ok {
+		if _, ok := tbl.Match(r.Method, r.Host, r.URL.Path); !ok {
 			b.Fatal("no match")
 		}
-		tbl.Assign(r, loopback, 1000)
+		tbl.Assign(HTTPRequest(r), loopback, 1000)
 	}
 }

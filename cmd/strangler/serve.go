@@ -118,7 +118,7 @@ func serve(ctx context.Context, path string, grace time.Duration, stderr io.Writ
 	// Either server failing stops both. The proxy's listener stops first;
 	// the admin listener answers /metrics until the proxy has drained.
 	admin := p.AdminHandler(proxy.AdminOptions{Gatherer: reg, Config: rl, Stopping: ctx.Done()})
-	err = service.Run(ctx, grace, service.NewServer(ln, p, logger), service.NewServer(adminLn, admin, logger))
+	err = service.Run(ctx, grace, service.NewFastServer(ln, p.Server(), logger), service.NewServer(adminLn, admin, logger))
 	if err != nil {
 		logger.Error("server failed", "error", config.Redact(err.Error()))
 	}

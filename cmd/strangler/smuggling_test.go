@@ -353,6 +353,22 @@ routes:
 		{name: "two Host headers",
 			raw:  "GET /orders HTTP/1.1\r\nHost: x\r\nHost: evil.example\r\n" + closeConn + "\r\n",
 			want: refused},
+		// A proxy in front of a backend opens no tunnels: a 2xx would tell
+		// the client one is open.
+		{name: "CONNECT",
+			raw:  "CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\n" + closeConn + "\r\n",
+			want: []int{http.StatusMethodNotAllowed}},
+		// A body the proxy cannot frame is the client's fault: 400, never
+		// an empty 200 for a request the upstream never got whole.
+		{name: "a chunk size that is not hex",
+			raw:  post + chunked + "\r\nzz\r\nhello\r\n0\r\n\r\n" + hidden,
+			want: refused},
+		{name: "a chunk size past 64 bits",
+			raw:  post + chunked + "\r\n10000000000000005\r\nhello\r\n0\r\n\r\n" + hidden,
+			want: refused},
+		{name: "a bare LF ending the trailer",
+			raw:  post + chunked + "\r\n5\r\nhello\r\n0\r\n\n" + hidden,
+			want: refused},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

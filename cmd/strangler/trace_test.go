@@ -22,13 +22,14 @@ import (
 	"github.com/strangler-proxy/strangler/newpath"
 	"github.com/strangler-proxy/strangler/newpath/pgtest"
 	"github.com/strangler-proxy/strangler/proxy"
+	"github.com/strangler-proxy/strangler/proxy/proxytest"
 )
 
 // tracedStack is the proxy, legacy and the newpath on Postgres, all
 // recording spans into one recorder.
 type tracedStack struct {
 	spans      *tracetest.SpanRecorder
-	front      *httptest.Server
+	front      *proxytest.Front
 	relay      *newpath.Relay
 	downstream *legacy.Downstream
 }
@@ -99,8 +100,7 @@ routes:
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.front = httptest.NewServer(p)
-	t.Cleanup(s.front.Close)
+	s.front = proxytest.Start(t, p.Server())
 	return s
 }
 

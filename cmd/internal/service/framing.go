@@ -2,11 +2,13 @@ package service
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -58,6 +60,15 @@ func (l framingListener) Accept() (net.Conn, error) {
 		return nil, err
 	}
 	return &framingConn{Conn: c, log: l.log, maxHeader: l.maxHeader, headerTimeout: l.headerTimeout}, nil
+}
+
+// SyscallConn reaches the socket, for a look at whether the client closed
+// it while its request is served.
+func (c *framingConn) SyscallConn() (syscall.RawConn, error) {
+	if sc, ok := c.Conn.(syscall.Conn); ok {
+		return sc.SyscallConn()
+	}
+	return nil, errors.New("not a socket")
 }
 
 // refusalLog logs refusals at warn, at most one line a second with the

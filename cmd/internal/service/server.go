@@ -13,6 +13,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/valyala/fasthttp"
 )
 
 // Server limits. Slow or oversized request headers are refused before a
@@ -38,13 +40,17 @@ const maxHeldHeader = MaxHeaderBytes + 8<<10
 // spare dial, a TCP health check, a pre-connect), so every SIGTERM would
 // otherwise take five seconds.
 type Server struct {
-	http *http.Server
+	http *http.Server // or fast
+	fast *fasthttp.Server
 	ln   net.Listener
 
 	mu sync.Mutex // guards the fields below
 	// fresh are the connections in http.StateNew: accepted, no request
 	// read yet.
-	fresh    map[net.Conn]struct{}
+	fresh map[net.Conn]struct{}
+	// open are a fasthttp server's connections, which it cannot close at
+	// the end of the grace period itself.
+	open     map[net.Conn]struct{}
 	stopping bool
 }
 
@@ -61,6 +67,49 @@ func NewServer(ln net.Listener, h http.Handler, logger *slog.Logger) *Server {
 		ConnState:         s.track,
 	}
 	return s
+}
+
+// NewFastServer returns a server of srv on ln, with NewServer's limits,
+// framing check and shutdown. srv's handler's own needs (see
+// proxy.Proxy.Server) are kept.
+func NewFastServer(ln net.Listener, srv *fasthttp.Server, logger *slog.Logger) *Server {
+	s := &Server{fast: srv, fresh: map[net.Conn]struct{}{}, open: map[net.Conn]struct{}{}}
+	s.ln = framingListener{Listener: ln, log: &refusalLog{logger: logger}, maxHeader: srv.ReadBufferSize + 4<<10, headerTimeout: ReadHeaderTimeout}
+	srv.ReadTimeout = ReadHeaderTimeout
+	srv.IdleTimeout = IdleTimeout
+	srv.CloseOnShutdown = true
+	srv.SecureErrorLogMessage = true
+	srv.Logger = fastLogger{logger}
+	srv.ConnState = s.trackFast
+	return s
+}
+
+// fastLogger is fasthttp's logger on slog.
+type fastLogger struct{ l *slog.Logger }
+
+func (f fastLogger) Printf(format string, args ...any) {
+	f.l.Warn(fmt.Sprintf(format, args...))
+}
+
+// trackFast is the fasthttp server's ConnState hook: track's, and open
+// connections for the end of the grace period.
+func (s *Server) trackFast(c net.Conn, state fasthttp.ConnState) {
+	switch state {
+	case fasthttp.StateNew:
+		s.mu.Lock()
+		s.open[c] = struct{}{}
+		s.mu.Unlock()
+		s.track(c, http.StateNew)
+	case fasthttp.StateActive:
+		s.track(c, http.StateActive)
+	case fasthttp.StateHijacked:
+		s.track(c, http.StateHijacked)
+	case fasthttp.StateClosed:
+		s.mu.Lock()
+		delete(s.open, c)
+		s.mu.Unlock()
+		s.track(c, http.StateClosed)
+	}
 }
 
 // Addr returns the listener's address.
@@ -102,6 +151,12 @@ func Run(ctx context.Context, grace time.Duration, servers ...*Server) error {
 
 // serve serves until shutdown, which is not an error.
 func (s *Server) serve() error {
+	if s.fast != nil {
+		if err := s.fast.Serve(s.ln); err != nil && !s.isStopping() {
+			return fmt.Errorf("serve %s: %w", s.ln.Addr(), err)
+		}
+		return nil
+	}
 	if err := s.http.Serve(s.ln); !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("serve %s: %w", s.ln.Addr(), err)
 	}
@@ -122,6 +177,9 @@ func (s *Server) shutdown(ctx context.Context) error {
 	}
 	clear(s.fresh)
 	s.mu.Unlock()
+	if s.fast != nil {
+		return s.shutdownFast(ctx)
+	}
 	err := s.http.Shutdown(ctx)
 	switch {
 	case err == nil:
@@ -133,6 +191,34 @@ func (s *Server) shutdown(ctx context.Context) error {
 		_ = s.http.Close()
 		return fmt.Errorf("shutdown %s: %w", s.ln.Addr(), err)
 	}
+}
+
+func (s *Server) isStopping() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stopping
+}
+
+// shutdownFast is shutdown for a fasthttp server, which closes idle
+// keep-alive connections as it goes but leaves the rest open at the
+// deadline.
+func (s *Server) shutdownFast(ctx context.Context) error {
+	// Closed here first: a shutdown that starts before Serve took the
+	// listener would otherwise leave it serving.
+	_ = s.ln.Close()
+	err := s.fast.ShutdownWithContext(ctx)
+	if err == nil || errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	s.mu.Lock()
+	for c := range s.open {
+		_ = c.Close()
+	}
+	s.mu.Unlock()
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("shutdown %s: in-flight requests cut off at the end of the grace period: %w", s.ln.Addr(), err)
+	}
+	return fmt.Errorf("shutdown %s: %w", s.ln.Addr(), err)
 }
 
 // track is the http.Server's ConnState hook. A connection accepted while

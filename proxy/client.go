@@ -1,0 +1,314 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// Client limits.
+const (
+	// maxIdleConnsPerAddr bounds the idle connections kept per upstream.
+	maxIdleConnsPerAddr = 256
+	// maxResponseHeaderBytes bounds an upstream answer's header: an
+	// upstream sending an endless header line must not grow the proxy's
+	// memory. It is the size of each connection's read buffer, which
+	// fasthttp's header parser cannot grow past.
+	maxResponseHeaderBytes = 32 << 10
+	// idleConnTimeout closes connections idle for longer: upstreams close
+	// theirs after a minute or so, and a stale one costs a failed call.
+	idleConnTimeout = 50 * time.Second
+	// staleCheckAfter is how long a connection may sit idle before it is
+	// checked for a close from the upstream before reuse; one reused at
+	// once under load is not worth the system call.
+	staleCheckAfter = time.Second
+	// pollInterval is how often a call waiting for its answer looks at
+	// whether its caller gave up (the client left, the shadow was
+	// cancelled).
+	pollInterval = 50 * time.Millisecond
+)
+
+var (
+	errClientGone = errors.New("client closed the connection")
+	errSwitched   = errors.New("upstream switched protocols on a call that asked for none")
+)
+
+// client makes every upstream call, primary, shadow and noise alike: one
+// HTTP/1.1 exchange at a time on the calling goroutine, over a pool of
+// keep-alive connections per upstream address, with fasthttp's request
+// writer and response parser. fasthttp's own HostClient bounds a whole
+// exchange, body included, where a proxy must bound the wait for the
+// answer's header and let a stream (SSE) run; and it cannot give up on a
+// call whose client left.
+type client struct {
+	mu     sync.Mutex
+	idle   map[dialKey][]*upstreamConn
+	closed bool
+}
+
+// dialKey is where a connection goes.
+type dialKey struct {
+	tls  bool
+	addr string // host:port
+	host string // for TLS server name
+}
+
+type upstreamConn struct {
+	net.Conn
+	key       dialKey
+	br        *bufio.Reader
+	bw        *bufio.Writer
+	idleSince time.Time
+}
+
+func newClient() *client {
+	return &client{idle: map[dialKey][]*upstreamConn{}}
+}
+
+// call is one upstream exchange's options.
+type call struct {
+	key     dialKey
+	timeout time.Duration // dial and the wait for the answer's header
+	// giveUp, polled while the answer is awaited, returns why the caller
+	// no longer wants it; nil keeps waiting.
+	giveUp func() error
+	// retryable says the request can be sent again on a fresh connection
+	// when a reused one turns out closed: nothing of it was consumed.
+	retryable func() bool
+}
+
+// do sends req and reads the answer's header into res, whose body then
+// streams from the returned connection (res.StreamBody is set). The
+// caller reads the body and hands the connection back with release. A
+// 101 answer leaves the connection to the caller.
+func (c *client) do(req *fasthttp.Request, res *fasthttp.Response, cl *call) (*upstreamConn, error) {
+	conn, reused, err := c.conn(cl)
+	if err != nil {
+		return nil, err
+	}
+	err = roundTrip(conn, req, res, cl)
+	if err != nil && reused && isStale(err) && (cl.retryable == nil || cl.retryable()) {
+		conn.Close()
+		if conn, _, err = c.conn(cl); err != nil {
+			return nil, err
+		}
+		err = roundTrip(conn, req, res, cl)
+	}
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return conn, nil
+}
+
+// fetch makes a call and reads the whole answer's body into body, up to
+// max bytes, all before deadline; it reports whether the body fitted. A
+// done stop cuts it short. An answer switching protocols is an error:
+// fetch asks for no switch.
+func (c *client) fetch(req *fasthttp.Request, res *fasthttp.Response, cl *call, body *bytes.Buffer, max int64, deadline time.Time, stop context.Context) (bool, error) {
+	conn, err := c.do(req, res, cl)
+	if err != nil {
+		return false, err
+	}
+	if res.StatusCode() == fasthttp.StatusSwitchingProtocols {
+		conn.Close()
+		return false, errSwitched
+	}
+	complete, err := readBody(conn, res, body, max, deadline, stop)
+	c.release(conn, err == nil && complete && !res.ConnectionClose() && !req.ConnectionClose())
+	return complete, err
+}
+
+// readBody reads res's streamed body into body, up to max bytes, before
+// deadline, and reports whether all of it fitted.
+func readBody(conn *upstreamConn, res *fasthttp.Response, body *bytes.Buffer, max int64, deadline time.Time, stop context.Context) (bool, error) {
+	stream := res.BodyStream()
+	if stream == nil {
+		return true, nil
+	}
+	defer res.CloseBodyStream() //nolint:errcheck // what was read is what counts
+	_ = conn.SetReadDeadline(deadline)
+	cancel := context.AfterFunc(stop, func() { _ = conn.SetReadDeadline(time.Unix(1, 0)) })
+	n, err := io.Copy(body, io.LimitReader(stream, max+1))
+	if !cancel() {
+		return false, context.Canceled // and the deadline is in the past
+	}
+	if err != nil {
+		if time.Now().After(deadline) {
+			return false, context.DeadlineExceeded
+		}
+		return false, err
+	}
+	_ = conn.SetReadDeadline(time.Time{})
+	return n <= max, nil
+}
+
+// roundTrip writes req on conn and reads the answer's header. Interim 1xx
+// answers (100 Continue, 103 Early Hints) are skipped by the parser.
+func roundTrip(conn *upstreamConn, req *fasthttp.Request, res *fasthttp.Response, cl *call) error {
+	_ = conn.SetWriteDeadline(time.Time{})
+	if err := req.Write(conn.bw); err != nil {
+		return err
+	}
+	if err := conn.bw.Flush(); err != nil {
+		return err
+	}
+	// The timeout starts when the request is sent, as
+	// http.Transport.ResponseHeaderTimeout does: a slow client's upload is
+	// client_body_timeout's business.
+	deadline := time.Now().Add(cl.timeout)
+	if err := waitFirstByte(conn, deadline, cl.giveUp); err != nil {
+		return err
+	}
+	_ = conn.SetReadDeadline(deadline)
+	res.StreamBody = true
+	if err := res.Read(conn.br); err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, fasthttp.ErrTimeout) {
+			return errTimeout
+		}
+		return err
+	}
+	_ = conn.SetReadDeadline(time.Time{})
+	return nil
+}
+
+// errTimeout is an upstream that did not answer within its timeout.
+var errTimeout = timeoutError{}
+
+type timeoutError struct{}
+
+func (timeoutError) Error() string   { return "upstream did not answer in time" }
+func (timeoutError) Timeout() bool   { return true }
+func (timeoutError) Temporary() bool { return true }
+
+// waitFirstByte waits for the answer to begin, until deadline, looking
+// every pollInterval at whether the caller gave up.
+func waitFirstByte(conn *upstreamConn, deadline time.Time, giveUp func() error) error {
+	for {
+		slice := deadline
+		if giveUp != nil {
+			if s := time.Now().Add(pollInterval); s.Before(slice) {
+				slice = s
+			}
+		}
+		_ = conn.SetReadDeadline(slice)
+		_, err := conn.br.Peek(1)
+		if err == nil {
+			return nil
+		}
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() {
+			return err
+		}
+		if !time.Now().Before(deadline) {
+			return errTimeout
+		}
+		if giveUp != nil {
+			if err := giveUp(); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// release hands conn back after its answer's body was read. reusable is
+// false when the body was not read to its end, or either side asked to
+// close.
+func (c *client) release(conn *upstreamConn, reusable bool) {
+	if !reusable || conn.br.Buffered() > 0 {
+		// Bytes past the answer (beyond its Content-Length, after a 204)
+		// would be read as the next call's answer.
+		conn.Close()
+		return
+	}
+	conn.idleSince = time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || len(c.idle[conn.key]) >= maxIdleConnsPerAddr {
+		conn.Close()
+		return
+	}
+	c.idle[conn.key] = append(c.idle[conn.key], conn)
+}
+
+// conn returns an idle connection to cl.key, or dials one.
+func (c *client) conn(cl *call) (*upstreamConn, bool, error) {
+	for {
+		c.mu.Lock()
+		idle := c.idle[cl.key]
+		if len(idle) == 0 {
+			c.mu.Unlock()
+			break
+		}
+		conn := idle[len(idle)-1]
+		idle[len(idle)-1] = nil
+		c.idle[cl.key] = idle[:len(idle)-1]
+		c.mu.Unlock()
+		if since := time.Since(conn.idleSince); since > idleConnTimeout || since > staleCheckAfter && peerClosed(conn.Conn) {
+			conn.Close()
+			continue
+		}
+		return conn, true, nil
+	}
+	d := net.Dialer{Timeout: cl.timeout, KeepAlive: 30 * time.Second}
+	nc, err := d.Dial("tcp", cl.key.addr)
+	if err != nil {
+		return nil, false, err
+	}
+	if cl.key.tls {
+		tc := tls.Client(nc, &tls.Config{ServerName: cl.key.host, NextProtos: []string{"http/1.1"}})
+		_ = tc.SetDeadline(time.Now().Add(cl.timeout))
+		if err := tc.Handshake(); err != nil {
+			nc.Close()
+			return nil, false, err
+		}
+		_ = tc.SetDeadline(time.Time{})
+		nc = tc
+	}
+	return &upstreamConn{
+		Conn: nc,
+		key:  cl.key,
+		br:   bufio.NewReaderSize(nc, maxResponseHeaderBytes),
+		bw:   bufio.NewWriterSize(nc, 4<<10),
+	}, false, nil
+}
+
+// closeIdle closes every idle connection, and those released later.
+func (c *client) closeIdle() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closed = true
+	for key, conns := range c.idle {
+		for _, conn := range conns {
+			conn.Close()
+		}
+		delete(c.idle, key)
+	}
+}
+
+// closeIdleTo closes the idle connections to key: a reload dropped it.
+func (c *client) closeIdleTo(key dialKey) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, conn := range c.idle[key] {
+		conn.Close()
+	}
+	delete(c.idle, key)
+}
+
+// isStale reports whether err is what a reused connection the upstream had
+// already closed looks like: nothing was answered.
+func isStale(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
