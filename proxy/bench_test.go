@@ -76,7 +76,9 @@ func BenchmarkBareForwarder(b *testing.B) {
 	serveLoop(b, func(ctx *fasthttp.RequestCtx) {
 		req := &ctx.Request
 		req.Header.Del("Connection")
-		req.Header.SetBytesV("X-Forwarded-For", ctx.RemoteIP().To4())
+		var addr [64]byte
+		peer := ctx.RemoteAddr().(*net.TCPAddr).AddrPort().Addr()
+		req.Header.SetBytesV("X-Forwarded-For", peer.AppendTo(addr[:0]))
 		if err := hc.Do(req, &ctx.Response); err != nil {
 			ctx.Error(err.Error(), fasthttp.StatusBadGateway)
 		}

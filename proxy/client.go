@@ -78,12 +78,17 @@ func newClient() *client {
 type call struct {
 	key     dialKey
 	timeout time.Duration // dial and the wait for the answer's header
+	caller  caller        // nil: waits until the timeout, retries
+}
+
+// caller is who makes a call.
+type caller interface {
 	// giveUp, polled while the answer is awaited, returns why the caller
 	// no longer wants it; nil keeps waiting.
-	giveUp func() error
+	giveUp() error
 	// retryable says the request can be sent again on a fresh connection
 	// when a reused one turns out closed: nothing of it was consumed.
-	retryable func() bool
+	retryable() bool
 }
 
 // do sends req and reads the answer's header into res, whose body then
@@ -96,7 +101,7 @@ func (c *client) do(req *fasthttp.Request, res *fasthttp.Response, cl *call) (*u
 		return nil, err
 	}
 	err = roundTrip(conn, req, res, cl)
-	if err != nil && reused && isStale(err) && (cl.retryable == nil || cl.retryable()) {
+	if err != nil && reused && isStale(err) && (cl.caller == nil || cl.caller.retryable()) {
 		conn.Close()
 		if conn, _, err = c.conn(cl); err != nil {
 			return nil, err
@@ -166,7 +171,7 @@ func roundTrip(conn *upstreamConn, req *fasthttp.Request, res *fasthttp.Response
 	// http.Transport.ResponseHeaderTimeout does: a slow client's upload is
 	// client_body_timeout's business.
 	deadline := time.Now().Add(cl.timeout)
-	if err := waitFirstByte(conn, deadline, cl.giveUp); err != nil {
+	if err := waitFirstByte(conn, deadline, cl.caller); err != nil {
 		return err
 	}
 	_ = conn.SetReadDeadline(deadline)
@@ -193,10 +198,10 @@ func (timeoutError) Temporary() bool { return true }
 
 // waitFirstByte waits for the answer to begin, until deadline, looking
 // every pollInterval at whether the caller gave up.
-func waitFirstByte(conn *upstreamConn, deadline time.Time, giveUp func() error) error {
+func waitFirstByte(conn *upstreamConn, deadline time.Time, c caller) error {
 	for {
 		slice := deadline
-		if giveUp != nil {
+		if c != nil {
 			if s := time.Now().Add(pollInterval); s.Before(slice) {
 				slice = s
 			}
@@ -213,8 +218,8 @@ func waitFirstByte(conn *upstreamConn, deadline time.Time, giveUp func() error) 
 		if !time.Now().Before(deadline) {
 			return errTimeout
 		}
-		if giveUp != nil {
-			if err := giveUp(); err != nil {
+		if c != nil {
+			if err := c.giveUp(); err != nil {
 				return err
 			}
 		}

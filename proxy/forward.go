@@ -67,10 +67,17 @@ type exchange struct {
 	brokenAnswer bool // the upstream's answer broke off mid-body
 	clientGone   bool
 
-	out  *fasthttp.Request
-	res  *fasthttp.Response
-	conn *upstreamConn
+	out    *fasthttp.Request
+	res    *fasthttp.Response
+	conn   *upstreamConn
+	call   call
+	stream answerStream
+	idBuf  [128]byte // holds id.requestID
 }
+
+// exchanges are reused: an exchange is over, and nothing holds it, once
+// finish has run.
+var exchanges = sync.Pool{New: func() any { return new(exchange) }}
 
 // callIdentity is what every upstream call of a request carries, primary,
 // shadow and noise alike: who the client is and which request this is.
@@ -80,6 +87,13 @@ type callIdentity struct {
 	requestID string
 	override  string // the override header, never forwarded
 	traceCtx  context.Context
+}
+
+// clone is id for a shadow, which outlives the exchange whose buffer
+// holds the request id.
+func (id callIdentity) clone() callIdentity {
+	id.requestID = strings.Clone(id.requestID)
+	return id
 }
 
 // upstream is one backend of one state.
@@ -183,10 +197,11 @@ func answeredHere(ctx *fasthttp.RequestCtx) bool {
 func (p *Proxy) begin(ctx *fasthttp.RequestCtx) *exchange {
 	st := p.state.Load()
 	req := &ctx.Request
-	x := &exchange{proxy: p, ctx: ctx, start: p.now(), st: st, route: "unmatched", metrics: st.unmatch, shadow: "off"}
+	x := exchanges.Get().(*exchange)
+	*x = exchange{proxy: p, ctx: ctx, start: p.now(), st: st, route: "unmatched", metrics: st.unmatch, shadow: "off"}
 	x.id = callIdentity{
 		peer:      peerOf(ctx.RemoteAddr()),
-		requestID: requestID(req.Header.Peek(headerRequestID)),
+		requestID: b2s(requestID(x.idBuf[:0], req.Header.Peek(headerRequestID))),
 		override:  st.table.OverrideHeader(),
 	}
 	x.id.trusted = containsAddr(st.trusted, x.id.peer)
@@ -197,8 +212,10 @@ func (p *Proxy) begin(ctx *fasthttp.RequestCtx) *exchange {
 		req.Header.SetHostBytes(u.Host())
 		req.Header.SetRequestURIBytes(u.RequestURI())
 	}
-	x.traceCtx, x.span = p.tracer.Start(propagator.Extract(context.Background(), requestCarrier{&req.Header}),
-		"strangler", trace.WithSpanKind(trace.SpanKindServer))
+	x.traceCtx = propagator.Extract(context.Background(), requestCarrier{&req.Header})
+	if p.tracing {
+		x.traceCtx, x.span = p.tracer.Start(x.traceCtx, "strangler", serverSpan)
+	}
 	x.id.traceCtx = x.traceCtx
 	if up := req.Header.Peek("Upgrade"); len(up) > 0 && !strings.EqualFold(string(up), "websocket") {
 		// Only WebSocket switches protocols through the proxy: an upstream
@@ -247,7 +264,8 @@ func (x *exchange) attempt() error {
 	}
 	_, span := p.startClientSpan(x.traceCtx, requestCarrier{&x.out.Header}, u.backend.String(), roles[rolePrimary])
 	start := time.Now()
-	conn, err := p.client.do(x.out, x.res, &call{key: u.key, timeout: u.timeout, giveUp: x.giveUp, retryable: x.retryable})
+	x.call = call{key: u.key, timeout: u.timeout, caller: x}
+	conn, err := p.client.do(x.out, x.res, &x.call)
 	latency := time.Since(start)
 	if err != nil && x.clientFault(err) {
 		// Not the upstream's doing: no latency, no call in the window.
@@ -329,12 +347,22 @@ func (x *exchange) fallBack(reason string) {
 	x.backend = router.Legacy
 }
 
-// discardAnswer drops an answer legacy replaces, and its connection.
+// discardAnswer drops an answer legacy replaces. Its connection is kept
+// when the body is short enough to read past (an error page usually is).
 func (x *exchange) discardAnswer() {
-	x.res.CloseBodyStream() //nolint:errcheck // the connection is closed anyway
-	x.conn.Close()
+	reusable := true
+	if body := x.res.BodyStream(); body != nil {
+		n, err := io.CopyN(io.Discard, body, maxDiscardedBody+1)
+		reusable = err == io.EOF && n <= maxDiscardedBody
+	}
+	x.res.CloseBodyStream() //nolint:errcheck // what was read decides
+	x.proxy.client.release(x.conn, reusable && !x.res.ConnectionClose())
 	x.conn = nil
 }
+
+// maxDiscardedBody is how much of a replaced answer is read to keep its
+// connection.
+const maxDiscardedBody = 4 << 10
 
 // answer hands the upstream's answer to fasthttp: status and headers
 // without hop-by-hop ones, and the body as a stream that finishes the
@@ -371,7 +399,8 @@ func (x *exchange) answer() {
 		// and each piece as it arrives.
 		res.ImmediateHeaderFlush = true
 	}
-	res.SetBodyStream(&answerStream{x: x, body: body}, size)
+	x.stream = answerStream{x: x, body: body}
+	res.SetBodyStream(&x.stream, size)
 }
 
 // answerStream is the upstream's body as fasthttp copies it to the
@@ -397,10 +426,10 @@ func (s *answerStream) Read(b []byte) (int, error) {
 	return n, err
 }
 
-func (s *answerStream) Close() error { return s.CloseWithError(nil) }
-
 // CloseWithError is how fasthttp ends the stream: err is why writing it
-// failed, nil when the client got all of it.
+// failed, nil when the client got all of it. answerStream is no
+// io.Closer: fasthttp would call Close first, then CloseWithError, and the
+// exchange must finish once, knowing err.
 func (s *answerStream) CloseWithError(err error) error {
 	x := s.x
 	if x == nil {
@@ -492,22 +521,30 @@ func (x *exchange) finish() {
 	}
 	x.metrics.requests[x.backend][class].Inc()
 	x.metrics.duration[x.backend].Observe(elapsed.Seconds())
-	method := string(x.ctx.Method())
-	x.span.SetName(method + " " + x.route)
-	x.span.SetAttributes(
-		attribute.String("route", x.route),
-		attribute.String("backend", x.backend.String()),
-		attribute.Bool("shadowed", x.job != nil),
-		semconv.HTTPRequestMethodKey.String(method),
-		semconv.HTTPResponseStatusCode(status))
-	if class == codeError || status >= 500 {
-		x.span.SetStatus(codes.Error, "")
+	method := b2s(x.ctx.Method())
+	if x.span != nil {
+		method := string(method)
+		x.span.SetName(method + " " + x.route)
+		x.span.SetAttributes(
+			attribute.String("route", x.route),
+			attribute.String("backend", x.backend.String()),
+			attribute.Bool("shadowed", x.job != nil),
+			semconv.HTTPRequestMethodKey.String(method),
+			semconv.HTTPResponseStatusCode(status))
+		if class == codeError || status >= 500 {
+			x.span.SetStatus(codes.Error, "")
+		}
+		x.span.End()
 	}
-	x.span.End()
 	if x.st.cfg.Log.Access {
 		p.accessLog(x, method, status, elapsed)
 	}
+	*x = exchange{}
+	exchanges.Put(x)
 }
+
+// serverSpan is the request span's kind, made once.
+var serverSpan = trace.WithSpanKind(trace.SpanKindServer)
 
 // buildOutbound writes the request every upstream call of a request
 // sends, primary, shadow and noise alike, into out: in's method, target
@@ -699,7 +736,10 @@ func setForwarded(h *fasthttp.RequestHeader, in *fasthttp.RequestHeader, peer ne
 		h.Del("X-Forwarded-Host")
 		h.Del("Forwarded")
 	}
-	h.SetBytesV("X-Forwarded-For", append(chain, addr...))
+	if len(chain) > 0 {
+		addr = append(chain, addr...)
+	}
+	h.SetBytesV("X-Forwarded-For", addr)
 	h.SetBytesV("X-Forwarded-Proto", proto)
 	h.SetBytesV("X-Forwarded-Host", host)
 	if len(realIP) > 0 {
@@ -720,15 +760,15 @@ func classify(err error) (reason string, status int) {
 	return reasonTransportError, fasthttp.StatusBadGateway
 }
 
-// requestID keeps a client's sane request id (at most 128 characters of
-// [A-Za-z0-9._-]) and otherwise makes one.
-func requestID(got []byte) string {
+// requestID appends to dst a client's sane request id (at most 128
+// characters of [A-Za-z0-9._-]), or else a fresh one.
+func requestID(dst, got []byte) []byte {
 	if saneRequestID(got) {
-		return string(got)
+		return append(dst, got...)
 	}
 	var b [16]byte
 	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
+	return hex.AppendEncode(dst, b[:])
 }
 
 func saneRequestID(s []byte) bool {

@@ -48,6 +48,7 @@ type Proxy struct {
 	metrics       *metrics
 	now           func() time.Time
 	tracer        trace.Tracer
+	tracing       bool // false with a no-op provider: no spans are made
 	probeInterval time.Duration
 	health        upstreamHealth
 
@@ -136,6 +137,8 @@ func New(snap *config.Snapshot, opts Options) (*Proxy, error) {
 		tp = noop.NewTracerProvider()
 	}
 	p.tracer = tp.Tracer(tracerName, trace.WithInstrumentationVersion(opts.Version))
+	_, off := tp.(noop.TracerProvider)
+	p.tracing = !off
 	p.stopShadows, p.cancelShadows = context.WithCancel(context.Background())
 	reg := opts.Registerer
 	if reg == nil {

@@ -144,7 +144,7 @@ func (p *Proxy) planShadow(x *exchange) string {
 		path:        string(x.ctx.URI().PathOriginal()),
 		body:        body,
 		bodyCharge:  charge,
-		id:          x.id,
+		id:          x.id.clone(),
 		upstream:    x.st.upstream,
 		maxBody:     cfg.MaxBodyBytes,
 		timeout:     time.Duration(cfg.Timeout),
@@ -271,12 +271,14 @@ func (p *Proxy) runShadow(job *shadowJob) {
 		return
 	}
 	defer putBuffer(job.primaryRes.body)
-	_, span := p.tracer.Start(job.id.traceCtx, "compare", trace.WithAttributes(attribute.String("route", rt.name)))
 	result := p.compare(job, shadowRes, noiseRes)
 	rt.count(result)
 	p.recordComparison(job.route, result)
-	span.SetAttributes(attribute.String("result", results[result]))
-	span.End()
+	if p.tracing {
+		_, span := p.tracer.Start(job.id.traceCtx, "compare", trace.WithAttributes(
+			attribute.String("route", rt.name), attribute.String("result", results[result])))
+		span.End()
+	}
 }
 
 // waitPrimary waits for the primary to finish streaming, at most
@@ -325,14 +327,8 @@ func (p *Proxy) call(deadline time.Time, job *shadowJob, in *fasthttp.RequestHea
 
 	start := time.Now()
 	timeout := min(time.Until(deadline), u.timeout)
-	giveUp := func() error {
-		if p.stopShadows.Err() != nil {
-			return context.Canceled
-		}
-		return nil
-	}
 	var err error
-	res.complete, err = p.client.fetch(out, ans, &call{key: u.key, timeout: timeout, giveUp: giveUp}, res.body, job.maxBody, deadline, p.stopShadows)
+	res.complete, err = p.client.fetch(out, ans, &call{key: u.key, timeout: timeout, caller: shadowCaller{p.stopShadows}}, res.body, job.maxBody, deadline, p.stopShadows)
 	if err == nil {
 		res.status = ans.StatusCode()
 		res.header = httpHeader(&ans.Header)
@@ -358,6 +354,19 @@ func (p *Proxy) call(deadline time.Time, job *shadowJob, in *fasthttp.RequestHea
 	res.outcome = outcomeSent
 	return res
 }
+
+// shadowCaller gives up on a shadow call when the proxy stops shadows;
+// the call is buffered, so it can always be sent again.
+type shadowCaller struct{ stop context.Context }
+
+func (c shadowCaller) giveUp() error {
+	if c.stop.Err() != nil {
+		return context.Canceled
+	}
+	return nil
+}
+
+func (shadowCaller) retryable() bool { return true }
 
 // httpHeader copies an answer's header for the differ.
 func httpHeader(h *fasthttp.ResponseHeader) http.Header {

@@ -22,7 +22,13 @@ const tracerName = "github.com/strangler-proxy/strangler/proxy"
 
 // startClientSpan starts the span of one upstream call and writes its
 // context into the outbound headers, so the upstream continues the trace.
+// Without tracing it returns a nil span: the outbound request carries the
+// client's traceparent and tracestate as they came, which is all a no-op
+// provider would have written.
 func (p *Proxy) startClientSpan(ctx context.Context, out propagation.TextMapCarrier, backend, role string, links ...trace.Link) (context.Context, trace.Span) {
+	if !p.tracing {
+		return ctx, nil
+	}
 	ctx, span := p.tracer.Start(ctx, role+" "+backend,
 		trace.WithSpanKind(trace.SpanKindClient),
 		trace.WithLinks(links...),
@@ -33,6 +39,9 @@ func (p *Proxy) startClientSpan(ctx context.Context, out propagation.TextMapCarr
 
 // endSpan records an upstream call's status or error and ends its span.
 func endSpan(span trace.Span, status int, err error) {
+	if span == nil {
+		return
+	}
 	if err != nil {
 		// Spans leave the proxy: the error's text is redacted like a log's.
 		msg := config.Redact(err.Error())
