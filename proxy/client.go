@@ -160,7 +160,6 @@ func readBody(conn *upstreamConn, res *fasthttp.Response, body *bytes.Buffer, ma
 // roundTrip writes req on conn and reads the answer's header. Interim 1xx
 // answers (100 Continue, 103 Early Hints) are skipped by the parser.
 func roundTrip(conn *upstreamConn, req *fasthttp.Request, res *fasthttp.Response, cl *call) error {
-	_ = conn.SetWriteDeadline(time.Time{})
 	if err := req.Write(conn.bw); err != nil {
 		return err
 	}
@@ -174,7 +173,11 @@ func roundTrip(conn *upstreamConn, req *fasthttp.Request, res *fasthttp.Response
 	if err := waitFirstByte(conn, deadline, cl.caller); err != nil {
 		return err
 	}
-	_ = conn.SetReadDeadline(deadline)
+	if head, _ := conn.br.Peek(conn.br.Buffered()); !bytes.Contains(head, []byte("\r\n\r\n")) {
+		// Unless the header is in already (usually all of it came with
+		// its first byte), reading it may take until the deadline.
+		_ = conn.SetReadDeadline(deadline)
+	}
 	res.StreamBody = true
 	if err := res.Read(conn.br); err != nil {
 		var ne net.Error
@@ -183,7 +186,12 @@ func roundTrip(conn *upstreamConn, req *fasthttp.Request, res *fasthttp.Response
 		}
 		return err
 	}
-	_ = conn.SetReadDeadline(time.Time{})
+	if n := res.Header.ContentLength(); n < 0 || conn.br.Buffered() < n {
+		// The body streams from the connection, for as long as it takes
+		// (SSE). A body already read in whole needs no clearing: the next
+		// call sets a deadline of its own.
+		_ = conn.SetReadDeadline(time.Time{})
+	}
 	return nil
 }
 
