@@ -161,7 +161,7 @@ func newProxy(t *testing.T, reg prometheus.Registerer, yaml string) (*proxy.Prox
 	if err != nil {
 		t.Fatalf("load config: %v", err)
 	}
-	p, err := proxy.New(rl.Current(), proxy.Options{Registerer: reg, Logger: logger, Version: "dashboards-test"})
+	p, err := proxy.New(rl.Current(), proxy.Options{Registerer: reg, Logger: logger, AccessLog: io.Discard, Version: "dashboards-test"})
 	if err != nil {
 		t.Fatalf("provision config: %v", err)
 	}

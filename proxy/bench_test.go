@@ -106,7 +106,7 @@ func newBenchProxyWith(b *testing.B, extra, route string, legacyH, newpathH fast
 		b.Fatal(err)
 	}
 	logger := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	p, err := New(rl.Current(), Options{Registerer: prometheus.NewRegistry(), Logger: logger})
+	p, err := New(rl.Current(), Options{Registerer: prometheus.NewRegistry(), Logger: logger, AccessLog: io.Discard})
 	if err != nil {
 		b.Fatal(err)
 	}

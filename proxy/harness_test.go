@@ -91,7 +91,7 @@ func newHarness(t *testing.T, legacy, newpath http.Handler, yaml string) *harnes
 	h.spans = tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(h.spans))
 	// The probes run only in tests that call h.proxy.Run.
-	h.proxy, err = New(rl.Current(), Options{Registerer: h.reg, Logger: logger, Version: "test", TracerProvider: tp, ProbeInterval: 10 * time.Millisecond})
+	h.proxy, err = New(rl.Current(), Options{Registerer: h.reg, Logger: logger, AccessLog: h.logs, Version: "test", TracerProvider: tp, ProbeInterval: 10 * time.Millisecond})
 	if err != nil {
 		t.Fatalf("provision config: %v", err)
 	}

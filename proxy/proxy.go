@@ -5,6 +5,7 @@ package proxy
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"net/netip"
 	"sync"
@@ -26,8 +27,12 @@ type Options struct {
 	// Registerer receives the proxy's metrics. Default: a new registry that
 	// nothing serves.
 	Registerer prometheus.Registerer
-	// Logger receives access and error logs. Default: slog.Default().
+	// Logger receives error and event logs, and says by its level whether
+	// access lines are written (at info). Default: slog.Default().
 	Logger *slog.Logger
+	// AccessLog receives the access lines, one JSON object each, in the
+	// shape Logger's JSON handler writes. Default: standard error.
+	AccessLog io.Writer
 	// Version is reported by strangler_build_info.
 	Version string
 	// Now is the clock. Default: time.Now.
@@ -49,6 +54,8 @@ type Proxy struct {
 	now           func() time.Time
 	tracer        trace.Tracer
 	tracing       bool // false with a no-op provider: no spans are made
+	accessMu      sync.Mutex
+	accessOut     io.Writer
 	probeInterval time.Duration
 	health        upstreamHealth
 
@@ -120,6 +127,7 @@ func New(snap *config.Snapshot, opts Options) (*Proxy, error) {
 		logger:        opts.Logger,
 		now:           opts.Now,
 		probeInterval: opts.ProbeInterval,
+		accessOut:     accessWriter(opts.AccessLog),
 		routes:        map[string]*routeRuntime{},
 		client:        newClient(),
 	}

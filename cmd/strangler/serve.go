@@ -68,7 +68,7 @@ func serve(ctx context.Context, path string, grace time.Duration, stderr io.Writ
 			logger.Warn("flush traces", "error", err.Error())
 		}
 	}()
-	p, err := proxy.New(rl.Current(), proxy.Options{Registerer: reg, Logger: logger, Version: buildVersion(), TracerProvider: tp})
+	p, err := proxy.New(rl.Current(), proxy.Options{Registerer: reg, Logger: logger, AccessLog: stderr, Version: buildVersion(), TracerProvider: tp})
 	if err != nil {
 		return fmt.Errorf("provision config %q: %w", path, err)
 	}

@@ -96,7 +96,7 @@ routes:
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := proxy.New(rl.Current(), proxy.Options{Logger: logger, TracerProvider: tp})
+	p, err := proxy.New(rl.Current(), proxy.Options{Logger: logger, AccessLog: io.Discard, TracerProvider: tp})
 	if err != nil {
 		t.Fatal(err)
 	}
