@@ -47,6 +47,9 @@ func (p *Proxy) accessLog(x *exchange, method string, status int, elapsed time.D
 	b = append(b, "}\n"...)
 	p.accessMu.Lock()
 	_, _ = p.accessOut.Write(b)
+	if p.accessFlush <= 0 {
+		_ = p.accessOut.Flush()
+	}
 	p.accessMu.Unlock()
 	*bp = b
 	lineBuffers.Put(bp)
@@ -96,6 +99,27 @@ func appendJSONString(b []byte, s string) []byte {
 	}
 	b = append(b, s[start:]...)
 	return append(b, '"')
+}
+
+// flushAccessLog writes buffered access lines out every accessFlush until
+// ctx is done, and once more then.
+func (p *Proxy) flushAccessLog(ctx context.Context) {
+	tick := time.NewTicker(p.accessFlush)
+	defer tick.Stop()
+	flush := func() {
+		p.accessMu.Lock()
+		_ = p.accessOut.Flush()
+		p.accessMu.Unlock()
+	}
+	defer flush()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			flush()
+		}
+	}
 }
 
 // accessWriter is where access lines go: Options.AccessLog, else

@@ -4,6 +4,7 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"io"
 	"log/slog"
@@ -33,6 +34,11 @@ type Options struct {
 	// AccessLog receives the access lines, one JSON object each, in the
 	// shape Logger's JSON handler writes. Default: standard error.
 	AccessLog io.Writer
+	// AccessLogFlush, when positive, buffers access lines (64 KiB) and
+	// writes them out this often (and when Run returns), as nginx's
+	// access_log buffer= and Envoy's flush interval do: a write a request
+	// is a system call a request. Zero writes each line at once.
+	AccessLogFlush time.Duration
 	// Version is reported by strangler_build_info.
 	Version string
 	// Now is the clock. Default: time.Now.
@@ -53,9 +59,10 @@ type Proxy struct {
 	metrics       *metrics
 	now           func() time.Time
 	tracer        trace.Tracer
-	tracing       bool // false with a no-op provider: no spans are made
-	accessMu      sync.Mutex
-	accessOut     io.Writer
+	tracing       bool       // false with a no-op provider: no spans are made
+	accessMu      sync.Mutex // guards accessOut
+	accessOut     *bufio.Writer
+	accessFlush   time.Duration
 	probeInterval time.Duration
 	health        upstreamHealth
 
@@ -127,10 +134,11 @@ func New(snap *config.Snapshot, opts Options) (*Proxy, error) {
 		logger:        opts.Logger,
 		now:           opts.Now,
 		probeInterval: opts.ProbeInterval,
-		accessOut:     accessWriter(opts.AccessLog),
+		accessFlush:   opts.AccessLogFlush,
 		routes:        map[string]*routeRuntime{},
 		client:        newClient(),
 	}
+	p.accessOut = bufio.NewWriterSize(accessWriter(opts.AccessLog), 64<<10)
 	if p.probeInterval <= 0 {
 		p.probeInterval = defaultProbeInterval
 	}
@@ -177,6 +185,9 @@ func (p *Proxy) Run(ctx context.Context) {
 	}
 	wg.Go(func() { p.runPrometheusGuards(ctx) })
 	wg.Go(func() { p.runUpstreamProbes(ctx, p.probeInterval) })
+	if p.accessFlush > 0 {
+		wg.Go(func() { p.flushAccessLog(ctx) })
+	}
 	wg.Wait()
 }
 

@@ -150,7 +150,7 @@ func TestReloadRefusesWhatCannotBeProvisioned(t *testing.T) {
 	for i, tc := range unprovisionable {
 		t.Run(tc.name, func(t *testing.T) {
 			failures := reloadCount(t, admin, "failure")
-			if err := os.WriteFile(path, []byte(caseConfig(i, legacy.URL, newpath.URL)), 0o644); err != nil {
+			if err := replaceFile(path, caseConfig(i, legacy.URL, newpath.URL)); err != nil {
 				t.Fatal(err)
 			}
 			waitUntil(t, "the reload failed", func() bool { return reloadCount(t, admin, "failure") > failures })
@@ -171,7 +171,7 @@ func TestReloadRefusesWhatCannotBeProvisioned(t *testing.T) {
 				t.Errorf("GET /orders/ord_1 answered by %s; want newpath, as the config in force says", got)
 			}
 
-			if err := os.WriteFile(path, []byte(good), 0o644); err != nil {
+			if err := replaceFile(path, good); err != nil {
 				t.Fatal(err)
 			}
 			waitUntil(t, "the good config is back", func() bool {
@@ -225,4 +225,14 @@ func reloadCount(t *testing.T, admin, result string) float64 {
 		t.Fatalf("strangler_config_reloads_total{result=%q}: %v", result, err)
 	}
 	return n
+}
+
+// replaceFile swaps in a new content at path in one rename, as editors and
+// ConfigMap updates do: a reload never reads it half written.
+func replaceFile(path, content string) error {
+	tmp := path + ".new"
+	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }

@@ -43,6 +43,9 @@ func serveCmd() *cobra.Command {
 // demo uses it to find ports chosen by the kernel.
 type listening func(proxyAddr, adminAddr string)
 
+// accessLogFlush is how often serve writes buffered access lines out.
+const accessLogFlush = 250 * time.Millisecond
+
 // serve runs the proxy and its admin listener until ctx is done.
 func serve(ctx context.Context, path string, grace time.Duration, stderr io.Writer, ready listening) error {
 	level := new(slog.LevelVar)
@@ -68,7 +71,7 @@ func serve(ctx context.Context, path string, grace time.Duration, stderr io.Writ
 			logger.Warn("flush traces", "error", err.Error())
 		}
 	}()
-	p, err := proxy.New(rl.Current(), proxy.Options{Registerer: reg, Logger: logger, AccessLog: stderr, Version: buildVersion(), TracerProvider: tp})
+	p, err := proxy.New(rl.Current(), proxy.Options{Registerer: reg, Logger: logger, AccessLog: stderr, AccessLogFlush: accessLogFlush, Version: buildVersion(), TracerProvider: tp})
 	if err != nil {
 		return fmt.Errorf("provision config %q: %w", path, err)
 	}

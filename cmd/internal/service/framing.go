@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"strconv"
@@ -218,6 +219,32 @@ func (c *framingConn) hijacked() {
 	c.held = nil
 	c.refused = nil
 }
+
+// Close closes the connection the way net/http closes one it refused a
+// request on: the write side first, then, in the background, what the
+// client still sends is read and dropped for a moment (lingerTime, at most
+// lingerBytes) before the socket goes. A socket closed with unread bytes
+// answers them with a reset, which may destroy the answer the client has
+// not read yet: a 431 for a header too large, a 400. fasthttp closes
+// without that.
+func (c *framingConn) Close() error {
+	tc, ok := c.Conn.(*net.TCPConn)
+	if !ok || tc.CloseWrite() != nil {
+		return c.Conn.Close()
+	}
+	go func() {
+		_ = tc.SetReadDeadline(time.Now().Add(lingerTime))
+		_, _ = io.Copy(io.Discard, io.LimitReader(tc, lingerBytes))
+		_ = tc.Close()
+	}()
+	return nil
+}
+
+// A closing connection's linger bounds.
+const (
+	lingerTime  = 500 * time.Millisecond
+	lingerBytes = 256 << 10
+)
 
 // CloseWrite half-closes the connection, which net/http does before it
 // closes one it refused a request on, so that the client reads the answer
