@@ -130,6 +130,8 @@ type framingConn struct {
 	buf     []byte // read buffer
 	// timed: the header block being held has its deadline set.
 	timed bool
+	// used: the client sent something.
+	used bool
 }
 
 var _ net.Conn = (*framingConn)(nil)
@@ -186,6 +188,7 @@ func (c *framingConn) Read(p []byte) (int, error) {
 		n, err := c.Conn.Read(buf)
 		c.mu.Lock()
 		if n > 0 {
+			c.used = true
 			c.feed(buf[:n])
 		}
 		if c.state == stateHeader && len(c.held) > 0 && !c.timed {
@@ -226,10 +229,14 @@ func (c *framingConn) hijacked() {
 // lingerBytes) before the socket goes. A socket closed with unread bytes
 // answers them with a reset, which may destroy the answer the client has
 // not read yet: a 431 for a header too large, a 400. fasthttp closes
-// without that.
+// without that. A connection that never sent a byte (one a shutdown
+// closes, while the server still waits to read it) is closed at once.
 func (c *framingConn) Close() error {
+	c.mu.Lock()
+	used := c.used
+	c.mu.Unlock()
 	tc, ok := c.Conn.(*net.TCPConn)
-	if !ok || tc.CloseWrite() != nil {
+	if !used || !ok || tc.CloseWrite() != nil {
 		return c.Conn.Close()
 	}
 	go func() {
