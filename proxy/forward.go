@@ -353,6 +353,9 @@ func (x *exchange) fallBack(reason string) {
 func (x *exchange) discardAnswer() {
 	reusable := true
 	if body := x.res.BodyStream(); body != nil {
+		// An upstream that stalls its error page must not hold the
+		// fallback up: it gets its own timeout for the rest.
+		_ = x.conn.SetReadDeadline(time.Now().Add(x.call.timeout))
 		n, err := io.CopyN(io.Discard, body, maxDiscardedBody+1)
 		reusable = err == io.EOF && n <= maxDiscardedBody
 	}
