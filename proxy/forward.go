@@ -563,7 +563,10 @@ func buildOutbound(out *fasthttp.Request, in *fasthttp.RequestHeader, u *upstrea
 		h.SetHost(u.host)
 	}
 	websocket := bytes.EqualFold(in.Peek("Upgrade"), []byte("websocket"))
-	removeRequestHopByHop(h, websocket)
+	removeHopByHop(h, websocket)
+	if websocket {
+		h.Set("Connection", "Upgrade")
+	}
 	setForwarded(h, in, id.peer, id.trusted)
 	h.Set(headerRequestID, id.requestID)
 	// Headers that steer strangler itself never travel upstream from a
@@ -615,53 +618,39 @@ func connectionTokens(values [][]byte, f func(name []byte)) {
 	}
 }
 
-// removeRequestHopByHop deletes the hop-by-hop headers of an outbound
-// request. A WebSocket upgrade keeps Connection: Upgrade and Upgrade,
-// which it needs end to end.
-func removeRequestHopByHop(h *fasthttp.RequestHeader, websocket bool) {
+// hopHeader is a fasthttp request or response header.
+type hopHeader interface {
+	PeekAll(key string) [][]byte
+	DelBytes(key []byte)
+	Del(key string)
+	ResetConnectionClose()
+}
+
+// removeHopByHop deletes the hop-by-hop headers of h. keepUpgrade keeps
+// Connection: Upgrade and Upgrade, which a WebSocket upgrade (and its 101)
+// needs end to end.
+func removeHopByHop(h hopHeader, keepUpgrade bool) {
 	connectionTokens(h.PeekAll("Connection"), func(name []byte) {
-		if !websocket || !bytes.EqualFold(name, []byte("Upgrade")) {
+		if !keepUpgrade || !bytes.EqualFold(name, []byte("Upgrade")) {
 			h.DelBytes(name)
 		}
 	})
 	for _, name := range hopByHop {
-		if websocket && (name == "Connection" || name == "Upgrade") {
+		if keepUpgrade && (name == "Connection" || name == "Upgrade") {
 			continue
 		}
 		h.Del(name)
 	}
-	if websocket {
-		h.Set("Connection", "Upgrade")
-	}
-	// fasthttp keeps Connection: close as a flag of its own: the upstream
-	// connection is the proxy's to keep alive.
+	// fasthttp keeps Connection: close as a flag of its own: each side's
+	// connection is the proxy's to keep alive or not.
 	h.ResetConnectionClose()
 }
-
-// removeHopByHop deletes the hop-by-hop headers of an answer to the
-// client; a 101 keeps the two that switch protocols.
-func removeHopByHop(h *fasthttp.ResponseHeader, switching bool) {
-	connectionTokens(h.PeekAll("Connection"), func(name []byte) {
-		if !switching || !bytes.EqualFold(name, []byte("Upgrade")) {
-			h.DelBytes(name)
-		}
-	})
-	for _, name := range hopByHop {
-		if switching && (name == "Connection" || name == "Upgrade") {
-			continue
-		}
-		h.Del(name)
-	}
-	h.ResetConnectionClose()
-}
-
-// clientIPHeaders name the client's address as proxies and CDNs pass it
-// on. Backends read them as they read X-Forwarded-For, so they are trusted
-// only from trusted_proxies.
-var clientIPHeaders = [...]string{"X-Real-Ip", "True-Client-Ip", "X-Client-Ip", "Cf-Connecting-Ip", "Fastly-Client-Ip", "X-Cluster-Client-Ip"}
 
 // isForwardingHeader reports whether a header name, any case, with
-// underscores or dashes, says who the client is or how it connected.
+// underscores or dashes, says who the client is or how it connected:
+// X-Forwarded-*, Forwarded, and the headers proxies and CDNs pass the
+// client's address in (X-Real-Ip, True-Client-Ip, ...), which backends
+// read as they read X-Forwarded-For.
 func isForwardingHeader(name []byte) bool {
 	var canon [32]byte
 	if len(name) > len(canon) {
