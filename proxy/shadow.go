@@ -333,9 +333,6 @@ func (p *Proxy) call(deadline time.Time, job *shadowJob, in *fasthttp.RequestHea
 		res.status = ans.StatusCode()
 		res.header = httpHeader(&ans.Header)
 	}
-	if err != nil && time.Now().After(deadline) {
-		err = context.DeadlineExceeded
-	}
 	latency := time.Since(start)
 	job.route.rt.metrics.upstream[b][role].Observe(latency.Seconds())
 	defer func() {
