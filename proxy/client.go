@@ -141,6 +141,14 @@ func readBody(conn *upstreamConn, res *fasthttp.Response, body *bytes.Buffer, ma
 		return true, nil
 	}
 	defer res.CloseBodyStream() //nolint:errcheck // what was read is what counts
+	if n := res.Header.ContentLength(); n >= 0 && conn.br.Buffered() >= n {
+		// All of it came with the header: nothing to wait for.
+		if int64(n) > max {
+			return false, nil
+		}
+		_, err := io.Copy(body, stream)
+		return err == nil, err
+	}
 	_ = conn.SetReadDeadline(deadline)
 	cancel := context.AfterFunc(stop, func() { _ = conn.SetReadDeadline(time.Unix(1, 0)) })
 	n, err := io.Copy(body, io.LimitReader(stream, max+1))

@@ -195,6 +195,9 @@ func (rt *routeRuntime) judge(m *metrics, raw, noise []diff.Difference, probed, 
 // each distinct field once through bump. It returns the label of each
 // difference and the set of labels. c.mu is held.
 func (rt *routeRuntime) countFields(vec *prometheus.CounterVec, diffs []diff.Difference, bump func(*fieldCount)) ([]string, map[string]bool) {
+	if len(diffs) == 0 {
+		return nil, nil
+	}
 	c := &rt.cmp
 	labels := make([]string, len(diffs))
 	set := make(map[string]bool, len(diffs))

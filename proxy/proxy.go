@@ -72,9 +72,12 @@ type Proxy struct {
 	// divergence_store.database_url. Its goroutine runs in Run.
 	divergences *divergenceStore
 
-	// Shadows outlive their requests: p.shadows tracks them, stopShadows
-	// cancels them at shutdown, shadowInFlight bounds them.
+	// Shadows outlive their requests: p.shadows counts them, workers run
+	// them, stopShadows cancels them at shutdown, shadowInFlight bounds
+	// them.
 	shadows        sync.WaitGroup
+	workers        *shadowWorkers
+	shadowCaller   caller // the calls' caller: it gives up when shadows stop
 	stopShadows    context.Context
 	cancelShadows  context.CancelFunc
 	shadowInFlight atomic.Int64
@@ -106,6 +109,9 @@ type boundRoute struct {
 	cfg      *config.Route
 	rt       *routeRuntime
 	comparer *diff.Comparer
+	// headerKeys are the answer header fields comparer reads: all a
+	// shadow keeps of an answer's header.
+	headerKeys []string
 }
 
 // routeRuntime is the state of a route that survives reloads, keyed by the
@@ -156,6 +162,8 @@ func New(snap *config.Snapshot, opts Options) (*Proxy, error) {
 	_, off := tp.(noop.TracerProvider)
 	p.tracing = !off
 	p.stopShadows, p.cancelShadows = context.WithCancel(context.Background())
+	p.shadowCaller = &shadowCaller{p.stopShadows}
+	p.workers = newShadowWorkers(p.runShadow)
 	reg := opts.Registerer
 	if reg == nil {
 		reg = prometheus.NewRegistry()
@@ -230,7 +238,7 @@ func (p *Proxy) activate(snap *config.Snapshot, pv *Provisioned) {
 	for i := range cfg.Routes {
 		rc := &cfg.Routes[i]
 		rt := p.runtimeFor(rc.Name)
-		br := &boundRoute{cfg: rc, rt: rt, comparer: pv.comparers[i]}
+		br := &boundRoute{cfg: rc, rt: rt, comparer: pv.comparers[i], headerKeys: pv.comparers[i].HeaderKeys()}
 		st.routes[i] = br
 		rt.cmp.mu.Lock()
 		rt.cmp.samples.resize(cfg.DivergenceStore.SamplesPerRoute)

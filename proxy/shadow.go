@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -55,33 +56,50 @@ func safeMethod(method string) bool {
 // streams to the client, the other side's answer, and for a noise probe
 // legacy's second answer. The request goroutine writes the primary fields
 // and then closes primaryDone; the shadow goroutine reads them only after.
+// Jobs are pooled, with their requests, header maps and buffers.
 type shadowJob struct {
 	route   *boundRoute
 	primary router.Backend
 	target  router.Backend
 	noise   bool
-	dryRun  bool
-	// header is a copy of the inbound request's: fasthttp reuses the
-	// request once its answer is written.
-	header     fasthttp.RequestHeader
-	method     string
-	path       string // escaped, for samples
-	body       []byte // the request body, buffered for replay
-	bodyCharge int64  // what body holds of the buffering budget
-	id         callIdentity
-	upstream   [2]*upstream
-	maxBody    int64
-	timeout    time.Duration
+	method  string
+	path    string // escaped, for samples
+	// out and noiseOut are the shadow's and the noise probe's requests,
+	// built on the request goroutine from the inbound request, which
+	// fasthttp reuses once its answer is written.
+	out, noiseOut *fasthttp.Request
+	body          []byte // the request body, buffered for replay
+	bodyCharge    int64  // what body holds of the buffering budget
+	id            callIdentity
+	upstream      [2]*upstream
+	maxBody       int64
+	timeout       time.Duration
 
 	primaryDone chan struct{}
+	probe       sync.WaitGroup // the noise probe's call
+	fellBack    bool           // newpath could not answer; legacy did
 	primaryRes  captured
-	fellBack    bool // newpath could not answer; legacy did
+	shadowRes   captured
+	noiseRes    captured
+}
+
+var shadowJobs = sync.Pool{New: func() any { return new(shadowJob) }}
+
+// release returns job to the pool once its comparison is over.
+func (job *shadowJob) release() {
+	fasthttp.ReleaseRequest(job.out)
+	if job.noiseOut != nil {
+		fasthttp.ReleaseRequest(job.noiseOut)
+	}
+	primary, shadow, noise := job.primaryRes.reset(), job.shadowRes.reset(), job.noiseRes.reset()
+	*job = shadowJob{primaryRes: primary, shadowRes: shadow, noiseRes: noise}
+	shadowJobs.Put(job)
 }
 
 // captured is one upstream answer held for comparison.
 type captured struct {
 	status   int
-	header   http.Header
+	header   http.Header // only what the route's comparer reads
 	body     *bytes.Buffer
 	complete bool   // the whole body was read, within max_body_bytes
 	outcome  string // for a shadow or noise call
@@ -90,6 +108,52 @@ type captured struct {
 
 func (c *captured) response() diff.Response {
 	return diff.Response{Status: c.status, Header: c.header, Body: c.body.Bytes()}
+}
+
+// reset returns c emptied for its job's next use: its buffer goes back to
+// the pool; its header map keeps its keys with no values, and their
+// slices, for keepHeader to refill.
+func (c *captured) reset() captured {
+	putBuffer(c.body)
+	for k, v := range c.header {
+		c.header[k] = v[:0]
+	}
+	return captured{header: c.header}
+}
+
+// keepHeader copies into c the fields of h named in keys (canonical
+// names: what the comparer reads), each field line a value as net/http
+// would hold it.
+func (c *captured) keepHeader(h *fasthttp.ResponseHeader, keys []string) {
+	if c.header == nil {
+		c.header = make(http.Header, len(keys))
+	}
+	for _, key := range keys {
+		if key != fasthttp.HeaderSetCookie {
+			for _, v := range h.PeekAll(key) {
+				c.add(key, v)
+			}
+			continue
+		}
+		// PeekAll joins the cookies in one line; net/http keeps each.
+		for k, v := range h.All() {
+			if strings.EqualFold(b2s(k), key) {
+				c.add(key, v)
+			}
+		}
+	}
+}
+
+// add appends v to the values of key. The slice left by reset is reused,
+// and so is its old string when v repeats it, as Content-Type does from
+// one answer to the next.
+func (c *captured) add(key string, v []byte) {
+	values := c.header[key]
+	if n := len(values); n < cap(values) && values[:n+1][n] == string(v) {
+		c.header[key] = values[:n+1]
+		return
+	}
+	c.header[key] = append(values, string(v))
 }
 
 // planShadow decides whether the other side of x is also called, and if so
@@ -134,27 +198,38 @@ func (p *Proxy) planShadow(x *exchange) string {
 		rt.skip(target, outcomeDroppedSaturated)
 		return outcomeDroppedSaturated
 	}
-	job := &shadowJob{
-		route:       x.bound,
-		primary:     x.backend,
-		target:      target,
-		noise:       safe && rc.Compare.NoisePercent > 0 && rand.Float64()*100 < rc.Compare.NoisePercent,
-		dryRun:      !safe,
-		method:      method,
-		path:        string(x.ctx.URI().PathOriginal()),
-		body:        body,
-		bodyCharge:  charge,
-		id:          x.id.clone(),
-		upstream:    x.st.upstream,
-		maxBody:     cfg.MaxBodyBytes,
-		timeout:     time.Duration(cfg.Timeout),
-		primaryDone: make(chan struct{}),
-	}
-	req.Header.CopyTo(&job.header)
+	job := shadowJobs.Get().(*shadowJob)
+	job.route, job.primary, job.target = x.bound, x.backend, target
+	job.noise = safe && rc.Compare.NoisePercent > 0 && rand.Float64()*100 < rc.Compare.NoisePercent
+	job.method, job.path = method, string(x.ctx.URI().PathOriginal())
+	job.body, job.bodyCharge = body, charge
+	job.id, job.upstream = x.id.clone(), x.st.upstream
+	job.maxBody, job.timeout = cfg.MaxBodyBytes, time.Duration(cfg.Timeout)
+	job.primaryDone = make(chan struct{})
 	job.primaryRes.body = getBuffer()
+	job.out = job.prepare(&req.Header, target, !safe)
+	if job.noise {
+		job.noiseOut = job.prepare(&req.Header, router.Legacy, false)
+	}
 	x.job = job
-	p.shadows.Go(func() { p.runShadow(job) })
+	p.shadows.Add(1)
+	p.workers.dispatch(job)
 	return "shadowed"
+}
+
+// prepare builds job's request to backend b from in, as the primary's is,
+// marked as a shadow (and as a dry run for a write).
+func (job *shadowJob) prepare(in *fasthttp.RequestHeader, b router.Backend, dryRun bool) *fasthttp.Request {
+	out := fasthttp.AcquireRequest()
+	buildOutbound(out, in, job.upstream[b], &job.id)
+	out.Header.Set(headerShadow, "1")
+	if dryRun {
+		out.Header.Set(headerDryRun, "1")
+	}
+	if len(job.body) > 0 {
+		out.SetBodyRaw(job.body)
+	}
+	return out
 }
 
 // bufferBody reads x's request body for replay to the other side, up to
@@ -226,13 +301,15 @@ func (p *Proxy) releaseShadow() {
 	p.metrics.shadowInFlight.Dec()
 }
 
-// runShadow is the goroutine of one shadowJob, owned by p.shadows: it calls
-// the other side (and legacy again for a noise probe) on a context detached
-// from the client, waits for the primary to finish streaming, and compares.
-// It ends within about twice shadow.timeout, or at once when the proxy
-// drains shadows on shutdown.
+// runShadow runs one shadowJob on a shadow worker, counted by p.shadows:
+// it calls the other side (and legacy again for a noise probe) detached
+// from the client, waits for the primary to finish streaming, and
+// compares. It ends within about twice shadow.timeout, or at once when
+// the proxy drains shadows on shutdown.
 func (p *Proxy) runShadow(job *shadowJob) {
+	defer p.shadows.Done()
 	defer p.releaseShadow()
+	defer job.release()
 	defer p.releaseBody(job.bodyCharge)
 	// A defect in comparing one odd response must not take the proxy down.
 	defer func() {
@@ -244,25 +321,17 @@ func (p *Proxy) runShadow(job *shadowJob) {
 	deadline := time.Now().Add(job.timeout)
 
 	var noiseRes *captured
-	var wg sync.WaitGroup
 	if job.noise {
-		// fasthttp's header reads use the header's scratch space: each
-		// of the two calls at once reads its own copy.
-		header := fasthttp.AcquireRequest()
-		defer fasthttp.ReleaseRequest(header)
-		job.header.CopyTo(&header.Header)
-		wg.Go(func() { noiseRes = p.call(deadline, job, &header.Header, router.Legacy, roleNoise) })
+		noiseRes = &job.noiseRes
+		job.probe.Go(func() { p.call(deadline, job, job.noiseOut, router.Legacy, roleNoise, &job.noiseRes) })
 	}
-	shadowRes := p.call(deadline, job, &job.header, job.target, roleShadow)
-	wg.Wait()
+	shadowRes := &job.shadowRes
+	p.call(deadline, job, job.out, job.target, roleShadow, shadowRes)
+	job.probe.Wait()
 	rt := job.route.rt
 	rt.metrics.shadow[job.target][outcomeIndex(shadowRes.outcome)].Inc()
 	if noiseRes != nil {
 		rt.metrics.noiseProbes.Inc()
-	}
-	defer putBuffer(shadowRes.body)
-	if noiseRes != nil {
-		defer putBuffer(noiseRes.body)
 	}
 
 	// The primary may still be streaming to a slow client.
@@ -270,7 +339,6 @@ func (p *Proxy) runShadow(job *shadowJob) {
 		rt.count(resultSkipped)
 		return
 	}
-	defer putBuffer(job.primaryRes.body)
 	result := p.compare(job, shadowRes, noiseRes)
 	rt.count(result)
 	p.recordComparison(job.route, result)
@@ -300,23 +368,13 @@ func (p *Proxy) waitPrimary(job *shadowJob) bool {
 	return false
 }
 
-// call sends job's request (in, its header) to backend b with the shadow headers, built
-// as the primary's is, and reads the answer up to max_body_bytes, all of
-// it before deadline.
-func (p *Proxy) call(deadline time.Time, job *shadowJob, in *fasthttp.RequestHeader, b router.Backend, role int) *captured {
+// call sends out, job's request prepared for backend b, and reads the
+// answer into res, up to max_body_bytes, all of it before deadline.
+func (p *Proxy) call(deadline time.Time, job *shadowJob, out *fasthttp.Request, b router.Backend, role int, res *captured) {
 	u := job.upstream[b]
-	res := &captured{body: getBuffer()}
-	out, ans := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-	defer fasthttp.ReleaseRequest(out)
+	res.body = getBuffer()
+	ans := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseResponse(ans)
-	buildOutbound(out, in, u, &job.id)
-	out.Header.Set(headerShadow, "1")
-	if job.dryRun && b == router.Newpath {
-		out.Header.Set(headerDryRun, "1")
-	}
-	if len(job.body) > 0 {
-		out.SetBodyRaw(job.body)
-	}
 	if job.method == fasthttp.MethodHead {
 		ans.SkipBody = true
 	}
@@ -328,10 +386,10 @@ func (p *Proxy) call(deadline time.Time, job *shadowJob, in *fasthttp.RequestHea
 	start := time.Now()
 	timeout := min(time.Until(deadline), u.timeout)
 	var err error
-	res.complete, err = p.client.fetch(out, ans, &call{key: u.key, timeout: timeout, caller: shadowCaller{p.stopShadows}}, res.body, job.maxBody, deadline, p.stopShadows)
+	res.complete, err = p.client.fetch(out, ans, &call{key: u.key, timeout: timeout, caller: p.shadowCaller}, res.body, job.maxBody, deadline, p.stopShadows)
 	if err == nil {
 		res.status = ans.StatusCode()
-		res.header = httpHeader(&ans.Header)
+		res.keepHeader(&ans.Header, job.route.headerKeys)
 	}
 	latency := time.Since(start)
 	job.route.rt.metrics.upstream[b][role].Observe(latency.Seconds())
@@ -346,10 +404,60 @@ func (p *Proxy) call(deadline time.Time, job *shadowJob, in *fasthttp.RequestHea
 		if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
 			res.outcome = outcomeTimeout
 		}
-		return res
+		return
 	}
 	res.outcome = outcomeSent
-	return res
+}
+
+// shadowWorkers runs shadow jobs on goroutines kept between jobs: a
+// goroutine of its own per job grew a fresh stack through the differ
+// every time. There are never more workers than jobs in flight at once
+// (at most shadow.max_in_flight), and one idle for workerIdle ends.
+type shadowWorkers struct {
+	run  func(*shadowJob)
+	jobs chan *shadowJob // unbuffered: a send reaches an idle worker or none
+	quit chan struct{}
+	once sync.Once
+	wg   sync.WaitGroup
+}
+
+// workerIdle is how long a shadow worker waits for its next job.
+const workerIdle = 10 * time.Second
+
+func newShadowWorkers(run func(*shadowJob)) *shadowWorkers {
+	return &shadowWorkers{run: run, jobs: make(chan *shadowJob), quit: make(chan struct{})}
+}
+
+// dispatch hands job to an idle worker, or starts one.
+func (w *shadowWorkers) dispatch(job *shadowJob) {
+	select {
+	case w.jobs <- job:
+	default:
+		w.wg.Go(func() { w.work(job) })
+	}
+}
+
+func (w *shadowWorkers) work(job *shadowJob) {
+	idle := time.NewTimer(workerIdle)
+	defer idle.Stop()
+	for {
+		w.run(job)
+		idle.Reset(workerIdle)
+		select {
+		case job = <-w.jobs:
+		case <-idle.C:
+			return
+		case <-w.quit:
+			return
+		}
+	}
+}
+
+// stop ends the idle workers, and each busy one after its job; a job
+// dispatched later runs on a worker of its own that ends with it.
+func (w *shadowWorkers) stop() {
+	w.once.Do(func() { close(w.quit) })
+	w.wg.Wait()
 }
 
 // shadowCaller gives up on a shadow call when the proxy stops shadows;
@@ -364,16 +472,6 @@ func (c shadowCaller) giveUp() error {
 }
 
 func (shadowCaller) retryable() bool { return true }
-
-// httpHeader copies an answer's header for the differ.
-func httpHeader(h *fasthttp.ResponseHeader) http.Header {
-	out := make(http.Header, h.Len())
-	for k, v := range h.All() {
-		key := http.CanonicalHeaderKey(string(k))
-		out[key] = append(out[key], string(v))
-	}
-	return out
-}
 
 // teePrimary copies a piece of the primary's body as it streams to the
 // client, up to max bytes.
@@ -395,7 +493,7 @@ func (job *shadowJob) teePrimary(b []byte) {
 func (x *exchange) capturePrimary() {
 	job := x.job
 	job.primaryRes.status = x.res.StatusCode()
-	job.primaryRes.header = httpHeader(&x.res.Header)
+	job.primaryRes.keepHeader(&x.res.Header, job.route.headerKeys)
 }
 
 // finishPrimary hands the captured primary to the shadow goroutine.
@@ -424,12 +522,14 @@ func (p *Proxy) DrainShadows(ctx context.Context) {
 	defer p.client.closeIdle()
 	select {
 	case <-done:
+		p.workers.stop()
 		return
 	case <-ctx.Done():
 	}
 	n := p.shadowInFlight.Load()
 	p.cancelShadows()
 	<-done
+	p.workers.stop()
 	p.logger.Warn("dropped in-flight comparisons at shutdown", "count", n)
 }
 

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"compress/gzip"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -346,6 +347,59 @@ func TestEncodingsAndNonJSONBodies(t *testing.T) {
 	}
 }
 
+// TestComparedHeadersAcrossRequests compares configured headers, several
+// field lines of one included, over requests in a row: what a pooled job
+// kept of one answer's header must not show in the next's.
+func TestComparedHeadersAcrossRequests(t *testing.T) {
+	answer := func(newpath bool) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			v := r.URL.Query().Get("v")
+			version := v
+			if newpath && v == "2" {
+				version = "two"
+			}
+			w.Header().Set("X-Version", version)
+			w.Header().Add("Set-Cookie", "a=1")
+			if !newpath || v != "3" {
+				w.Header().Add("Set-Cookie", "b=2")
+			}
+			io.WriteString(w, `{"ok":true}`)
+		}
+	}
+	h := newHarness(t, answer(false), answer(true), `
+routes:
+  - name: get-order
+    match: "GET /orders/{id}"
+    shadow: { percent: 100 }
+    compare: { headers: [x-version, set-cookie] }
+`)
+	steps := []struct{ v, field string }{ // field: where they differ; "": they match
+		{"1", ""},
+		{"2", "/headers/x-version"},
+		{"1", ""},
+		{"3", "/headers/set-cookie"},
+		{"4", ""},
+	}
+	mismatches := 0
+	for i, step := range steps {
+		h.get("/orders/1?v=" + step.v)
+		got := h.waitCompared("get-order", i+1)
+		if step.field == "" {
+			if got["match"] != float64(i+1-mismatches) {
+				t.Fatalf("after v=%s: results %v; want a match", step.v, got)
+			}
+			continue
+		}
+		mismatches++
+		var div struct{ Samples []Sample }
+		h.adminJSON("/admin/divergences?route=get-order&limit=1", &div)
+		if got["mismatch"] != float64(mismatches) || len(div.Samples) != 1 ||
+			len(div.Samples[0].Differences) != 1 || div.Samples[0].Differences[0].Path != step.field {
+			t.Fatalf("after v=%s: results %v, newest sample %+v; want one difference, at %s", step.v, got, div.Samples, step.field)
+		}
+	}
+}
+
 // writeRecorder counts the requests an upstream receives and keeps the
 // headers and body of the last.
 type writeRecorder struct {
@@ -560,14 +614,13 @@ routes:
 	}
 
 	close(release)
-	h.proxy.shadows.Wait()
+	h.front.Close()
+	h.proxy.DrainShadows(context.Background()) // as serve does, after its listener
 	if v, _ := h.metric("strangler_shadow_in_flight", nil); v != 0 {
 		t.Errorf("strangler_shadow_in_flight = %v after the hang; want 0", v)
 	}
-	h.front.Close()
 	h.legacy.Close()
 	h.newpath.Close()
-	h.proxy.client.closeIdle()
 	// fasthttp's worker pool cleaner ends at its next tick, up to 10 s after
 	// its server stopped, and its Date ticker runs once per process: not
 	// the proxy's.

@@ -156,6 +156,19 @@ func New(opts Options) (*Comparer, error) {
 	return c, nil
 }
 
+// HeaderKeys returns the canonical names of the response headers Compare
+// reads: Content-Encoding and the compared ones. A caller capturing
+// answers for comparison needs to keep only these.
+func (c *Comparer) HeaderKeys() []string {
+	keys := []string{"Content-Encoding"}
+	for _, h := range c.headers {
+		if h.canonical != "Content-Encoding" {
+			keys = append(keys, h.canonical)
+		}
+	}
+	return keys
+}
+
 // Compare returns the differences between legacy's and newpath's answers, ordered by At.
 // An error means the responses could not be compared (e.g. a body whose Content-Encoding
 // cannot be undone); the proxy counts that as a comparison error. Bodies

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -876,5 +877,17 @@ func TestCompareDoesNotKeepTheBodies(t *testing.T) {
 	copy(lb, `{"a":"z"}`) // the proxy reuses its buffers once Compare returns
 	if g, w := got[0].Legacy, `"x"`; g != w {
 		t.Errorf("Legacy after the body was reused: got %q; want %q", g, w)
+	}
+}
+
+func TestHeaderKeys(t *testing.T) {
+	c, err := diff.New(diff.Options{Headers: []string{"x-version", "content-encoding", "content-type"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := c.HeaderKeys()
+	want := []string{"Content-Encoding", "Content-Type", "X-Version"}
+	if !slices.Equal(got, want) {
+		t.Errorf("HeaderKeys() = %q; want %q: Content-Encoding once, then the compared ones in report order", got, want)
 	}
 }
