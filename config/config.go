@@ -150,6 +150,9 @@ type DivergenceStore struct {
 	DatabaseURL string `mapstructure:"database_url" json:"database_url"`
 	// SamplesPerRoute bounds the in-memory ring buffer of each route.
 	SamplesPerRoute int `mapstructure:"samples_per_route" json:"samples_per_route"`
+	// SampleBodyBytes caps each of the two response bodies a sample of
+	// the ring buffer keeps for the console (0: none). Default 65536.
+	SampleBodyBytes int `mapstructure:"sample_body_bytes" json:"sample_body_bytes"`
 	// Retention is how long samples stay in Postgres: older ones are
 	// deleted in small batches every minute. 0 keeps them forever.
 	// Default: 168h (7 days).

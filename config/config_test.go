@@ -46,6 +46,7 @@ func TestMinimalConfigGetsEveryDefault(t *testing.T) {
 		{"shadow.max_body_bytes", cfg.Shadow.MaxBodyBytes, int64(1 << 20)},
 		{"shadow.timeout", cfg.Shadow.Timeout, Duration(5 * time.Second)},
 		{"divergence_store.samples_per_route", cfg.DivergenceStore.SamplesPerRoute, 100},
+		{"divergence_store.sample_body_bytes", cfg.DivergenceStore.SampleBodyBytes, 65536},
 		{"divergence_store.retention", cfg.DivergenceStore.Retention, Duration(7 * 24 * time.Hour)},
 		{"client_body_timeout", cfg.ClientBodyTimeout, Duration(time.Minute)},
 		{"tracing.exporter", cfg.Tracing.Exporter, "none"},
@@ -311,5 +312,23 @@ func TestReloaderRefusesAFIFO(t *testing.T) {
 	}
 	if err := rl.Reload(); err != nil || rl.Current().Config.Routes[0].Weight != 20 {
 		t.Errorf("a regular file after the FIFO: %v, weight %v; want it reloaded", err, rl.Current().Config.Routes[0].Weight)
+	}
+}
+
+func TestSampleBodyBytesBounds(t *testing.T) {
+	base := "upstreams:\n  legacy: { url: \"http://127.0.0.1:1\" }\n  newpath: { url: \"http://127.0.0.1:2\" }\n"
+	for value, want := range map[string]string{
+		"0":        "",
+		"1024":     "",
+		"-1":       "divergence_store.sample_body_bytes: must be 0 (keep no bodies) to 16777216 (16 MiB), got -1",
+		"20000000": "divergence_store.sample_body_bytes: must be 0 (keep no bodies) to 16777216 (16 MiB), got 20000000",
+	} {
+		_, err := Parse([]byte(base + "divergence_store: { sample_body_bytes: " + value + " }\n"))
+		switch {
+		case want == "" && err != nil:
+			t.Errorf("sample_body_bytes %s: %v; want valid", value, err)
+		case want != "" && (err == nil || !strings.Contains(err.Error(), want)):
+			t.Errorf("sample_body_bytes %s: err = %v; want %q", value, err, want)
+		}
 	}
 }

@@ -44,6 +44,7 @@ func defaults() map[string]any {
 		"shadow.timeout":                     "5s",
 		"divergence_store.database_url":      "",
 		"divergence_store.samples_per_route": 100,
+		"divergence_store.sample_body_bytes": 65536,
 		"divergence_store.retention":         "168h",
 		"tracing.exporter":                   "none",
 		"tracing.sample_ratio":               1.0,

@@ -105,6 +105,9 @@ func (c *Config) validate() []FieldError {
 	if c.DivergenceStore.SamplesPerRoute < 1 {
 		add("divergence_store.samples_per_route", "must be at least 1, got %d", c.DivergenceStore.SamplesPerRoute)
 	}
+	if n := c.DivergenceStore.SampleBodyBytes; n < 0 || n > 16<<20 {
+		add("divergence_store.sample_body_bytes", "must be 0 (keep no bodies) to 16777216 (16 MiB), got %d", n)
+	}
 
 	switch c.Tracing.Exporter {
 	case "none", "otlp", "stdout":

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -74,7 +75,21 @@ type compareState struct {
 	samples  sampleRing
 }
 
-type fieldCount struct{ raw, noise int64 }
+// fieldCount is one field's record: its raw and noise difference counts,
+// the kinds its raw differences took, and when they were first and last
+// seen.
+type fieldCount struct {
+	raw, noise          int64
+	kinds               []diff.Kind // in the order first seen; at most the few kinds there are
+	firstSeen, lastSeen time.Time
+}
+
+// sawKind records that a raw difference of the field was of kind.
+func (f *fieldCount) sawKind(kind diff.Kind) {
+	if !slices.Contains(f.kinds, kind) {
+		f.kinds = append(f.kinds, kind)
+	}
+}
 
 // skip counts a request selected for shadowing whose shadow never ran.
 func (rt *routeRuntime) skip(target router.Backend, outcome string) {
@@ -135,6 +150,12 @@ func (p *Proxy) compare(job *shadowJob, shadowRes, noiseRes *captured) int {
 		LegacyStatus:  legacy.status,
 		NewpathStatus: newpath.status,
 	}
+	if max := job.sampleBody; max > 0 {
+		var lcut, ncut bool
+		s.LegacyBody, lcut = sampleBody(job.route.comparer, legacy, max)
+		s.NewpathBody, ncut = sampleBody(job.route.comparer, newpath, max)
+		s.BodiesCut = lcut || ncut
+	}
 	fields := make([]string, 0, len(real))
 	for i, d := range real {
 		if i < maxSampleDifferences {
@@ -169,8 +190,22 @@ func (rt *routeRuntime) judge(m *metrics, raw, noise []diff.Difference, probed, 
 	if probed {
 		c.probes++
 	}
-	rawLabels, _ := rt.countFields(m.fieldDifferences, raw, func(f *fieldCount) { f.raw++ })
-	_, masked := rt.countFields(m.noiseDifferences, noise, func(f *fieldCount) { f.noise++ })
+	now := time.Now()
+	rawLabels, _ := rt.countFields(m.fieldDifferences, raw, func(f *fieldCount, d diff.Difference, first bool) {
+		f.sawKind(d.Kind)
+		if first {
+			f.raw++
+			if f.firstSeen.IsZero() {
+				f.firstSeen = now
+			}
+			f.lastSeen = now
+		}
+	})
+	_, masked := rt.countFields(m.noiseDifferences, noise, func(f *fieldCount, _ diff.Difference, first bool) {
+		if first {
+			f.noise++
+		}
+	})
 	if len(raw) == 0 {
 		return resultMatch, nil
 	}
@@ -192,9 +227,10 @@ func (rt *routeRuntime) judge(m *metrics, raw, noise []diff.Difference, probed, 
 }
 
 // countFields counts each distinct (field, kind) of diffs once in vec, and
-// each distinct field once through bump. It returns the label of each
+// hands each difference to seen with its field's count, first telling
+// whether it is the field's first in diffs. It returns the label of each
 // difference and the set of labels. c.mu is held.
-func (rt *routeRuntime) countFields(vec *prometheus.CounterVec, diffs []diff.Difference, bump func(*fieldCount)) ([]string, map[string]bool) {
+func (rt *routeRuntime) countFields(vec *prometheus.CounterVec, diffs []diff.Difference, seen func(f *fieldCount, d diff.Difference, first bool)) ([]string, map[string]bool) {
 	if len(diffs) == 0 {
 		return nil, nil
 	}
@@ -205,10 +241,8 @@ func (rt *routeRuntime) countFields(vec *prometheus.CounterVec, diffs []diff.Dif
 	for i, d := range diffs {
 		label := c.label(d.Path)
 		labels[i] = label
-		if !set[label] {
-			set[label] = true
-			bump(c.fields[label])
-		}
+		seen(c.fields[label], d, !set[label])
+		set[label] = true
 		if k := [2]string{label, string(d.Kind)}; !kinds[k] && !rt.removed.Load() {
 			kinds[k] = true
 			vec.WithLabelValues(rt.name, label, string(d.Kind)).Inc()
@@ -262,6 +296,20 @@ func cleanText(s string) string {
 	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
 }
 
+// sampleBody returns c's body, decoded, as text of at most max bytes, and
+// whether it was cut. A body that cannot be decoded is shown as such.
+func sampleBody(cmp *diff.Comparer, c *captured, max int) (string, bool) {
+	body, err := cmp.Decode(c.header, c.body.Bytes())
+	if err != nil {
+		return fmt.Sprintf("[%d bytes that could not be decoded: %v]", c.body.Len(), err), false
+	}
+	cut := len(body) > max
+	if cut {
+		body = body[:max]
+	}
+	return cleanText(string(body)), cut
+}
+
 // Sample is one mismatch kept for engineers (SPEC §6).
 type Sample struct {
 	Time          time.Time          `json:"time"`
@@ -273,6 +321,14 @@ type Sample struct {
 	LegacyStatus  int                `json:"legacy_status"`
 	NewpathStatus int                `json:"newpath_status"`
 	Differences   []SampleDifference `json:"differences"`
+	// LegacyBody and NewpathBody are the two answers' bodies as text, their
+	// Content-Encoding undone, each cut to
+	// divergence_store.sample_body_bytes (BodiesCut says one was). They
+	// stay in memory, for the console and the admin API; Postgres keeps
+	// the differences.
+	LegacyBody  string `json:"legacy_body,omitempty"`
+	NewpathBody string `json:"newpath_body,omitempty"`
+	BodiesCut   bool   `json:"bodies_cut,omitempty"`
 }
 
 // SampleDifference is one differing field of a sample, values cut to 256
@@ -328,12 +384,17 @@ func (r *sampleRing) newest(limit int) []Sample {
 
 // FieldVerdict is one field of a route in /admin/routes.
 type FieldVerdict struct {
-	Field     string  `json:"field"`
-	Raw       int64   `json:"raw_differences"`
-	Noise     int64   `json:"noise_differences"`
-	RawRate   float64 `json:"raw_rate"`
-	NoiseRate float64 `json:"noise_rate"`
-	Verdict   string  `json:"verdict"` // noisy or real
+	Field     string      `json:"field"`
+	Raw       int64       `json:"raw_differences"`
+	Noise     int64       `json:"noise_differences"`
+	RawRate   float64     `json:"raw_rate"`
+	NoiseRate float64     `json:"noise_rate"`
+	Verdict   string      `json:"verdict"`         // noisy or real
+	Kinds     []diff.Kind `json:"kinds,omitempty"` // of its raw differences
+	// FirstSeen and LastSeen are its first and last raw difference; a
+	// field that only differed between two legacy answers has neither.
+	FirstSeen *time.Time `json:"first_seen,omitempty"`
+	LastSeen  *time.Time `json:"last_seen,omitempty"`
 }
 
 // ComparisonCounts are a route's comparison results.
@@ -357,7 +418,11 @@ func (c *compareState) report() (ComparisonCounts, []FieldVerdict) {
 	}
 	verdicts := make([]FieldVerdict, 0, len(c.fields))
 	for name, f := range c.fields {
-		v := FieldVerdict{Field: name, Raw: f.raw, Noise: f.noise, Verdict: "real"}
+		v := FieldVerdict{Field: name, Raw: f.raw, Noise: f.noise, Verdict: "real", Kinds: slices.Clone(f.kinds)}
+		if !f.firstSeen.IsZero() {
+			first, last := f.firstSeen, f.lastSeen
+			v.FirstSeen, v.LastSeen = &first, &last
+		}
 		if c.compared > 0 {
 			v.RawRate = float64(f.raw) / float64(c.compared)
 		}

@@ -74,6 +74,7 @@ type shadowJob struct {
 	upstream      [2]*upstream
 	maxBody       int64
 	timeout       time.Duration
+	sampleBody    int // divergence_store.sample_body_bytes
 
 	primaryDone chan struct{}
 	probe       sync.WaitGroup // the noise probe's call
@@ -205,6 +206,7 @@ func (p *Proxy) planShadow(x *exchange) string {
 	job.body, job.bodyCharge = body, charge
 	job.id, job.upstream = x.id.clone(), x.st.upstream
 	job.maxBody, job.timeout = cfg.MaxBodyBytes, time.Duration(cfg.Timeout)
+	job.sampleBody = x.st.cfg.DivergenceStore.SampleBodyBytes
 	job.primaryDone = make(chan struct{})
 	job.primaryRes.body = getBuffer()
 	job.out = job.prepare(&req.Header, target, !safe)

@@ -187,3 +187,20 @@ func (c windowCounts) p99(b router.Backend) float64 {
 	}
 	return durationBuckets[len(durationBuckets)-1]
 }
+
+// series returns the window's slots ending at now, oldest first, one per
+// slot width: an empty slice of time is a zero slot. The console draws
+// its sparklines from it.
+func (w *window) series(now time.Time) []windowCounts {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make([]windowCounts, windowSlots)
+	newest := now.Truncate(w.width)
+	for i := range out {
+		start := newest.Add(-w.width * time.Duration(windowSlots-1-i))
+		if s := &w.slots[(start.UnixNano()/int64(w.width))%windowSlots]; s.start.Equal(start) {
+			out[i] = s.windowCounts
+		}
+	}
+	return out
+}

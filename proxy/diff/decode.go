@@ -36,6 +36,18 @@ func (s *side) release() {
 	s.lim.R = nil
 }
 
+// Decode undoes the Content-Encoding of body as Compare does, for a caller
+// that shows the bodies it compared. What it returns is the caller's.
+func (c *Comparer) Decode(h http.Header, body []byte) ([]byte, error) {
+	st := c.getState()
+	defer c.putState(st)
+	out, err := c.decodeBody(&st.sides[0], h, body)
+	if err != nil {
+		return nil, err
+	}
+	return bytes.Clone(out), nil // out may be the state's buffer
+}
+
 // decodeBody undoes the Content-Encoding of body. An empty body is left
 // as is whatever the header says: HEAD answers and 204s carry the header
 // of the representation without its bytes.
