@@ -44,7 +44,7 @@ type AdminOptions struct {
 }
 
 // AdminHandler serves the admin listener (SPEC §9): /metrics, /healthz,
-// /readyz, /admin/config and /admin/routes.
+// /readyz, /admin/config, /admin/routes, and the console under /ui/.
 func (p *Proxy) AdminHandler(opts AdminOptions) http.Handler {
 	if opts.DialTimeout <= 0 {
 		opts.DialTimeout = time.Second
@@ -63,6 +63,7 @@ func (p *Proxy) AdminHandler(opts AdminOptions) http.Handler {
 	mux.HandleFunc("GET /admin/routes", p.serveRoutes)
 	mux.HandleFunc("GET /admin/divergences", p.serveDivergences)
 	mux.HandleFunc("POST /admin/routes/{name}/rearm", p.serveRearm)
+	mux.Handle("GET /ui/", p.consoleHandler())
 	return mux
 }
 
