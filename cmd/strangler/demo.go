@@ -6,17 +6,20 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"github.com/spf13/cobra"
@@ -166,6 +169,7 @@ func demo(ctx context.Context, opts demoOptions, stdout io.Writer) error {
 
 	fmt.Fprintf(stdout, `strangler demo (%[8]s store)
   proxy         http://%[1]s/orders/ord_1
+  console       http://%[2]s/ui/
   metrics       http://%[2]s/metrics
   routes        http://%[2]s/admin/routes
   divergences   http://%[2]s/admin/divergences
@@ -260,16 +264,24 @@ func demoRequest(ctx context.Context, base string) *http.Request {
 	return req
 }
 
+// progressWindow is how far back the progress line looks: the split it
+// shows is the recent one, not the average since start, so a weight
+// raised a minute ago shows as raised.
+const progressWindow = 5 * time.Second
+
 // reportProgress prints a progress line from the proxy's own metrics every
-// second until ctx is done.
+// second until ctx is done: each route's split over the last
+// progressWindow, the comparisons of that window, and, on lines of their
+// own, config reloads and guard trips as they happen.
 func reportProgress(ctx context.Context, w io.Writer, metricsURL string) {
 	// On a terminal the line rewrites itself; in a log it is one line a tick.
-	lineStart, lineEnd := "\r", "   "
+	lineStart, lineEnd, eventStart := "\r", "   ", "\r\033[K"
 	if f, ok := w.(*os.File); !ok || !isTerminal(f) {
-		lineStart, lineEnd = "", "\n"
+		lineStart, lineEnd, eventStart = "", "\n", ""
 	}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	var history []progress // oldest first, at most progressWindow back
 	for {
 		select {
 		case <-ctx.Done():
@@ -283,11 +295,72 @@ func reportProgress(ctx context.Context, w io.Writer, metricsURL string) {
 			}
 			continue
 		}
-		fmt.Fprintf(w, "%srequests %d  legacy %d  newpath %d (%.1f%%)  errors %d  fallbacks %d  compared %d  match %.1f%%  noise %.1f%%  mismatch %.1f%%  divergent fields %d%s",
-			lineStart, p.total, p.legacy, p.newpath, pct(p.newpath, p.total), p.errors, p.fallbacks,
-			p.compared, pct(p.results["match"], p.compared), pct(p.results["noise"], p.compared), pct(p.results["mismatch"], p.compared),
-			p.fields, lineEnd)
+		p.at = time.Now()
+		if len(history) > 0 {
+			for _, e := range progressEvents(history[len(history)-1], p) {
+				fmt.Fprintf(w, "%s%s\n", eventStart, e)
+			}
+		}
+		history = append(history, p)
+		for len(history) > 1 && p.at.Sub(history[1].at) >= progressWindow {
+			history = history[1:]
+		}
+		fmt.Fprintf(w, "%s%s%s", lineStart, progressLine(history[0], p), lineEnd)
 	}
+}
+
+// progressLine is what changed from old to cur: each route's share served
+// by newpath, errors, fallbacks and comparison results, then the totals
+// since start. With no older scrape yet, old is cur: the line says so.
+func progressLine(old, cur progress) string {
+	var b strings.Builder
+	secs := cur.at.Sub(old.at).Seconds()
+	fmt.Fprintf(&b, "last %.0fs:", secs)
+	for _, name := range cur.routeOrder {
+		r, o := cur.routes[name], old.routes[name]
+		legacy, newpath := r.legacy-o.legacy, r.newpath-o.newpath
+		fmt.Fprintf(&b, " %s %.0f%% of %d", name, pct(newpath, legacy+newpath), legacy+newpath)
+		if name != cur.routeOrder[len(cur.routeOrder)-1] {
+			b.WriteString(" ·")
+		}
+	}
+	compared := cur.compared - old.compared
+	fmt.Fprintf(&b, " | errors %d  fallbacks %d | compared %d: match %.1f%%  noise %.1f%%  mismatch %.1f%%",
+		cur.errors-old.errors, cur.fallbacks-old.fallbacks, compared,
+		pct(cur.results["match"]-old.results["match"], compared),
+		pct(cur.results["noise"]-old.results["noise"], compared),
+		pct(cur.results["mismatch"]-old.results["mismatch"], compared))
+	fmt.Fprintf(&b, " | since start: requests %d  legacy %d  newpath %d (%.1f%%)  errors %d  divergent fields %d",
+		cur.total, cur.legacy, cur.newpath, pct(cur.newpath, cur.total), cur.errors, cur.fields)
+	return b.String()
+}
+
+// progressEvents names what happened between two scrapes: reloads that
+// succeeded or failed, and guards that tripped.
+func progressEvents(prev, cur progress) []string {
+	var out []string
+	if n := cur.reloads["success"] - prev.reloads["success"]; n > 0 {
+		out = append(out, fmt.Sprintf("reload: the config was reloaded (%d)", n))
+	}
+	if n := cur.reloads["failure"] - prev.reloads["failure"]; n > 0 {
+		out = append(out, fmt.Sprintf("reload: FAILED (%d); the config in force keeps running, GET /admin/config says why", n))
+	}
+	for _, key := range slices.Sorted(maps.Keys(cur.trips)) {
+		if cur.trips[key] > prev.trips[key] {
+			route, reason, _ := strings.Cut(key, " ")
+			out = append(out, fmt.Sprintf("guard: %s tripped (%s): newpath serves none of it until its weight is edited or it is re-armed", route, reason))
+		}
+	}
+	return out
+}
+
+// labelMap returns a metric's labels by name.
+func labelMap(labels []*dto.LabelPair) map[string]string {
+	out := make(map[string]string, len(labels))
+	for _, l := range labels {
+		out[l.GetName()] = l.GetValue()
+	}
+	return out
 }
 
 func isTerminal(f *os.File) bool {
@@ -296,10 +369,18 @@ func isTerminal(f *os.File) bool {
 }
 
 type progress struct {
+	at                                        time.Time
 	total, legacy, newpath, errors, fallbacks int
 	compared, fields                          int // compared: match + noise + mismatch
 	results                                   map[string]int
+	routes                                    map[string]routeProgress
+	routeOrder                                []string       // as the metrics list them: sorted
+	reloads                                   map[string]int // by result
+	trips                                     map[string]int // by "route reason"
 }
+
+// routeProgress are one route's requests by backend.
+type routeProgress struct{ legacy, newpath int }
 
 func pct(a, b int) float64 {
 	if b == 0 {
@@ -309,7 +390,7 @@ func pct(a, b int) float64 {
 }
 
 func scrapeProgress(ctx context.Context, url string) (progress, error) {
-	p := progress{results: map[string]int{}}
+	p := progress{results: map[string]int{}, routes: map[string]routeProgress{}, reloads: map[string]int{}, trips: map[string]int{}}
 	req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -325,17 +406,31 @@ func scrapeProgress(ctx context.Context, url string) (progress, error) {
 		for _, m := range f.GetMetric() {
 			n := int(m.GetCounter().GetValue())
 			p.total += n
-			for _, l := range m.GetLabel() {
-				switch {
-				case l.GetName() == "backend" && l.GetValue() == "legacy":
-					p.legacy += n
-				case l.GetName() == "backend" && l.GetValue() == "newpath":
-					p.newpath += n
-				case l.GetName() == "code" && (l.GetValue() == "5xx" || l.GetValue() == "error"):
-					p.errors += n
-				}
+			labels := labelMap(m.GetLabel())
+			r := p.routes[labels["route"]]
+			switch labels["backend"] {
+			case "legacy":
+				p.legacy += n
+				r.legacy += n
+			case "newpath":
+				p.newpath += n
+				r.newpath += n
+			}
+			if labels["route"] != "unmatched" {
+				p.routes[labels["route"]] = r
+			}
+			if c := labels["code"]; c == "5xx" || c == "error" {
+				p.errors += n
 			}
 		}
+		p.routeOrder = slices.Sorted(maps.Keys(p.routes))
+	}
+	for _, m := range families["strangler_config_reloads_total"].GetMetric() {
+		p.reloads[labelMap(m.GetLabel())["result"]] += int(m.GetCounter().GetValue())
+	}
+	for _, m := range families["strangler_guard_trips_total"].GetMetric() {
+		labels := labelMap(m.GetLabel())
+		p.trips[labels["route"]+" "+labels["reason"]] += int(m.GetCounter().GetValue())
 	}
 	if f, ok := families["strangler_comparisons_total"]; ok {
 		for _, m := range f.GetMetric() {

@@ -25,7 +25,10 @@ func TestDemoServesTrafficAndReportsProgress(t *testing.T) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
 	}
-	m := regexp.MustCompile(`requests (\d+)  legacy (\d+)  newpath (\d+)`).FindAllStringSubmatch(out, -1)
+	if !regexp.MustCompile(`last \ds: cancel-order \d+% of \d+ · create-order \d+% of \d+ · get-order \d+% of [1-9]\d*`).MatchString(out) {
+		t.Errorf("no per-route split over the last seconds:\n%s", out)
+	}
+	m := regexp.MustCompile(`since start: requests (\d+)  legacy (\d+)  newpath (\d+)`).FindAllStringSubmatch(out, -1)
 	if len(m) == 0 {
 		t.Fatalf("no progress line:\n%s", out)
 	}
@@ -95,4 +98,35 @@ func TestReportReadsTheAdminAPI(t *testing.T) {
 		}
 	}
 	t.Logf("report:\n%s", &report)
+}
+
+func TestProgressLineIsRecentAndEventsAreNamed(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	old := progress{at: t0, total: 1000, legacy: 900, newpath: 100, compared: 500,
+		results:    map[string]int{"match": 500},
+		routes:     map[string]routeProgress{"get-order": {legacy: 900, newpath: 100}},
+		routeOrder: []string{"get-order"},
+		reloads:    map[string]int{"success": 1}, trips: map[string]int{}}
+	// The weight went to 90 since: 90 of the last 100 requests, though 19%
+	// of all since start.
+	cur := progress{at: t0.Add(5 * time.Second), total: 1100, legacy: 910, newpath: 190, errors: 2, compared: 600, fields: 1,
+		results:    map[string]int{"match": 590, "mismatch": 10},
+		routes:     map[string]routeProgress{"get-order": {legacy: 910, newpath: 190}},
+		routeOrder: []string{"get-order"},
+		reloads:    map[string]int{"success": 2, "failure": 1}, trips: map[string]int{"get-order error_rate": 1}}
+	line := progressLine(old, cur)
+	for _, want := range []string{"last 5s: get-order 90% of 100 |", "errors 2", "compared 100: match 90.0%  noise 0.0%  mismatch 10.0%", "since start: requests 1100"} {
+		if !strings.Contains(line, want) {
+			t.Errorf("progress line %q lacks %q", line, want)
+		}
+	}
+	events := strings.Join(progressEvents(old, cur), "\n")
+	for _, want := range []string{"reload: the config was reloaded (1)", "reload: FAILED (1)", "guard: get-order tripped (error_rate)"} {
+		if !strings.Contains(events, want) {
+			t.Errorf("events %q lack %q", events, want)
+		}
+	}
+	if e := progressEvents(cur, cur); len(e) != 0 {
+		t.Errorf("events between equal scrapes: %q; want none", e)
+	}
 }
