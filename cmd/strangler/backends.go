@@ -29,9 +29,14 @@ type backendURLs struct {
 // and the newpath with its outbox relay until ctx is done, both services
 // on one store: Postgres when DATABASE_URL is set, else one in-memory store.
 // ctx ends after the proxy stopped, so nothing is in flight by then.
+//
+// Each service logs through logger with its own "service" attribute:
+// legacy, downstream (the fake inventory, payments, warehouse and mail),
+// newpath, relay (the outbox relay and pruner) and store.
 func startBackends(ctx context.Context, wg *sync.WaitGroup, opts demoOptions, logger *slog.Logger) (backendURLs, error) {
 	var urls backendURLs
-	lg, np, closeStore, kind, err := openDemoStores(ctx, logger)
+	svc := func(name string) *slog.Logger { return logger.With("service", name) }
+	lg, np, closeStore, kind, err := openDemoStores(ctx, svc("store"))
 	if err != nil {
 		return urls, err
 	}
@@ -54,7 +59,7 @@ func startBackends(ctx context.Context, wg *sync.WaitGroup, opts demoOptions, lo
 		return ln, "http://" + ln.Addr().String(), nil
 	}
 
-	downstream, err := legacy.NewDownstream(legacy.DownstreamOptions{Logger: logger})
+	downstream, err := legacy.NewDownstream(legacy.DownstreamOptions{Logger: svc("downstream")})
 	if err != nil {
 		return fail(err)
 	}
@@ -63,7 +68,7 @@ func startBackends(ctx context.Context, wg *sync.WaitGroup, opts demoOptions, lo
 		return fail(err)
 	}
 	urls.downstream = downstreamURL
-	legacyAPI, err := legacy.NewServer(legacy.Options{Store: lg, DownstreamURL: urls.downstream, Logger: logger})
+	legacyAPI, err := legacy.NewServer(legacy.Options{Store: lg, DownstreamURL: urls.downstream, Logger: svc("legacy")})
 	if err != nil {
 		return fail(err)
 	}
@@ -74,17 +79,17 @@ func startBackends(ctx context.Context, wg *sync.WaitGroup, opts demoOptions, lo
 	urls.legacy = legacyURL
 
 	reg := prometheus.NewRegistry()
-	metrics := newpath.NewMetrics(reg, np, logger)
-	relay, err := newpath.NewRelay(newpath.RelayOptions{Store: np, DownstreamURL: urls.downstream, Logger: logger, Metrics: metrics})
+	metrics := newpath.NewMetrics(reg, np, svc("newpath"))
+	relay, err := newpath.NewRelay(newpath.RelayOptions{Store: np, DownstreamURL: urls.downstream, Logger: svc("relay"), Metrics: metrics})
 	if err != nil {
 		return fail(err)
 	}
-	pruner, err := newpath.NewPruner(newpath.PrunerOptions{Store: np, Logger: logger, Metrics: metrics})
+	pruner, err := newpath.NewPruner(newpath.PrunerOptions{Store: np, Logger: svc("relay"), Metrics: metrics})
 	if err != nil {
 		return fail(err)
 	}
 	// RequestTimeout: below the demo proxy's newpath timeout of 5s.
-	newpathAPI, err := newpath.NewServer(newpath.ServerOptions{Store: np, DownstreamURL: urls.downstream, Logger: logger, Metrics: metrics, Notify: relay.Notify,
+	newpathAPI, err := newpath.NewServer(newpath.ServerOptions{Store: np, DownstreamURL: urls.downstream, Logger: svc("newpath"), Metrics: metrics, Notify: relay.Notify,
 		RequestTimeout: 4 * time.Second})
 	if err != nil {
 		return fail(err)
@@ -108,10 +113,10 @@ func startBackends(ctx context.Context, wg *sync.WaitGroup, opts demoOptions, lo
 	wg.Go(func() {
 		// The downstream services stop last: the two order APIs call them.
 		_ = service.Run(ctx, 5*time.Second,
-			service.NewServer(legacyLn, legacyAPI, logger),
-			service.NewServer(newpathLn, newpathAPI, logger),
-			service.NewServer(metricsLn, mux, logger),
-			service.NewServer(downstreamLn, downstream, logger))
+			service.NewServer(legacyLn, legacyAPI, svc("legacy")),
+			service.NewServer(newpathLn, newpathAPI, svc("newpath")),
+			service.NewServer(metricsLn, mux, svc("newpath")),
+			service.NewServer(downstreamLn, downstream, svc("downstream")))
 		closeStore()
 	})
 	return urls, nil

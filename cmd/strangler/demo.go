@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -32,6 +34,7 @@ type demoOptions struct {
 	listen, adminListen                               string
 	legacyListen, newpathListen, newpathMetricsListen string
 	rate                                              float64
+	backendLogLevel                                   slog.Level
 	duration                                          time.Duration
 	dir                                               string
 	// ready, when set, learns where everything listens once the proxy
@@ -67,6 +70,7 @@ The store is in memory, or Postgres when DATABASE_URL is set.`,
 	f.Float64Var(&opts.rate, "rate", 50, "requests per second the traffic generator sends (0: none, drive it yourself)")
 	f.DurationVar(&opts.duration, "duration", 0, "stop after this long (0: until Ctrl-C)")
 	f.StringVar(&opts.dir, "dir", "", "where the demo writes its config and logs (default: a new temp dir)")
+	f.TextVar(&opts.backendLogLevel, "backend-log-level", slog.LevelWarn, "log level of the in-process legacy, newpath and downstream services: debug, info, warn or error")
 	return cmd
 }
 
@@ -130,7 +134,9 @@ func demo(ctx context.Context, opts demoOptions, stdout io.Writer) error {
 		return err
 	}
 	defer logFile.Close()
-	logger := slog.New(slog.NewJSONHandler(logFile, nil))
+	// The in-process backends log at opts.backendLogLevel (warn: their
+	// info lines would bury the proxy's); every line names its service.
+	logger := slog.New(slog.NewJSONHandler(logFile, &slog.HandlerOptions{Level: opts.backendLogLevel}))
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -157,7 +163,7 @@ func demo(ctx context.Context, opts demoOptions, stdout io.Writer) error {
 	addrs := make(chan [2]string, 1)
 	serveErr := make(chan error, 1)
 	go func() {
-		serveErr <- serve(ctx, cfgPath, 5*time.Second, logFile, func(p, a string) { addrs <- [2]string{p, a} })
+		serveErr <- serve(ctx, cfgPath, 5*time.Second, serviceWriter{logFile, "strangler"}, func(p, a string) { addrs <- [2]string{p, a} })
 	}()
 	var proxyAddr, adminAddr string
 	select {
@@ -193,6 +199,33 @@ Ctrl-C to stop.
 	}
 	fmt.Fprintln(stdout, "\nstopped.")
 	return nil
+}
+
+// serviceWriter adds "service":NAME to each JSON line written through
+// it, so that the proxy's lines in the demo's shared log name their
+// service as the backends' do. Each Write must hold whole lines, as the
+// proxy's logger and access log write them.
+type serviceWriter struct {
+	w       io.Writer
+	service string
+}
+
+func (sw serviceWriter) Write(p []byte) (int, error) {
+	field := `"service":` + strconv.Quote(sw.service) + ","
+	var out bytes.Buffer
+	out.Grow(len(p) + 32)
+	for line := range bytes.SplitAfterSeq(p, []byte("\n")) {
+		if len(line) > 0 && line[0] == '{' {
+			out.WriteByte('{')
+			out.WriteString(field)
+			line = line[1:]
+		}
+		out.Write(line)
+	}
+	if _, err := sw.w.Write(out.Bytes()); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
 
 // freeOr returns addr if it can be bound now, else a free loopback port.

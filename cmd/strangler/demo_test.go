@@ -3,9 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -14,8 +18,9 @@ import (
 
 func TestDemoServesTrafficAndReportsProgress(t *testing.T) {
 	var stdout, stderr bytes.Buffer
+	dir := t.TempDir()
 	code := run(context.Background(), []string{"demo", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
-		"--duration", "3s", "--rate", "100", "--dir", t.TempDir()}, &stdout, &stderr)
+		"--duration", "3s", "--rate", "100", "--dir", dir, "--backend-log-level", "info"}, &stdout, &stderr)
 	if code != 0 {
 		t.Fatalf("demo exited %d\nstdout: %s\nstderr: %s", code, &stdout, &stderr)
 	}
@@ -40,6 +45,28 @@ func TestDemoServesTrafficAndReportsProgress(t *testing.T) {
 	}
 	if !strings.Contains(out, "errors 0") {
 		t.Errorf("demo traffic saw errors:\n%s", out)
+	}
+
+	// Every line of the demo's log names the service that wrote it.
+	log, err := os.ReadFile(filepath.Join(dir, "demo.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	services := map[string]int{}
+	for line := range strings.Lines(string(log)) {
+		var rec struct{ Service string }
+		if err := json.Unmarshal([]byte(line), &rec); err != nil || rec.Service == "" {
+			t.Fatalf("demo.log line without a service (%v): %s", err, line)
+		}
+		services[rec.Service]++
+	}
+	for name := range services {
+		if !slices.Contains([]string{"strangler", "legacy", "downstream", "newpath", "relay", "store"}, name) {
+			t.Errorf("a line names service %q, which the demo does not run", name)
+		}
+	}
+	if services["strangler"] == 0 || services["newpath"] == 0 {
+		t.Errorf("lines by service = %v; want the proxy's (strangler) and newpath's at info", services)
 	}
 }
 
