@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -77,16 +78,27 @@ type shadowJob struct {
 	sampleBody    int // divergence_store.sample_body_bytes
 
 	primaryDone chan struct{}
-	probe       sync.WaitGroup // the noise probe's call
-	fellBack    bool           // newpath could not answer; legacy did
-	primaryRes  captured
-	shadowRes   captured
-	noiseRes    captured
+	// owners are the request and the shadow worker: the last to let go
+	// of the job returns it to the pool (the primary may outlast a shadow
+	// that stopped waiting for it).
+	owners     atomic.Int32
+	probe      sync.WaitGroup // the noise probe's call
+	fellBack   bool           // newpath could not answer; legacy did
+	primaryRes captured
+	shadowRes  captured
+	noiseRes   captured
 }
 
 var shadowJobs = sync.Pool{New: func() any { return new(shadowJob) }}
 
-// release returns job to the pool once its comparison is over.
+// done lets go of job; the last owner returns it to the pool.
+func (job *shadowJob) done() {
+	if job.owners.Add(-1) == 0 {
+		job.release()
+	}
+}
+
+// release returns job to the pool once both owners are done with it.
 func (job *shadowJob) release() {
 	fasthttp.ReleaseRequest(job.out)
 	if job.noiseOut != nil {
@@ -208,6 +220,7 @@ func (p *Proxy) planShadow(x *exchange) string {
 	job.maxBody, job.timeout = cfg.MaxBodyBytes, time.Duration(cfg.Timeout)
 	job.sampleBody = x.st.cfg.DivergenceStore.SampleBodyBytes
 	job.primaryDone = make(chan struct{})
+	job.owners.Store(2)
 	job.primaryRes.body = getBuffer()
 	job.out = job.prepare(&req.Header, target, !safe)
 	if job.noise {
@@ -311,7 +324,8 @@ func (p *Proxy) releaseShadow() {
 func (p *Proxy) runShadow(job *shadowJob) {
 	defer p.shadows.Done()
 	defer p.releaseShadow()
-	defer job.release()
+	defer job.done()
+	defer job.probe.Wait() // a panic must not release what the probe still uses
 	defer p.releaseBody(job.bodyCharge)
 	// A defect in comparing one odd response must not take the proxy down.
 	defer func() {
@@ -510,6 +524,7 @@ func (x *exchange) finishPrimary() {
 		job.primaryRes.complete = false
 	}
 	close(job.primaryDone)
+	job.done()
 }
 
 // DrainShadows waits for in-flight shadows and comparisons until ctx is

@@ -805,3 +805,34 @@ func TestBufferBodyBudget(t *testing.T) {
 		})
 	}
 }
+
+// TestPrimaryOutlastsItsShadow: a primary slower than shadow.timeout
+// (at its header, or in its body) finishes whole after its shadow gave
+// up waiting for it, which must not hand the job to another request.
+func TestPrimaryOutlastsItsShadow(t *testing.T) {
+	for _, slow := range []string{"header", "body"} {
+		t.Run(slow, func(t *testing.T) {
+			legacy := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if slow == "body" {
+					io.WriteString(w, `{"a":`)
+					w.(http.Flusher).Flush()
+				}
+				time.Sleep(300 * time.Millisecond) // the slowness under test, not a wait
+				if slow == "header" {
+					io.WriteString(w, `{"a":`)
+				}
+				io.WriteString(w, `1}`)
+			})
+			h := newHarness(t, legacy, orderBackend(func(int) map[string]any { return map[string]any{"a": 1} }),
+				"shadow: { timeout: 50ms }\n"+shadowAll)
+			for i := range 3 {
+				if res, body := h.get(fmt.Sprintf("/orders/%d", i)); res.StatusCode != 200 || body != `{"a":1}` {
+					t.Fatalf("answer %d %q; want 200 {\"a\":1}", res.StatusCode, body)
+				}
+			}
+			if got := h.waitCompared("get-order", 3); got["skipped"] != 3 {
+				t.Errorf("results = %v; want 3 skipped (the primary outlasted shadow.timeout)", got)
+			}
+		})
+	}
+}
