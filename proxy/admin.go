@@ -186,14 +186,11 @@ func (p *Proxy) serveRearm(w http.ResponseWriter, r *http.Request) {
 	// lookup and the re-arm.
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	st := p.state.Load()
 	name := r.PathValue("name")
-	for _, br := range st.routes {
-		if br.rt.name == name {
-			p.rearm(br, "admin", false)
-			writeJSON(w, http.StatusOK, p.routeView(br))
-			return
-		}
+	if br := p.boundRoute(name); br != nil {
+		p.rearm(br, "admin", false)
+		writeJSON(w, http.StatusOK, p.routeView(br))
+		return
 	}
 	writeJSON(w, http.StatusNotFound, map[string]string{"error": fmt.Sprintf("no route named %q", name)})
 }

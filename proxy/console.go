@@ -5,6 +5,7 @@ import (
 	"embed"
 	"fmt"
 	"html/template"
+	"io"
 	"io/fs"
 	"math"
 	"net/http"
@@ -86,7 +87,7 @@ func (p *Proxy) serveConsoleRoutes(w http.ResponseWriter, r *http.Request) {
 		rows = append(rows, consoleRoute{
 			routeView: p.routeView(br),
 			Tripped:   br.rt.guard.tripped.Load(),
-			Sparks:    sparklines(br.rt.win.series(now)),
+			Sparks:    sparklines(br.rt.win.series(now), br.rt.win.sum(now)),
 		})
 	}
 	p.renderConsole(w, "routes.html", map[string]any{
@@ -96,20 +97,13 @@ func (p *Proxy) serveConsoleRoutes(w http.ResponseWriter, r *http.Request) {
 
 // sparklines draws the window's slots: upstream answers (both backends,
 // all roles), newpath's error rate, and the real mismatch rate, each with
-// its value over the whole window.
-func sparklines(slots []windowCounts) []sparkline {
+// its value over the whole window, sum.
+func sparklines(slots []windowCounts, sum windowCounts) []sparkline {
 	traffic, errs, mismatch := make([]float64, len(slots)), make([]float64, len(slots)), make([]float64, len(slots))
-	var sum windowCounts
 	for i, s := range slots {
 		traffic[i] = float64(s.calls[router.Legacy] + s.calls[router.Newpath])
 		errs[i] = s.errorRate(router.Newpath)
 		mismatch[i] = s.mismatchRate()
-		for b := range sum.calls {
-			sum.calls[b] += s.calls[b]
-			sum.errors[b] += s.errors[b]
-		}
-		sum.compared += s.compared
-		sum.mismatch += s.mismatch
 	}
 	return []sparkline{
 		spark("upstream answers", traffic, fmt.Sprint(sum.calls[router.Legacy]+sum.calls[router.Newpath])),
@@ -202,13 +196,16 @@ func (p *Proxy) boundRoute(name string) *boundRoute {
 }
 
 func (p *Proxy) consoleNotFound(w http.ResponseWriter, msg string) {
-	w.WriteHeader(http.StatusNotFound)
-	p.renderConsole(w, "notfound.html", map[string]any{"Message": msg})
+	p.renderConsoleStatus(w, http.StatusNotFound, "notfound.html", map[string]any{"Message": msg})
 }
 
-// renderConsole executes a page into a buffer first, so that a failure
-// is a clean 500 rather than half a page.
 func (p *Proxy) renderConsole(w http.ResponseWriter, page string, data map[string]any) {
+	p.renderConsoleStatus(w, http.StatusOK, page, data)
+}
+
+// renderConsoleStatus executes a page into a buffer first, so that a
+// failure is a clean 500 rather than half a page.
+func (p *Proxy) renderConsoleStatus(w http.ResponseWriter, status int, page string, data map[string]any) {
 	var buf strings.Builder
 	if err := consolePages.ExecuteTemplate(&buf, page, data); err != nil {
 		p.logger.Error("console page failed", "page", page, "error", err.Error())
@@ -216,7 +213,8 @@ func (p *Proxy) renderConsole(w http.ResponseWriter, page string, data map[strin
 		return
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	_, _ = w.Write([]byte(buf.String()))
+	w.WriteHeader(status)
+	_, _ = io.WriteString(w, buf.String())
 }
 
 func formatPercent(v float64) string {

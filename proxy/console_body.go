@@ -131,7 +131,7 @@ func literal(tok json.Token) string {
 	return strings.TrimSuffix(buf.String(), "\n")
 }
 
-// escapePointer escapes a key as an RFC 6901 reference token.
-func escapePointer(key string) string {
-	return strings.NewReplacer("~", "~0", "/", "~1").Replace(key)
-}
+// pointerEscaper escapes a key as an RFC 6901 reference token.
+var pointerEscaper = strings.NewReplacer("~", "~0", "/", "~1")
+
+func escapePointer(key string) string { return pointerEscaper.Replace(key) }
