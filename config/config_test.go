@@ -236,6 +236,15 @@ func TestGuardSourceDefaultsAndValidation(t *testing.T) {
 		t.Errorf("guard = %+v; want source local, prometheus_interval 5s, no URL", *g)
 	}
 
+	// A guard that names nothing has SPEC §3's values.
+	cfg, err = Parse([]byte(minimal + "    guard: {}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := cfg.Routes[0].Guard; g.MaxErrorRate != 0.02 || g.MaxDivergenceRate != 0.05 || g.MinSamples != 100 || g.Window != Duration(2*time.Minute) {
+		t.Errorf("guard: {} = %+v; want 0.02, 0.05, 100 samples over 2m", *g)
+	}
+
 	cfg, err = Parse([]byte(guarded(`, source: prometheus, prometheus_url: "http://prom:9090/prom", prometheus_matchers: 'job="strangler", namespace=~"prod|canary"', prometheus_interval: 2s`)))
 	if err != nil {
 		t.Fatal(err)

@@ -70,10 +70,15 @@ func routeDefaults() map[string]any {
 	}
 }
 
-// guardDefaults are a guard's values when its mapping leaves them out. They
-// are merged only into a guard that is there: no guard means no guard.
+// guardDefaults are a guard's values when its mapping leaves them out
+// (SPEC §3's example values). They are merged only into a guard that is
+// there: no guard means no guard.
 func guardDefaults() map[string]any {
 	return map[string]any{
+		"max_error_rate":      0.02,
+		"max_divergence_rate": 0.05,
+		"min_samples":         100,
+		"window":              "2m",
 		"source":              GuardSourceLocal,
 		"prometheus_url":      "",
 		"prometheus_matchers": "",

@@ -586,7 +586,9 @@ func TestMetricsExistAtZeroBeforeTraffic(t *testing.T) {
 	h := newHarness(t, nil, nil, `
 routes:
   - { name: get-order, match: "GET /orders/{id}", weight: 12.5 }
-  - { name: create-order, match: "POST /orders" }
+  - name: create-order
+    match: "POST /orders"
+    guard: { max_error_rate: 0.5 }
 `)
 	for _, route := range []string{"get-order", "create-order"} {
 		checks := []struct {
@@ -601,6 +603,8 @@ routes:
 			{"strangler_fallbacks_total", map[string]string{"route": route, "reason": "connect_error"}, 0},
 			{"strangler_route_effective_weight_ratio", map[string]string{"route": route}, -1},
 			{"strangler_route_weight_ratio", map[string]string{"route": route}, -1},
+			{"strangler_guard_configured", map[string]string{"route": route}, -1},
+			{"strangler_guard_tripped", map[string]string{"route": route}, 0},
 		}
 		for _, c := range checks {
 			v, ok := h.metric(c.name, c.labels)
@@ -609,6 +613,12 @@ routes:
 			} else if c.want >= 0 && v != c.want {
 				t.Errorf("%s%v = %v; want %v", c.name, c.labels, v, c.want)
 			}
+		}
+	}
+	// "No guard" is not "armed": only create-order has one.
+	for route, want := range map[string]float64{"get-order": 0, "create-order": 1} {
+		if v, _ := h.metric("strangler_guard_configured", map[string]string{"route": route}); v != want {
+			t.Errorf("strangler_guard_configured{%s} = %v; want %v", route, v, want)
 		}
 	}
 	if v, _ := h.metric("strangler_route_weight_ratio", map[string]string{"route": "get-order"}); v != 0.125 {

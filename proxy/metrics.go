@@ -75,6 +75,7 @@ type metrics struct {
 	fieldDifferences *prometheus.CounterVec
 	noiseDifferences *prometheus.CounterVec
 	noiseProbes      *prometheus.CounterVec
+	guardConfigured  *prometheus.GaugeVec
 	guardTripped     *prometheus.GaugeVec
 	guardTrips       *prometheus.CounterVec
 	samplesDropped   prometheus.Counter
@@ -134,6 +135,10 @@ func newMetrics(reg prometheus.Registerer, version string) *metrics {
 			Name: "strangler_noise_probes_total",
 			Help: "Requests sent to legacy a second time to measure noise.",
 		}, []string{"route"}),
+		guardConfigured: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "strangler_guard_configured",
+			Help: "Whether the route has a guard (1) or none (0): with none, strangler_guard_tripped is always 0 and says nothing.",
+		}, []string{"route"}),
 		guardTripped: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "strangler_guard_tripped",
 			Help: "Whether the route's guard has tripped (1): newpath serves none of its traffic until re-armed.",
@@ -165,7 +170,7 @@ func newMetrics(reg prometheus.Registerer, version string) *metrics {
 	buildInfo.WithLabelValues(version, runtime.Version()).Set(1)
 	reg.MustRegister(m.requests, m.duration, m.upstream, m.fallbacks, m.weight, m.effective, buildInfo,
 		m.shadowRequests, m.shadowInFlight, m.comparisons, m.fieldDifferences, m.noiseDifferences, m.noiseProbes,
-		m.guardTripped, m.guardTrips, m.samplesDropped, m.samplesPruned, upstreamUp)
+		m.guardConfigured, m.guardTripped, m.guardTrips, m.samplesDropped, m.samplesPruned, upstreamUp)
 	return m
 }
 
@@ -227,6 +232,7 @@ func (m *metrics) forget(route string) {
 	m.fieldDifferences.DeletePartialMatch(l)
 	m.noiseDifferences.DeletePartialMatch(l)
 	m.noiseProbes.DeletePartialMatch(l)
+	m.guardConfigured.DeletePartialMatch(l)
 	m.guardTripped.DeletePartialMatch(l)
 	m.guardTrips.DeletePartialMatch(l)
 }

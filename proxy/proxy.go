@@ -245,6 +245,11 @@ func (p *Proxy) activate(snap *config.Snapshot, pv *Provisioned) {
 		rt.cmp.mu.Unlock()
 		seen[rc.Name] = true
 		p.metrics.weight.WithLabelValues(rc.Name).Set(rc.Weight / 100)
+		guarded := 0.0
+		if rc.Guard != nil {
+			guarded = 1
+		}
+		p.metrics.guardConfigured.WithLabelValues(rc.Name).Set(guarded)
 		prev := previous[rc.Name]
 		if prev == nil || windowOf(prev) != windowOf(rc) {
 			rt.win.reset(windowOf(rc))
