@@ -222,6 +222,24 @@ func TestDryRunCancelCancelsNothing(t *testing.T) {
 	}
 }
 
+// TestDemoDivergenceRenamesCancelledOnGetOnly: with DemoDivergence, GET
+// /orders/{id} of a cancelled order says "canceled"; other orders, lists
+// and the cancel answer itself are the contract's.
+func TestDemoDivergenceRenamesCancelledOnGetOnly(t *testing.T) {
+	e := newEnv(t, envOptions{shared: true, server: func(o *newpath.ServerOptions) { o.DemoDivergence = true }})
+	if r := send(t, "POST", e.newpathURL+"/orders/ord_7/cancel", "", nil); r.status != http.StatusOK || decodeOrder(t, r.body).Status != newpath.StatusCancelled {
+		t.Fatalf("cancel = %d %s; want 200 cancelled", r.status, r.body)
+	}
+	for path, want := range map[string]string{"/orders/ord_7": `"status":"canceled"`, "/orders/ord_6": `"status":"fulfilled"`} {
+		if r := send(t, "GET", e.newpathURL+path, "", nil); r.status != http.StatusOK || !strings.Contains(r.body, want) {
+			t.Errorf("GET %s = %d %s; want %s", path, r.status, r.body, want)
+		}
+	}
+	if r := send(t, "GET", e.legacyURL+"/orders/ord_7", "", nil); !strings.Contains(r.body, `"status":"cancelled"`) {
+		t.Errorf("legacy GET /orders/ord_7 = %s; want cancelled", r.body)
+	}
+}
+
 // TestSharedStore puts legacy and newpath on one store, as production
 // (one database) and strangler demo (one memory store) do: orders placed
 // by either read back identically from both, and their ids never collide.

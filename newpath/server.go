@@ -91,6 +91,12 @@ type ServerOptions struct {
 	// the process is alive). Nil means always ready, as the in-memory
 	// store is. neworders serves the same check on its metrics listener.
 	Ready func(context.Context) error
+	// DemoDivergence makes GET /orders/{id} spell a cancelled order's
+	// status "canceled" where legacy says "cancelled": one real, plausible
+	// divergence (a renamed enum value) for `strangler demo` and
+	// `neworders --demo-divergence` to show the proxy catching. Never in
+	// production.
+	DemoDivergence bool
 }
 
 // Server is the newpath order API, an http.Handler serving the contract of
@@ -103,10 +109,11 @@ type Server struct {
 	idempotencyWait time.Duration
 	// afterCharge is the end of an order's request time kept for what
 	// follows its charge (RequestTimeout).
-	afterCharge time.Duration
-	notify      func()
-	ready       func(context.Context) error
-	mux         *http.ServeMux
+	afterCharge    time.Duration
+	notify         func()
+	ready          func(context.Context) error
+	demoDivergence bool
+	mux            *http.ServeMux
 }
 
 // DefaultRequestTimeout bounds every newpath request (RequestTimeout):
@@ -156,6 +163,7 @@ func NewServer(opts ServerOptions) (*Server, error) {
 		fulfilTimeout:  orDefault(opts.FulfilTimeout, 3*time.Second),
 		notify:         opts.Notify,
 		ready:          opts.Ready,
+		demoDivergence: opts.DemoDivergence,
 	}
 	// The wait is bounded by the request's own time anyway.
 	s.idempotencyWait = orDefault(opts.IdempotencyWait, s.requestTimeout)
@@ -287,9 +295,15 @@ func (s *Server) handleGetOrder(w http.ResponseWriter, r *http.Request) {
 	case err != nil:
 		s.internalError(w, r, err)
 	default:
+		if s.demoDivergence && order.Status == StatusCancelled {
+			order.Status = demoCanceled
+		}
 		writeJSON(w, http.StatusOK, order)
 	}
 }
+
+// demoCanceled is the misspelt status of ServerOptions.DemoDivergence.
+const demoCanceled Status = "canceled"
 
 // orderList is the body of GET /orders.
 type orderList struct {

@@ -17,6 +17,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -47,6 +48,7 @@ type config struct {
 	downstreamTimeout time.Duration
 	shutdownTimeout   time.Duration
 	logLevel          slog.Level
+	demoNoise         bool
 	faults            legacy.Faults
 }
 
@@ -64,6 +66,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&cfg.downstreamTimeout, "downstream-timeout", legacy.DefaultDownstreamTimeout, "timeout of each call from the order API to a downstream service")
 	fs.DurationVar(&cfg.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long in-flight requests may finish after SIGINT or SIGTERM")
 	fs.TextVar(&cfg.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn or error")
+	fs.BoolVar(&cfg.demoNoise, "demo-noise", false, "answers carry noise, as real services' do: an X-Served-At header, a served_at field in JSON bodies and a request_ref in GET /orders, new on every answer (for demos of the proxy's noise detection)")
 	// One flag triple per service. The flag says "payment", as operators
 	// say it; the control endpoint's JSON key is "payments", like its path.
 	for _, svc := range []struct {
@@ -131,6 +134,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	var api http.Handler = orders
+	if cfg.demoNoise {
+		api = legacy.WithNoise(orders)
+	}
 
 	fmt.Fprintf(stdout, "legacy order API listening on http://%s\n", ordersLn.Addr())
 	fmt.Fprintf(stdout, "downstream services listening on http://%s\n", downstreamLn.Addr())
@@ -140,7 +147,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	// The order API stops first, so that its in-flight chains can still
 	// reach the downstream services.
 	err = service.Run(ctx, cfg.shutdownTimeout,
-		service.NewServer(ordersLn, orders, logger), service.NewServer(downstreamLn, downstream, logger))
+		service.NewServer(ordersLn, api, logger), service.NewServer(downstreamLn, downstream, logger))
 	logger.Info("legacyorders stopped")
 	return err
 }

@@ -113,6 +113,14 @@ func TestRunServesAndShutsDown(t *testing.T) {
 	}
 }
 
+func TestRunDemoNoise(t *testing.T) {
+	orders, _, stop := startRun(t, "--demo-noise")
+	defer stop()
+	if code, body := get(t, "GET", orders+"/orders?user_id=1", ""); code != http.StatusOK || !strings.Contains(body, `"served_at":`) || !strings.Contains(body, `"request_ref":"ref_`) {
+		t.Errorf("GET /orders with --demo-noise = %d %s; want served_at and request_ref", code, body)
+	}
+}
+
 func TestRunRejects(t *testing.T) {
 	tests := []struct {
 		name string

@@ -73,6 +73,8 @@ type options struct {
 	relay           bool
 	relayOnly       bool
 	seed            bool
+	demoNoise       bool
+	demoDivergence  bool
 	relayOpts       newpath.RelayOptions
 	pruneOpts       newpath.PrunerOptions
 }
@@ -92,6 +94,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.TextVar(&cfg.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn or error")
 	fs.BoolVar(&cfg.relay, "relay", true, "run the outbox relay in this process")
 	fs.BoolVar(&cfg.relayOnly, "relay-only", false, "run only the outbox relay (and the metrics listener), no order API")
+	fs.BoolVar(&cfg.demoNoise, "demo-noise", false, "answers carry noise, as legacyorders --demo-noise's do: an X-Served-At header, a served_at field in JSON bodies and a request_ref in GET /orders, new on every answer")
+	fs.BoolVar(&cfg.demoDivergence, "demo-divergence", false, `GET /orders/{id} spells a cancelled order's status "canceled": one real divergence from legacy for the proxy to catch (demos only)`)
 	fs.BoolVar(&cfg.seed, "seed", true, "insert the legacy simulator's users and orders that are missing (docs/order-api.md §5)")
 	fs.IntVar(&cfg.relayOpts.BatchSize, "relay-batch", 100, "events one relay claim leases")
 	fs.IntVar(&cfg.relayOpts.Concurrency, "relay-concurrency", 16, "deliveries of a batch in flight at once")
@@ -188,16 +192,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			Notify:            relay.Notify,
 			TracerProvider:    tp,
 			Ready:             ready,
+			DemoDivergence:    cfg.demoDivergence,
 		})
 		if err != nil {
 			return err
+		}
+		var handler http.Handler = api
+		if cfg.demoNoise {
+			handler = legacy.WithNoise(api)
 		}
 		ln, err := net.Listen("tcp", cfg.listen)
 		if err != nil {
 			return fmt.Errorf("order API listener: %w", err)
 		}
 		defer ln.Close()
-		servers = append(servers, service.NewServer(ln, api, logger))
+		servers = append(servers, service.NewServer(ln, handler, logger))
 		fmt.Fprintf(stdout, "newpath order API listening on http://%s\n", ln.Addr())
 	}
 	if cfg.metricsListen != "" {

@@ -173,6 +173,18 @@ func TestRunInMemory(t *testing.T) {
 	}
 }
 
+func TestRunDemoFlags(t *testing.T) {
+	t.Setenv("DATABASE_URL", "")
+	_, dsURL := newDownstream(t)
+	api, _, _, _ := startRun(t, "--downstream-url", dsURL, "--demo-noise", "--demo-divergence")
+	if code, body := do(t, "POST", api+"/orders/ord_7/cancel", ""); code != http.StatusOK || !strings.Contains(body, `"served_at":`) {
+		t.Fatalf("cancel with --demo-noise = %d %s; want 200 with served_at", code, body)
+	}
+	if code, body := do(t, "GET", api+"/orders/ord_7", ""); code != http.StatusOK || !strings.Contains(body, `"status":"canceled"`) {
+		t.Errorf("GET of a cancelled order with --demo-divergence = %d %s; want status canceled", code, body)
+	}
+}
+
 func TestRunOnPostgres(t *testing.T) {
 	url := pgtest.URL(t)
 	_, dsURL := newDownstream(t)
