@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -30,10 +32,14 @@ type backendURLs struct {
 // on one store: Postgres when DATABASE_URL is set, else one in-memory store.
 // ctx ends after the proxy stopped, so nothing is in flight by then.
 //
+// With a story (opts.story), both order APIs answer with noise
+// (legacy.WithNoise), newpath with its demo divergence, and burst, when
+// on, makes newpath fail GET /orders.
+//
 // Each service logs through logger with its own "service" attribute:
 // legacy, downstream (the fake inventory, payments, warehouse and mail),
 // newpath, relay (the outbox relay and pruner) and store.
-func startBackends(ctx context.Context, wg *sync.WaitGroup, opts demoOptions, logger *slog.Logger) (backendURLs, error) {
+func startBackends(ctx context.Context, wg *sync.WaitGroup, opts demoOptions, burst *errorBurst, logger *slog.Logger) (backendURLs, error) {
 	var urls backendURLs
 	svc := func(name string) *slog.Logger { return logger.With("service", name) }
 	lg, np, closeStore, kind, err := openDemoStores(ctx, svc("store"))
@@ -68,10 +74,11 @@ func startBackends(ctx context.Context, wg *sync.WaitGroup, opts demoOptions, lo
 		return fail(err)
 	}
 	urls.downstream = downstreamURL
-	legacyAPI, err := legacy.NewServer(legacy.Options{Store: lg, DownstreamURL: urls.downstream, Logger: svc("legacy")})
+	legacyServer, err := legacy.NewServer(legacy.Options{Store: lg, DownstreamURL: urls.downstream, Logger: svc("legacy")})
 	if err != nil {
 		return fail(err)
 	}
+	var legacyAPI http.Handler = legacyServer
 	legacyLn, legacyURL, err := listen(opts.legacyListen)
 	if err != nil {
 		return fail(err)
@@ -89,10 +96,14 @@ func startBackends(ctx context.Context, wg *sync.WaitGroup, opts demoOptions, lo
 		return fail(err)
 	}
 	// RequestTimeout: below the demo proxy's newpath timeout of 5s.
-	newpathAPI, err := newpath.NewServer(newpath.ServerOptions{Store: np, DownstreamURL: urls.downstream, Logger: svc("newpath"), Metrics: metrics, Notify: relay.Notify,
-		RequestTimeout: 4 * time.Second})
+	newpathServer, err := newpath.NewServer(newpath.ServerOptions{Store: np, DownstreamURL: urls.downstream, Logger: svc("newpath"), Metrics: metrics, Notify: relay.Notify,
+		RequestTimeout: 4 * time.Second, DemoDivergence: opts.story != nil})
 	if err != nil {
 		return fail(err)
+	}
+	var newpathAPI http.Handler = newpathServer
+	if opts.story != nil {
+		legacyAPI, newpathAPI = legacy.WithNoise(legacyAPI), burst.wrap(legacy.WithNoise(newpathAPI))
 	}
 	newpathLn, newpathURL, err := listen(opts.newpathListen)
 	if err != nil {
@@ -120,6 +131,22 @@ func startBackends(ctx context.Context, wg *sync.WaitGroup, opts demoOptions, lo
 		closeStore()
 	})
 	return urls, nil
+}
+
+// errorBurst makes the demo's newpath answer GET /orders with 503 while it
+// is on: the story's injected error burst, which trips list-orders' guard.
+type errorBurst struct{ on atomic.Bool }
+
+func (b *errorBurst) wrap(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if b.on.Load() && r.Method == http.MethodGet && r.URL.Path == "/orders" {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = io.WriteString(w, `{"error":"injected by the demo's error burst"}`+"\n")
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // openDemoStores returns legacy's and newpath's view of one store.

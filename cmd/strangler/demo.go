@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -37,13 +38,31 @@ type demoOptions struct {
 	backendLogLevel                                   slog.Level
 	duration                                          time.Duration
 	dir                                               string
+	// story, when set, is the migration the demo plays out (--story):
+	// noisy backends, a real divergence, an error burst and a weight edit.
+	story *demoStory
 	// ready, when set, learns where everything listens once the proxy
 	// serves.
 	ready func(demoAddrs)
 }
 
+// demoStory is when the demo's story happens, counted from the proxy's
+// start: newpath fails GET /orders from burstAt for burstFor, which trips
+// list-orders' guard; at editAt ops lower list-orders' weight in the
+// YAML, which re-arms it.
+type demoStory struct {
+	burstAt, burstFor, editAt time.Duration
+}
+
+// defaultStory is the story of make run: all of it within the first 90s.
+var defaultStory = demoStory{burstAt: 15 * time.Second, burstFor: 6 * time.Second, editAt: 30 * time.Second}
+
+// The weights list-orders has before and after the story's edit.
+const storyWeightBefore, storyWeightAfter = 50, 40
+
 func demoCmd() *cobra.Command {
 	var opts demoOptions
+	var story bool
 	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "Run legacy, a newpath, the proxy and traffic in one process (make run)",
@@ -53,11 +72,20 @@ with a route for every order endpoint (reads at 50%, writes at 10%, everything
 shadowed, writes as dry runs), and a traffic generator, and prints a live
 progress line. Ctrl-C stops everything.
 
+With --story (the default) it plays out a migration in its first 40 seconds:
+both services' answers carry noise the proxy learns to ignore, newpath has one
+real divergence (a cancelled order's status spelt "canceled"), an error burst
+trips list-orders' guard, and a weight edit re-arms it. README.md walks
+through it.
+
 The store is in memory, or Postgres when DATABASE_URL is set.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
+			if story {
+				opts.story = &defaultStory
+			}
 			return demo(ctx, opts, cmd.OutOrStdout())
 		},
 	}
@@ -70,6 +98,7 @@ The store is in memory, or Postgres when DATABASE_URL is set.`,
 	f.Float64Var(&opts.rate, "rate", 50, "requests per second the traffic generator sends (0: none, drive it yourself)")
 	f.DurationVar(&opts.duration, "duration", 0, "stop after this long (0: until Ctrl-C)")
 	f.StringVar(&opts.dir, "dir", "", "where the demo writes its config and logs (default: a new temp dir)")
+	f.BoolVar(&story, "story", true, "play out the migration story: noisy answers, a real divergence, an error burst that trips a guard, a weight edit that re-arms it (false: clean backends, nothing scripted)")
 	f.TextVar(&opts.backendLogLevel, "backend-log-level", slog.LevelWarn, "log level of the in-process legacy, newpath and downstream services: debug, info, warn or error")
 	return cmd
 }
@@ -81,7 +110,8 @@ type demoAddrs struct {
 }
 
 // demoRoutes is the proxy config of the demo: every order endpoint, reads
-// at 50%, writes at 10%.
+// at 50%, writes at 10%; list-orders' weight is the story's to edit, and
+// its guard the one the story trips.
 const demoRoutes = `
 listen: %q
 admin: { listen: %q }
@@ -94,24 +124,27 @@ routes:
     match: "GET /orders/{id}"
     weight: 50
     shadow: { percent: 100 }
-    compare: { noise_percent: 10 }
+    compare: { noise_percent: 10, headers: [content-type, x-served-at] }
   - name: list-orders
     match: "GET /orders"
-    weight: 50
+    weight: %d
     shadow: { percent: 100 }
     compare: { noise_percent: 10 }
+    guard: { max_error_rate: 0.05, min_samples: 20, window: 30s }
   - name: create-order
     match: "POST /orders"
     weight: 10
     shadow: { percent: 100, dry_run: true }
     compare:
-      # generated per call (docs/order-api.md): never equal between two services
-      ignore: ["/body/id", "/body/payment_id", "/body/created_at", "/body/updated_at"]
+      # generated per call (docs/order-api.md): never equal between two
+      # services; served_at too, and a write is never sent twice to
+      # learn that by noise probes
+      ignore: ["/body/id", "/body/payment_id", "/body/created_at", "/body/updated_at", "/body/served_at"]
   - name: cancel-order
     match: "POST /orders/{id}/cancel"
     weight: 10
     shadow: { percent: 100, dry_run: true }
-    compare: { ignore: ["/body/updated_at"] }
+    compare: { ignore: ["/body/updated_at", "/body/served_at"] }
 `
 
 func demo(ctx context.Context, opts demoOptions, stdout io.Writer) error {
@@ -145,19 +178,24 @@ func demo(ctx context.Context, opts demoOptions, stdout io.Writer) error {
 	// this runs first).
 	backendsCtx, stopBackends := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopBackends()
-	urls, err := startBackends(backendsCtx, &wg, opts, logger)
+	burst := &errorBurst{}
+	urls, err := startBackends(backendsCtx, &wg, opts, burst, logger)
 	if err != nil {
 		return err
 	}
 
 	cfgPath := filepath.Join(dir, "strangler.yaml")
-	cfg := fmt.Sprintf(demoRoutes, freeOr(opts.listen), freeOr(opts.adminListen), urls.legacy, urls.newpath)
-	if db := os.Getenv("DATABASE_URL"); db != "" {
-		// On Postgres, mismatch samples go to strangler_divergences too,
-		// for the divergence dashboard's samples table.
-		cfg += fmt.Sprintf("divergence_store: { database_url: %q }\n", db)
+	listen, adminListen := freeOr(opts.listen), freeOr(opts.adminListen)
+	writeConfig := func(listWeight int) error {
+		cfg := fmt.Sprintf(demoRoutes, listen, adminListen, urls.legacy, urls.newpath, listWeight)
+		if db := os.Getenv("DATABASE_URL"); db != "" {
+			// On Postgres, mismatch samples go to strangler_divergences
+			// too, for the divergence dashboard's samples table.
+			cfg += fmt.Sprintf("divergence_store: { database_url: %q }\n", db)
+		}
+		return writeFileAtomic(cfgPath, []byte(cfg))
 	}
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+	if err := writeConfig(storyWeightBefore); err != nil {
 		return err
 	}
 	addrs := make(chan [2]string, 1)
@@ -186,19 +224,112 @@ func demo(ctx context.Context, opts demoOptions, stdout io.Writer) error {
 Ctrl-C to stop.
 `, proxyAddr, adminAddr, cfgPath, urls.legacy, urls.newpath, urls.newpathMetrics, logFile.Name(), urls.store)
 
+	var notes chan string
+	if opts.story != nil {
+		fmt.Fprint(stdout, storyIntro(*opts.story, adminAddr))
+		notes = make(chan string, 4)
+		wg.Go(func() { playStory(ctx, *opts.story, burst, writeConfig, notes) })
+	}
 	if opts.ready != nil {
 		opts.ready(demoAddrs{proxy: proxyAddr, admin: adminAddr, backends: urls})
 	}
 	if opts.rate > 0 {
 		wg.Go(func() { generateTraffic(ctx, "http://"+proxyAddr, opts.rate) })
 	}
-	reportProgress(ctx, stdout, "http://"+adminAddr+"/metrics")
+	reportProgress(ctx, stdout, "http://"+adminAddr+"/metrics", notes)
 	cancel()
 	if err := <-serveErr; err != nil {
 		return err
 	}
 	fmt.Fprintln(stdout, "\nstopped.")
 	return nil
+}
+
+// storyIntro tells what the story will show, and when.
+func storyIntro(s demoStory, adminAddr string) string {
+	return fmt.Sprintf(`
+The story (--story=false for a quiet demo), watch it in the console:
+  now    both services stamp every answer (served_at, X-Served-At, request_ref):
+         the noise probes learn these differ between any two answers: noise
+  now    newpath spells a cancelled order's status "canceled", legacy "cancelled":
+         a real divergence on get-order, with samples side by side
+         http://%[1]s/ui/routes/get-order
+  %-6[2]s newpath fails GET /orders for %[3]s: list-orders' guard trips, legacy serves it
+  %-6[4]s ops lower list-orders' weight %[5]d -> %[6]d in the YAML: the reload re-arms the guard
+
+`, adminAddr, shortDuration(s.burstAt), shortDuration(s.burstFor), shortDuration(s.editAt), storyWeightBefore, storyWeightAfter)
+}
+
+// shortDuration is d as the intro's timeline prints it: 15s, 1m, 1m30s.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	return s
+}
+
+// playStory plays s out from now until ctx ends, sending a note of each
+// step to notes: the error burst on, off, and the weight edit.
+func playStory(ctx context.Context, s demoStory, burst *errorBurst, writeConfig func(listWeight int) error, notes chan<- string) {
+	type step struct {
+		at time.Duration
+		do func() string // does the step and says what it did
+	}
+	start := time.Now()
+	steps := []step{
+		{s.burstAt, func() string {
+			burst.on.Store(true)
+			return fmt.Sprintf("story: newpath starts failing GET /orders with 503 for %s (an injected error burst); GETs fall back to legacy", s.burstFor)
+		}},
+		{s.burstAt + s.burstFor, func() string {
+			burst.on.Store(false)
+			return "story: newpath's GET /orders is healthy again; a tripped guard stays tripped until ops act"
+		}},
+		{s.editAt, func() string {
+			if err := writeConfig(storyWeightAfter); err != nil {
+				return fmt.Sprintf("story: could not edit the config: %v", err)
+			}
+			return fmt.Sprintf("story: ops edit the YAML: list-orders weight %d -> %d (a weight edit re-arms a tripped guard)", storyWeightBefore, storyWeightAfter)
+		}},
+	}
+	slices.SortStableFunc(steps, func(a, b step) int { return cmp.Compare(a.at, b.at) })
+	for _, step := range steps {
+		t := time.NewTimer(time.Until(start.Add(step.at)))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			burst.on.Store(false)
+			return
+		case <-t.C:
+		}
+		select {
+		case notes <- step.do():
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// writeFileAtomic replaces path with data by a rename, so that the
+// proxy's reload never reads a half-written file.
+func writeFileAtomic(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".strangler-*.yaml")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
 }
 
 // serviceWriter adds "service":NAME to each JSON line written through
@@ -305,8 +436,9 @@ const progressWindow = 5 * time.Second
 // reportProgress prints a progress line from the proxy's own metrics every
 // second until ctx is done: each route's split over the last
 // progressWindow, the comparisons of that window, and, on lines of their
-// own, config reloads and guard trips as they happen.
-func reportProgress(ctx context.Context, w io.Writer, metricsURL string) {
+// own, config reloads, guard trips and re-arms as they happen, and the
+// notes it receives (the story's steps; notes may be nil).
+func reportProgress(ctx context.Context, w io.Writer, metricsURL string, notes <-chan string) {
 	// On a terminal the line rewrites itself; in a log it is one line a tick.
 	lineStart, lineEnd, eventStart := "\r", "   ", "\r\033[K"
 	if f, ok := w.(*os.File); !ok || !isTerminal(f) {
@@ -319,6 +451,9 @@ func reportProgress(ctx context.Context, w io.Writer, metricsURL string) {
 		select {
 		case <-ctx.Done():
 			return
+		case note := <-notes:
+			fmt.Fprintf(w, "%s%s\n", eventStart, note)
+			continue
 		case <-tick.C:
 		}
 		p, err := scrapeProgress(ctx, metricsURL)
@@ -384,6 +519,11 @@ func progressEvents(prev, cur progress) []string {
 			out = append(out, fmt.Sprintf("guard: %s tripped (%s): newpath serves none of it until its weight is edited or it is re-armed", route, reason))
 		}
 	}
+	for _, route := range slices.Sorted(maps.Keys(prev.tripped)) {
+		if _, still := cur.tripped[route]; !still && prev.tripped[route] {
+			out = append(out, fmt.Sprintf("guard: %s re-armed: newpath serves its weight again", route))
+		}
+	}
 	return out
 }
 
@@ -410,6 +550,7 @@ type progress struct {
 	routeOrder                                []string       // as the metrics list them: sorted
 	reloads                                   map[string]int // by result
 	trips                                     map[string]int // by "route reason"
+	tripped                                   map[string]bool
 }
 
 // routeProgress are one route's requests by backend.
@@ -423,7 +564,7 @@ func pct(a, b int) float64 {
 }
 
 func scrapeProgress(ctx context.Context, url string) (progress, error) {
-	p := progress{results: map[string]int{}, routes: map[string]routeProgress{}, reloads: map[string]int{}, trips: map[string]int{}}
+	p := progress{results: map[string]int{}, routes: map[string]routeProgress{}, reloads: map[string]int{}, trips: map[string]int{}, tripped: map[string]bool{}}
 	req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -464,6 +605,11 @@ func scrapeProgress(ctx context.Context, url string) (progress, error) {
 	for _, m := range families["strangler_guard_trips_total"].GetMetric() {
 		labels := labelMap(m.GetLabel())
 		p.trips[labels["route"]+" "+labels["reason"]] += int(m.GetCounter().GetValue())
+	}
+	for _, m := range families["strangler_guard_tripped"].GetMetric() {
+		if m.GetGauge().GetValue() == 1 {
+			p.tripped[labelMap(m.GetLabel())["route"]] = true
+		}
 	}
 	if f, ok := families["strangler_comparisons_total"]; ok {
 		for _, m := range f.GetMetric() {

@@ -133,14 +133,16 @@ func TestProgressLineIsRecentAndEventsAreNamed(t *testing.T) {
 		results:    map[string]int{"match": 500},
 		routes:     map[string]routeProgress{"get-order": {legacy: 900, newpath: 100}},
 		routeOrder: []string{"get-order"},
-		reloads:    map[string]int{"success": 1}, trips: map[string]int{}}
+		reloads:    map[string]int{"success": 1}, trips: map[string]int{},
+		tripped: map[string]bool{"list-orders": true}}
 	// The weight went to 90 since: 90 of the last 100 requests, though 19%
 	// of all since start.
 	cur := progress{at: t0.Add(5 * time.Second), total: 1100, legacy: 910, newpath: 190, errors: 2, compared: 600, fields: 1,
 		results:    map[string]int{"match": 590, "mismatch": 10},
 		routes:     map[string]routeProgress{"get-order": {legacy: 910, newpath: 190}},
 		routeOrder: []string{"get-order"},
-		reloads:    map[string]int{"success": 2, "failure": 1}, trips: map[string]int{"get-order error_rate": 1}}
+		reloads:    map[string]int{"success": 2, "failure": 1}, trips: map[string]int{"get-order error_rate": 1},
+		tripped: map[string]bool{"get-order": true}}
 	line := progressLine(old, cur)
 	for _, want := range []string{"last 5s: get-order 90% of 100 |", "errors 2", "compared 100: match 90.0%  noise 0.0%  mismatch 10.0%", "since start: requests 1100"} {
 		if !strings.Contains(line, want) {
@@ -148,7 +150,7 @@ func TestProgressLineIsRecentAndEventsAreNamed(t *testing.T) {
 		}
 	}
 	events := strings.Join(progressEvents(old, cur), "\n")
-	for _, want := range []string{"reload: the config was reloaded (1)", "reload: FAILED (1)", "guard: get-order tripped (error_rate)"} {
+	for _, want := range []string{"reload: the config was reloaded (1)", "reload: FAILED (1)", "guard: get-order tripped (error_rate)", "guard: list-orders re-armed"} {
 		if !strings.Contains(events, want) {
 			t.Errorf("events %q lack %q", events, want)
 		}

@@ -37,13 +37,8 @@ func startDemo(t *testing.T) demoAddrs {
 
 func getJSON(t *testing.T, url string, v any) {
 	t.Helper()
-	res, err := http.Get(url)
-	if err != nil {
+	if err := fetchJSON(url, v); err != nil {
 		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	if err := json.NewDecoder(res.Body).Decode(v); err != nil {
-		t.Fatalf("GET %s: %v", url, err)
 	}
 }
 

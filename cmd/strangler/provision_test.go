@@ -207,8 +207,8 @@ func get(t *testing.T, url string) string {
 	return string(b)
 }
 
-// metricValue returns the value of an unlabelled series on admin's
-// /metrics, or "" when it is not there.
+// metricValue returns the value of a series (labels sorted, as the text
+// format writes them) on admin's /metrics, or "" when it is not there.
 func metricValue(t *testing.T, admin, series string) string {
 	t.Helper()
 	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`).FindStringSubmatch(get(t, admin+"/metrics"))
