@@ -73,6 +73,19 @@ type compareState struct {
 	probes   int64 // noise probes compared: the noise-rate denominator
 	fields   map[string]*fieldCount
 	samples  sampleRing
+	// lastSample numbers the route's samples (Sample.ID).
+	lastSample uint64
+}
+
+// labelled is the label path's differences are counted under: the path,
+// or "other" once the route's labels are used up. Unlike label, it adds
+// none. c.mu is held.
+func (c *compareState) labelled(path string) string {
+	path = cleanText(path)
+	if _, ok := c.fields[path]; ok || len(c.fields) < maxFieldLabels {
+		return path
+	}
+	return "other"
 }
 
 // fieldCount is one field's record: its raw and noise difference counts,
@@ -165,6 +178,8 @@ func (p *Proxy) compare(job *shadowJob, shadowRes, noiseRes *captured) int {
 		fields = append(fields, d.Path)
 	}
 	rt.cmp.mu.Lock()
+	rt.cmp.lastSample++
+	s.ID = rt.cmp.lastSample
 	rt.cmp.samples.add(s)
 	rt.cmp.mu.Unlock()
 	if p.divergences != nil {
@@ -312,6 +327,10 @@ func sampleBody(cmp *diff.Comparer, c *captured, max int) (string, bool) {
 
 // Sample is one mismatch kept for engineers (SPEC §6).
 type Sample struct {
+	// ID numbers the route's samples from 1, in the order they were
+	// kept: the console links to a sample by it, as request ids come
+	// from clients and need not be unique.
+	ID            uint64             `json:"id"`
 	Time          time.Time          `json:"time"`
 	Route         string             `json:"route"`
 	Method        string             `json:"method"`

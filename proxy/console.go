@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -139,14 +140,17 @@ func (p *Proxy) serveConsoleRoute(w http.ResponseWriter, r *http.Request) {
 		return cmp.Compare(verdictRank(a.Verdict), verdictRank(b.Verdict))
 	})
 	field := r.URL.Query().Get("field")
-	br.rt.cmp.mu.Lock()
-	samples := br.rt.cmp.samples.newest(br.rt.cmp.samples.n)
-	br.rt.cmp.mu.Unlock()
+	c := &br.rt.cmp
+	c.mu.Lock()
+	samples := c.samples.newest(c.samples.n)
 	if field != "" {
+		// By label, so that "other" finds the samples of the fields
+		// counted under it.
 		samples = slices.DeleteFunc(samples, func(s Sample) bool {
-			return !slices.ContainsFunc(s.Differences, func(d SampleDifference) bool { return d.Path == field })
+			return !slices.ContainsFunc(s.Differences, func(d SampleDifference) bool { return c.labelled(d.Path) == field })
 		})
 	}
+	c.mu.Unlock()
 	p.renderConsole(w, "route.html", map[string]any{
 		"Route": view, "Tripped": br.rt.guard.tripped.Load(), "Fields": fields, "Samples": samples, "Field": field, "Now": p.now(),
 	})
@@ -165,13 +169,17 @@ func (p *Proxy) serveConsoleSample(w http.ResponseWriter, r *http.Request) {
 		p.consoleNotFound(w, "no route named "+r.PathValue("name"))
 		return
 	}
-	id := r.PathValue("id")
+	id, err := strconv.ParseUint(r.PathValue("id"), 10, 64)
+	if err != nil {
+		p.consoleNotFound(w, "a sample's id is a number, not "+r.PathValue("id"))
+		return
+	}
 	br.rt.cmp.mu.Lock()
 	samples := br.rt.cmp.samples.newest(br.rt.cmp.samples.n)
 	br.rt.cmp.mu.Unlock()
-	i := slices.IndexFunc(samples, func(s Sample) bool { return s.RequestID == id })
+	i := slices.IndexFunc(samples, func(s Sample) bool { return s.ID == id })
 	if i < 0 {
-		p.consoleNotFound(w, "no sample of request "+id+" is kept on route "+br.rt.name+": newer ones may have replaced it")
+		p.consoleNotFound(w, fmt.Sprintf("sample %d of route %s is not kept: newer ones may have replaced it", id, br.rt.name))
 		return
 	}
 	s := samples[i]

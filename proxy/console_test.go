@@ -3,12 +3,14 @@ package proxy
 import (
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -266,5 +268,66 @@ func TestConsoleHeaders(t *testing.T) {
 		if res.Header.Get("X-Content-Type-Options") != "nosniff" {
 			t.Errorf("GET %s: X-Content-Type-Options %q; want nosniff", path, res.Header.Get("X-Content-Type-Options"))
 		}
+	}
+}
+
+// TestConsoleSamplesByLabelAndNumber: filtering by "other" finds the
+// samples of the fields counted under it once a route's labels are used
+// up, and samples of requests that share a client's request id each have
+// a page of their own.
+func TestConsoleSamplesByLabelAndNumber(t *testing.T) {
+	legacy := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{}`)
+	})
+	// Ten fields of 400 per answer: the route's 200 labels are used up
+	// after a few dozen answers.
+	newpath := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fields := make([]string, 10)
+		for i := range fields {
+			fields[i] = fmt.Sprintf(`"f%d":1`, rand.IntN(400))
+		}
+		fmt.Fprintf(w, "{%s}", strings.Join(fields, ","))
+	})
+	h := newHarness(t, legacy, newpath, `
+routes:
+  - name: wide
+    match: "GET /wide"
+    shadow: { percent: 100 }
+`)
+	for range 80 {
+		h.get("/wide", "X-Request-Id", "same-id")
+	}
+	h.waitCompared("wide", 80)
+	admin := httptest.NewServer(h.proxy.AdminHandler(AdminOptions{Gatherer: h.reg, Config: h.reloader}))
+	t.Cleanup(admin.Close)
+	page := func(path string) (int, string) {
+		res, err := http.Get(admin.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		body, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(body)
+	}
+
+	status, body := page("/ui/routes/wide?field=other")
+	links := regexp.MustCompile(`href="/ui/routes/wide/samples/(\d+)"`).FindAllStringSubmatch(body, -1)
+	if status != http.StatusOK || len(links) == 0 {
+		t.Fatalf("samples filtered by other: %d with %d samples; want some", status, len(links))
+	}
+	seen := map[string]bool{}
+	for _, l := range links {
+		if seen[l[1]] {
+			t.Errorf("two samples link to number %s", l[1])
+		}
+		seen[l[1]] = true
+		if status, body := page("/ui/routes/wide/samples/" + l[1]); status != http.StatusOK || !strings.Contains(body, "same-id") {
+			t.Errorf("sample %s: %d; want its page", l[1], status)
+		}
+	}
+	if status, _ := page("/ui/routes/wide/samples/same-id"); status != http.StatusNotFound {
+		t.Errorf("a sample by request id: %d; want 404, samples are numbered", status)
 	}
 }
