@@ -45,14 +45,25 @@ func (p *Proxy) accessLog(x *exchange, method string, status int, elapsed time.D
 	b = append(b, `,"fallback":`...)
 	b = appendJSONString(b, x.fallback)
 	b = append(b, "}\n"...)
+	p.writeAccessLine(b)
+	*bp = b
+	lineBuffers.Put(bp)
+}
+
+// writeAccessLine writes one line to the access log. A line never
+// straddles two writes out of the buffer: bufio would cut it where the
+// buffer fills, and the logger's lines, written to the same file
+// directly, could land between the halves.
+func (p *Proxy) writeAccessLine(line []byte) {
 	p.accessMu.Lock()
-	_, _ = p.accessOut.Write(b)
+	defer p.accessMu.Unlock()
+	if len(line) > p.accessOut.Available() && p.accessOut.Buffered() > 0 {
+		_ = p.accessOut.Flush()
+	}
+	_, _ = p.accessOut.Write(line)
 	if p.accessFlush <= 0 {
 		_ = p.accessOut.Flush()
 	}
-	p.accessMu.Unlock()
-	*bp = b
-	lineBuffers.Put(bp)
 }
 
 var lineBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}

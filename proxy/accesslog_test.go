@@ -1,9 +1,12 @@
 package proxy
 
 import (
+	"bufio"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 )
 
@@ -39,5 +42,34 @@ func TestAccessLineFields(t *testing.T) {
 	}
 	if line["request_id"] != "req-1" || line["path"] != `/orders/1"x` || line["status"] != float64(200) || line["level"] != "INFO" {
 		t.Errorf("access line = %v", line)
+	}
+}
+
+// lineWrites keeps each Write it is given.
+type lineWrites struct{ writes []string }
+
+func (w *lineWrites) Write(p []byte) (int, error) {
+	w.writes = append(w.writes, string(p))
+	return len(p), nil
+}
+
+// Buffered access lines leave the buffer whole, however their lengths
+// fall against its size.
+func TestBufferedAccessLinesStayWhole(t *testing.T) {
+	rec := &lineWrites{}
+	p := &Proxy{accessOut: bufio.NewWriterSize(rec, 4096), accessFlush: time.Hour}
+	for i := range 500 {
+		p.writeAccessLine([]byte(fmt.Sprintf(`{"n":%d,"pad":%q}`+"\n", i, strings.Repeat("x", i%97))))
+	}
+	_ = p.accessOut.Flush()
+	lines := 0
+	for _, w := range rec.writes {
+		if !strings.HasSuffix(w, "\n") {
+			t.Fatalf("a write out of the buffer ends mid-line: …%q", w[max(0, len(w)-40):])
+		}
+		lines += strings.Count(w, "\n")
+	}
+	if lines != 500 || len(rec.writes) < 2 {
+		t.Errorf("%d lines in %d writes; want 500 lines, the buffer flushed more than once", lines, len(rec.writes))
 	}
 }

@@ -334,8 +334,9 @@ func writeFileAtomic(path string, data []byte) error {
 
 // serviceWriter adds "service":NAME to each JSON line written through
 // it, so that the proxy's lines in the demo's shared log name their
-// service as the backends' do. Each Write must hold whole lines, as the
-// proxy's logger and access log write them.
+// service as the backends' do. Each Write must hold whole lines: slog's
+// handler writes one line a call, and the proxy's buffered access log
+// never cuts one (Proxy.writeAccessLine).
 type serviceWriter struct {
 	w       io.Writer
 	service string
