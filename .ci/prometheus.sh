@@ -13,29 +13,10 @@
 # systemd runs, disabled and stopped.
 set -euo pipefail
 export PATH="$PATH:/usr/sbin:/sbin"
+source "$(dirname "$0")/apt.sh"
 
 if ! command -v prometheus >/dev/null 2>&1; then
-  if [[ $(id -u) -ne 0 ]]; then
-    echo "prometheus.sh: prometheus not found; install it (apt-get install prometheus)" >&2
-    exit 1
-  fi
-  echo "prometheus.sh: installing prometheus" >&2
-  # invoke-rc.d asks policy-rc.d whether a package may start its service;
-  # 101 says no. Only a policy this script put there is removed.
-  policy=/usr/sbin/policy-rc.d
-  own_policy=
-  if [[ ! -e "$policy" ]]; then
-    printf '#!/bin/sh\nexit 101\n' >"$policy"
-    chmod 755 "$policy"
-    own_policy=1
-  fi
-  cleanup() { if [[ -n "$own_policy" ]]; then rm -f "$policy"; fi; }
-  trap cleanup EXIT
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >&2
-  apt-get install -y -qq --no-install-recommends prometheus >&2
-  cleanup
-  trap - EXIT
+  apt_install --no-start prometheus.sh prometheus
   command -v prometheus >/dev/null 2>&1 || { echo "prometheus.sh: prometheus still missing after the install" >&2; exit 1; }
 fi
 

@@ -11,6 +11,7 @@
 set -euo pipefail
 # runuser and useradd live in sbin, which a non-login root shell may lack.
 export PATH="$PATH:/usr/sbin:/sbin"
+source "$(dirname "$0")/apt.sh"
 
 find_pg_bin() {
   if command -v initdb >/dev/null 2>&1 && command -v pg_ctl >/dev/null 2>&1; then
@@ -28,14 +29,7 @@ find_pg_bin() {
 }
 
 if ! pg_bin=$(find_pg_bin); then
-  if [[ $(id -u) -ne 0 ]]; then
-    echo "testdb: initdb/pg_ctl not found; install postgresql (apt-get install postgresql)" >&2
-    exit 1
-  fi
-  echo "testdb: installing postgresql" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >&2
-  apt-get install -y -qq --no-install-recommends postgresql >&2
+  apt_install testdb postgresql
   pg_bin=$(find_pg_bin) || { echo "testdb: initdb still missing after installing postgresql" >&2; exit 1; }
 fi
 

@@ -8,28 +8,16 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 log() { printf 'bench: %s\n' "$*" >&2; }
+source .ci/apt.sh
 
 missing=()
 command -v wrk >/dev/null || missing+=(wrk)
 [[ -x /usr/sbin/nginx ]] || missing+=(nginx)
 [[ -x /usr/sbin/haproxy ]] || missing+=(haproxy)
 if ((${#missing[@]} > 0)); then
-	[[ $(id -u) -eq 0 ]] || { log "missing ${missing[*]}: run as root or apt-get install them"; exit 1; }
-	log "installing ${missing[*]}"
-	# The packages start system services on ports 80 and 8080 unless a
-	# policy-rc.d forbids it; the harness runs its own, so forbid it for the
-	# install when the machine has no policy of its own.
-	policy=/usr/sbin/policy-rc.d added_policy=
-	if [[ ! -e $policy ]]; then
-		printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && added_policy=1
-	fi
-	rc=0
-	{
-		DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
-			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
-	} >&2 || rc=$?
-	[[ -z $added_policy ]] || rm -f "$policy"
-	((rc == 0)) || { log "apt-get install ${missing[*]} failed (exit $rc)"; exit 1; }
+	# The packages would start services on ports 80 and 8080; the harness
+	# runs its own.
+	apt_install --no-start bench "${missing[@]}"
 fi
 
 # bin/strangler and bin/legacyorders (make build), unless the caller points
