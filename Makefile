@@ -5,7 +5,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build run run-pg test lint bench dashboards-check clean
+.PHONY: all build run run-pg test lint bench dashboards dashboards-check clean
 
 all: build
 
@@ -30,6 +30,9 @@ test: ## everything, with the race detector; installs what is missing
 	STRANGLER_REQUIRE_BROWSER=1 bash .ci/testdb.sh $(GO) test -race -count=1 -timeout 8m ./...
 	@# Every benchmark once, so that make bench cannot rot unseen.
 	bash .ci/testdb.sh $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 5m ./...
+
+dashboards: ## writes dashboards/*.json from their Go definitions (dashboards/internal/gen)
+	$(GO) run ./dashboards/cmd/gen -dir dashboards
 
 dashboards-check: ## promtool on the rules, then every panel and alert query against a real Prometheus scraping the demo
 	bash dashboards/check.sh

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unicode"
 )
 
 // grafanaSchemaVersion is the dashboard model version the JSON files are
@@ -72,9 +73,29 @@ func TestDashboardsAreValidGrafanaModels(t *testing.T) {
 			// No allValue: with "All", Grafana then sends every route
 			// (regex for Prometheus, a quoted list for the SQL IN clause);
 			// a custom all value such as .* would be invalid SQL.
+			const routes = `label_values(strangler_requests_total{` + scope + `}, route)`
 			r := vars["route"]
-			if r.Type != "query" || r.queryText() != "label_values(strangler_requests_total, route)" || !r.Multi || !r.IncludeAll || r.AllValue != "" {
-				t.Errorf("variable route = %+v; want label_values(strangler_requests_total, route), multi, include all, no custom all value", r)
+			if r.Type != "query" || r.queryText() != routes || !r.Multi || !r.IncludeAll || r.AllValue != "" {
+				t.Errorf("variable route = %+v; want %s, multi, include all, no custom all value", r, routes)
+			}
+			// The scope variables: "All" is .*, which also matches the
+			// series of a Prometheus that adds no namespace label.
+			for _, name := range []string{"namespace", "job"} {
+				v := vars[name]
+				m := labelValuesPattern.FindStringSubmatch(v.queryText())
+				if v.Type != "query" || m == nil || m[2] != name || !v.Multi || !v.IncludeAll || v.AllValue != ".*" {
+					t.Errorf("variable %s = %+v; want label_values(…, %s), multi, include all, all value .*", name, v, name)
+				}
+			}
+			if q := vars["job"].queryText(); !strings.Contains(q, `namespace=~"$namespace"`) {
+				t.Errorf("variable job = %q; want the jobs of the selected namespaces", q)
+			}
+			var order []string
+			for _, v := range d.Templating.List {
+				order = append(order, v.Name)
+			}
+			if i, j, k := slices.Index(order, "namespace"), slices.Index(order, "job"), slices.Index(order, "route"); !(i >= 0 && i < j && j < k) {
+				t.Errorf("variables %v; want namespace, then job, then route (each lists the values of the ones before)", order)
 			}
 		})
 	}
@@ -178,8 +199,49 @@ func registeredMetrics(t *testing.T) map[string]knownMetric {
 	return known
 }
 
-// scrapeLabels are the labels Prometheus adds to every series.
-var scrapeLabels = []string{"job", "instance"}
+// byClausePattern is an aggregation's or a vector match's label list.
+var byClausePattern = regexp.MustCompile(`\b(by|on|without|ignoring)\s*\(([^)]*)\)`)
+
+// withRecorded adds the series of recording.yml to known, each with the
+// labels its rule keeps: those of its by clauses and of the recorded
+// series it reads.
+func withRecorded(t *testing.T, known map[string]knownMetric) map[string]knownMetric {
+	t.Helper()
+	out := maps.Clone(known)
+	for _, r := range loadRecordingRules(t) {
+		var labels []string
+		for _, m := range byClausePattern.FindAllStringSubmatch(r.Expr, -1) {
+			if m[1] != "by" {
+				continue
+			}
+			for l := range strings.SplitSeq(m[2], ",") {
+				if l = strings.TrimSpace(l); l != "" && !slices.Contains(labels, l) {
+					labels = append(labels, l)
+				}
+			}
+		}
+		for _, name := range metricsOf(r.Expr) {
+			if src, ok := out[name]; ok && strings.Contains(name, ":") {
+				for _, l := range src.labels {
+					if !slices.Contains(labels, l) {
+						labels = append(labels, l)
+					}
+				}
+			}
+		}
+		out[r.Record] = knownMetric{labels: labels}
+	}
+	return out
+}
+
+// targetLabels are the labels Prometheus adds to every series: job and
+// instance, and namespace where a shared Prometheus's service discovery
+// adds it.
+var targetLabels = []string{"job", "instance", "namespace"}
+
+// scope is what every selector of a panel or annotation query must match:
+// the dashboard's job and namespace variables.
+const scope = `job=~"$job",namespace=~"$namespace"`
 
 // checkExpr reports what is wrong with a PromQL expression: a metric no
 // registry exports, a label matcher on a label the metric does not have,
@@ -204,7 +266,7 @@ func checkExpr(t *testing.T, where, expr string, known map[string]knownMetric, v
 			continue
 		}
 		for _, l := range labels {
-			if !slices.Contains(m.labels, l) && !slices.Contains(scrapeLabels, l) {
+			if !slices.Contains(m.labels, l) && !slices.Contains(targetLabels, l) {
 				t.Errorf("%s: %s has no label %q (it has %v)", where, name, l, m.labels)
 			}
 		}
@@ -217,7 +279,8 @@ func checkExpr(t *testing.T, where, expr string, known map[string]knownMetric, v
 }
 
 func TestQueriesNameOnlyRegisteredMetrics(t *testing.T) {
-	known := registeredMetrics(t)
+	raw := registeredMetrics(t)
+	known := withRecorded(t, raw)
 	for _, d := range loadDashboards(t) {
 		var vars []string
 		for _, v := range d.Templating.List {
@@ -235,7 +298,7 @@ func TestQueriesNameOnlyRegisteredMetrics(t *testing.T) {
 				}
 				checkExpr(t, q.where, m[1], known, vars)
 				for _, name := range metricsOf(m[1]) {
-					if km, ok := lookup(known, name); ok && !slices.Contains(km.labels, m[2]) {
+					if km, ok := lookup(known, name); ok && !slices.Contains(km.labels, m[2]) && !slices.Contains(targetLabels, m[2]) {
 						t.Errorf("%s: %s has no label %q", q.where, name, m[2])
 					}
 				}
@@ -253,13 +316,127 @@ func TestQueriesNameOnlyRegisteredMetrics(t *testing.T) {
 	for _, r := range loadRules(t) {
 		checkExpr(t, rulesFile+" / "+r.Alert, r.Expr, known, nil)
 	}
+	// A recording rule reads the registries' metrics or the series of the
+	// rules before it in the file, never its own or a later one.
+	recorded := withRecorded(t, map[string]knownMetric{})
+	seen := maps.Clone(raw)
+	for _, r := range loadRecordingRules(t) {
+		if !strings.Contains(r.Record, ":") || len(metricsOf(r.Record)) != 1 || metricsOf(r.Record)[0] != r.Record {
+			t.Errorf("%s: record %q is not a level:strangler_metric:operations name", recordingFile, r.Record)
+		}
+		checkExpr(t, recordingFile+" / "+r.Record, r.Expr, seen, nil)
+		seen[r.Record] = recorded[r.Record]
+	}
+}
+
+// TestAggregationsKeepJobAndNamespace requires every by and on clause of
+// the rule files to keep job and namespace, so that the series of two
+// migrations sharing one Prometheus never mix, and the dashboards' scope
+// variables select the recorded series as they select the raw ones.
+func TestAggregationsKeepJobAndNamespace(t *testing.T) {
+	check := func(where, expr string) {
+		for _, m := range byClausePattern.FindAllStringSubmatch(expr, -1) {
+			if m[1] == "without" || m[1] == "ignoring" {
+				for _, l := range []string{"job", "namespace"} {
+					if slices.Contains(strings.Fields(strings.ReplaceAll(m[2], ",", " ")), l) {
+						t.Errorf("%s: %s drops %s", where, m[0], l)
+					}
+				}
+				continue
+			}
+			labels := strings.Fields(strings.ReplaceAll(m[2], ",", " "))
+			if !slices.Contains(labels, "job") || !slices.Contains(labels, "namespace") {
+				t.Errorf("%s: %s; want job and namespace kept", where, m[0])
+			}
+		}
+	}
+	for _, r := range loadRules(t) {
+		check(rulesFile+" / "+r.Alert, r.Expr)
+	}
+	for _, r := range loadRecordingRules(t) {
+		check(recordingFile+" / "+r.Record, r.Expr)
+	}
+}
+
+// TestPanelQueriesAreScoped requires job=~"$job",namespace=~"$namespace"
+// in every selector of every panel and annotation query, so that a
+// dashboard over a shared Prometheus shows only the selected migration.
+func TestPanelQueriesAreScoped(t *testing.T) {
+	for _, d := range loadDashboards(t) {
+		for _, q := range d.queries() {
+			if q.kind != "promql" {
+				continue
+			}
+			for _, loc := range metricNamePattern.FindAllStringIndex(q.text, -1) {
+				rest := q.text[loc[1]:]
+				end := strings.IndexByte(rest, '}')
+				if !strings.HasPrefix(rest, "{") || end < 0 || !strings.Contains(rest[:end], scope) {
+					t.Errorf("%s: selector %s lacks %s\n%s", q.where, q.text[loc[0]:loc[1]], scope, q.text)
+				}
+			}
+		}
+	}
+}
+
+// TestRoutePanelsLinkToTheirDivergence requires every per-route panel of
+// the overview to link each series to the divergence dashboard of its
+// route, in the same job and namespace.
+func TestRoutePanelsLinkToTheirDivergence(t *testing.T) {
+	var vars []string
+	var linked int
+	for _, d := range loadDashboards(t) {
+		if d.UID == "strangler-divergence" {
+			for _, v := range d.Templating.List {
+				vars = append(vars, v.Name)
+			}
+		}
+	}
+	for _, d := range loadDashboards(t) {
+		if d.UID != "strangler-overview" {
+			continue
+		}
+		for _, p := range d.allPanels() {
+			perRoute := p.Type != "row" && len(p.Targets) > 0
+			for _, tg := range p.Targets {
+				perRoute = perRoute && strings.Contains(tg.LegendFormat, "{{route}}")
+			}
+			if !perRoute {
+				continue
+			}
+			linked++
+			var url string
+			for _, l := range p.FieldConfig.Defaults.Links {
+				if strings.HasPrefix(l.URL, "/d/strangler-divergence/") {
+					url = l.URL
+				}
+			}
+			if url == "" {
+				t.Errorf("%s: a per-route panel without a data link to /d/strangler-divergence/", p.Title)
+				continue
+			}
+			for _, want := range []string{"var-route=${__field.labels.route}", "${job:queryparam}", "${namespace:queryparam}", "${__url_time_range}"} {
+				if !strings.Contains(url, want) {
+					t.Errorf("%s: link %s lacks %s", p.Title, url, want)
+				}
+			}
+			for _, m := range regexp.MustCompile(`\$\{(\w+):queryparam\}`).FindAllStringSubmatch(url, -1) {
+				if !slices.Contains(vars, m[1]) {
+					t.Errorf("%s: link passes $%s, which the divergence dashboard does not define", p.Title, m[1])
+				}
+			}
+		}
+	}
+	if linked < 10 {
+		t.Errorf("%d per-route overview panels; want the traffic, error, latency, comparison and guard panels", linked)
+	}
 }
 
 func TestEveryMetricIsOnADashboard(t *testing.T) {
 	used := map[string]bool{}
+	recorded := loadRecordingRules(t)
 	for _, d := range loadDashboards(t) {
 		for _, q := range d.queries() {
-			for _, name := range metricsOf(q.text) {
+			for _, name := range sourceMetrics(q.text, recorded) {
 				for _, suffix := range []string{"_bucket", "_sum", "_count"} {
 					name = strings.TrimSuffix(name, suffix)
 				}
@@ -279,6 +456,7 @@ func TestAlertRulesHaveRunbooks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	runbooks := runbookAnchors(string(readme))
 	rules := loadRules(t)
 	var names []string
 	for _, r := range rules {
@@ -295,7 +473,14 @@ func TestAlertRulesHaveRunbooks(t *testing.T) {
 			}
 		}
 		if !strings.Contains(string(readme), "### "+r.Alert) {
-			t.Errorf("%s: README.md's alert runbook has no section for it", r.Alert)
+			t.Errorf("%s: README.md's runbooks have no section for it", r.Alert)
+		}
+		url, anchor, _ := strings.Cut(r.Annotations["runbook_url"], "#")
+		if url != runbookBase {
+			t.Errorf("%s: runbook_url %q; want %s#ANCHOR", r.Alert, r.Annotations["runbook_url"], runbookBase)
+		}
+		if !slices.Contains(runbooks, anchor) {
+			t.Errorf("%s: runbook_url anchor #%s is no heading of README.md's Runbooks section (%v)", r.Alert, anchor, runbooks)
 		}
 	}
 	// The alerts issue 5 asks for.
@@ -343,4 +528,36 @@ func TestProvisioningVariablesAreDocumented(t *testing.T) {
 	if p.APIVersion != 1 || len(p.Providers) != 1 || p.Providers[0].Type != "file" || p.Providers[0].Options.Path != "${STRANGLER_DASHBOARDS_DIR}" {
 		t.Errorf("%s = %+v; want one file provider reading ${STRANGLER_DASHBOARDS_DIR}", providers[0], p)
 	}
+}
+
+// runbookBase is where the alerts' runbook_url annotations point: this
+// folder's README.md as GitHub renders it.
+const runbookBase = "https://github.com/strangler-proxy/strangler/blob/main/dashboards/README.md"
+
+// runbookAnchors returns the anchors GitHub gives the headings of
+// README.md's "## Runbooks" section: lower case, spaces to hyphens,
+// punctuation other than - and _ dropped.
+func runbookAnchors(readme string) []string {
+	var out []string
+	in := false
+	for line := range strings.SplitSeq(readme, "\n") {
+		if strings.HasPrefix(line, "## ") {
+			in = strings.TrimSpace(line) == "## Runbooks"
+		}
+		if !in || !strings.HasPrefix(line, "#") {
+			continue
+		}
+		heading := strings.ToLower(strings.TrimSpace(strings.TrimLeft(line, "#")))
+		var slug strings.Builder
+		for _, r := range heading {
+			switch {
+			case r == ' ':
+				slug.WriteRune('-')
+			case r == '-' || r == '_' || unicode.IsLetter(r) || unicode.IsDigit(r):
+				slug.WriteRune(r)
+			}
+		}
+		out = append(out, slug.String())
+	}
+	return out
 }

@@ -17,6 +17,7 @@ var dashboardFiles = []string{"strangler-overview.json", "strangler-divergence.j
 
 const (
 	rulesFile       = "prometheus/rules.yml"
+	recordingFile   = "prometheus/recording.yml"
 	scrapeFile      = "prometheus/prometheus.yml"
 	datasourcesGlob = "provisioning/datasources/*.yaml"
 	providersGlob   = "provisioning/dashboards/*.yaml"
@@ -39,12 +40,20 @@ type dashboard struct {
 }
 
 type panel struct {
-	ID         int      `json:"id"`
-	Type       string   `json:"type"`
-	Title      string   `json:"title"`
-	Datasource *dsRef   `json:"datasource"`
-	Targets    []target `json:"targets"`
-	GridPos    *struct {
+	ID          int      `json:"id"`
+	Type        string   `json:"type"`
+	Title       string   `json:"title"`
+	Datasource  *dsRef   `json:"datasource"`
+	Targets     []target `json:"targets"`
+	FieldConfig struct {
+		Defaults struct {
+			Links []struct {
+				Title string `json:"title"`
+				URL   string `json:"url"`
+			} `json:"links"`
+		} `json:"defaults"`
+	} `json:"fieldConfig"`
+	GridPos *struct {
 		H, W, X, Y int
 	} `json:"gridPos"`
 	// Panels are the children of a collapsed row.
@@ -57,12 +66,13 @@ type dsRef struct {
 }
 
 type target struct {
-	RefID      string `json:"refId"`
-	Datasource *dsRef `json:"datasource"`
-	Expr       string `json:"expr"`
-	RawSQL     string `json:"rawSql"`
-	Format     string `json:"format"`
-	Instant    bool   `json:"instant"`
+	RefID        string `json:"refId"`
+	Datasource   *dsRef `json:"datasource"`
+	Expr         string `json:"expr"`
+	RawSQL       string `json:"rawSql"`
+	Format       string `json:"format"`
+	Instant      bool   `json:"instant"`
+	LegendFormat string `json:"legendFormat"`
 }
 
 type variable struct {
@@ -195,6 +205,53 @@ func loadRules(t *testing.T) []rule {
 	return out
 }
 
+// recordingRule is one rule of recording.yml.
+type recordingRule struct {
+	Record string `yaml:"record"`
+	Expr   string `yaml:"expr"`
+}
+
+func loadRecordingRules(t *testing.T) []recordingRule {
+	t.Helper()
+	var f struct {
+		Groups []struct {
+			Name  string          `yaml:"name"`
+			Rules []recordingRule `yaml:"rules"`
+		} `yaml:"groups"`
+	}
+	readYAML(t, recordingFile, &f)
+	var out []recordingRule
+	for _, g := range f.Groups {
+		out = append(out, g.Rules...)
+	}
+	if len(out) == 0 {
+		t.Fatalf("%s: no rules", recordingFile)
+	}
+	return out
+}
+
+// sourceMetrics returns the metrics an expression reads, through the
+// recording rules: a recorded series stands for the metrics of its rule's
+// expression.
+func sourceMetrics(expr string, recorded []recordingRule) []string {
+	var out []string
+	var walk func(string)
+	walk = func(expr string) {
+		for _, name := range metricsOf(expr) {
+			i := slices.IndexFunc(recorded, func(r recordingRule) bool { return r.Record == name })
+			if i < 0 {
+				if !slices.Contains(out, name) {
+					out = append(out, name)
+				}
+				continue
+			}
+			walk(recorded[i].Expr)
+		}
+	}
+	walk(expr)
+	return out
+}
+
 func readYAML(t *testing.T, path string, v any) {
 	t.Helper()
 	data, err := os.ReadFile(path)
@@ -235,8 +292,9 @@ func loadProvisionedDatasources(t *testing.T) []provisionedDatasource {
 	return out
 }
 
-// metricNamePattern finds the project's metric names in an expression.
-var metricNamePattern = regexp.MustCompile(`\b(?:strangler|neworders)_[a-z0-9_]+`)
+// metricNamePattern finds the project's metric names in an expression, and
+// the names of series recorded from them (level:metric:operations).
+var metricNamePattern = regexp.MustCompile(`\b(?:[a-z_]+:)?(?:strangler|neworders)_[a-z0-9_]+(?::[a-z0-9_]+)?`)
 
 // metricsOf returns the distinct metric names an expression names, in
 // order.
@@ -251,7 +309,7 @@ func metricsOf(expr string) []string {
 }
 
 // selectorPattern finds a metric with its label matchers.
-var selectorPattern = regexp.MustCompile(`\b((?:strangler|neworders)_[a-z0-9_]+)\{([^}]*)\}`)
+var selectorPattern = regexp.MustCompile(`\b((?:[a-z_]+:)?(?:strangler|neworders)_[a-z0-9_]+(?::[a-z0-9_]+)?)\{([^}]*)\}`)
 
 // matcherPattern is one label matcher inside braces.
 var matcherPattern = regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)\s*"(?:[^"\\]|\\.)*"`)
@@ -325,6 +383,8 @@ var builtinVariables = []string{"__rate_interval", "__interval", "__range", "__t
 type substitution struct {
 	route string // the $route value, already formatted for the target language
 	field string
+	job   string
+	ns    string // $namespace
 }
 
 // expand replaces the variables of a PromQL expression as Grafana would,
@@ -339,6 +399,10 @@ func (s substitution) expand(expr string) string {
 		"$route", s.route,
 		"${field}", s.field,
 		"$field", s.field,
+		"${job}", s.job,
+		"$job", s.job,
+		"${namespace}", s.ns,
+		"$namespace", s.ns,
 	)
 	return r.Replace(expr)
 }

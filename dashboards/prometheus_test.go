@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -47,7 +49,7 @@ func TestQueriesReturnDataFromARealPrometheus(t *testing.T) {
 	dir := t.TempDir()
 
 	// The doc's files first: they are what an engineer runs.
-	run(t, promtool, "check", "rules", rulesFile)
+	run(t, promtool, "check", "rules", rulesFile, recordingFile)
 	run(t, promtool, "check", "config", scrapeFile)
 
 	bin := buildStrangler(t, dir)
@@ -60,19 +62,26 @@ func TestQueriesReturnDataFromARealPrometheus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	recording, err := filepath.Abs(recordingFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The fixture's target carries a namespace label, as a shared
+	// Prometheus's service discovery adds it; the demo's do not, as a
+	// plain scrape config does. The dashboards must work with both.
 	cfg := filepath.Join(dir, "prometheus.yml")
 	writeFile(t, cfg, fmt.Sprintf(`global:
   scrape_interval: 1s
   evaluation_interval: 1s
-rule_files: [%q]
+rule_files: [%q, %q]
 scrape_configs:
   - job_name: strangler
     static_configs: [{ targets: [%q] }]
   - job_name: neworders
     static_configs: [{ targets: [%q] }]
   - job_name: strangler-fixture
-    static_configs: [{ targets: [%q] }]
-`, rules, demo.admin, demo.newpathMetrics, strings.TrimPrefix(fixture.metrics.URL, "http://")))
+    static_configs: [{ targets: [%q], labels: { namespace: %q } }]
+`, rules, recording, demo.admin, demo.newpathMetrics, strings.TrimPrefix(fixture.metrics.URL, "http://"), fixtureNamespace))
 	run(t, promtool, "check", "config", cfg)
 	prom := startPrometheus(t, promBin, cfg, filepath.Join(dir, "tsdb"))
 
@@ -91,9 +100,16 @@ scrape_configs:
 	if len(demoRoutes) < 2 {
 		t.Fatalf("demo routes %v; want the demo's order routes", demoRoutes)
 	}
-	onDemo := substitution{route: promRegex(demoRoutes), field: ".*"}
-	onFixture := substitution{route: promRegex([]string{divergentRoute}), field: ".*"}
+	// Over the demo: its two jobs selected, as Grafana formats a
+	// multi-value selection, and namespace "All" (.*), which must match
+	// the demo's series that have no namespace label. Over the fixture:
+	// one job and its namespace.
+	onDemo := substitution{route: promRegex(demoRoutes), field: ".*", job: promRegex([]string{"strangler", "neworders"}), ns: ".*"}
+	onFixture := substitution{route: promRegex([]string{divergentRoute}), field: ".*", job: "strangler-fixture", ns: fixtureNamespace}
+	prom.waitFor(t, "the fixture's recorded noise verdicts",
+		`count(route_field:strangler_noise_verdict:rate10m{job="strangler-fixture",namespace="`+fixtureNamespace+`"}) >= 2`)
 
+	recorded := loadRecordingRules(t)
 	n, emptyOK, viaFixture := 0, 0, 0
 	for _, d := range loadDashboards(t) {
 		for _, q := range d.queries() {
@@ -114,7 +130,7 @@ scrape_configs:
 				t.Logf("%s: empty, allowed: %s", q.where, why)
 				continue
 			}
-			if why := fixtureReason(q.text); why != "" {
+			if why := fixtureReason(q.text, recorded); why != "" {
 				viaFixture++
 				if series, err = prom.evaluate(q, onFixture); err != nil || series == 0 {
 					t.Errorf("%s: no series over the demo (%s) nor over the divergent fixture (err %v)\n%s", q.where, why, err, onFixture.expand(q.text))
@@ -130,7 +146,9 @@ scrape_configs:
 			t.Errorf("alert %s: %v", r.Alert, err)
 		}
 	}
-	prom.checkRulesHealthy(t, len(loadRules(t)))
+	prom.checkRulesHealthy(t, "alert", len(loadRules(t)))
+	prom.checkRulesHealthy(t, "record", len(recorded))
+	checkRecordedMatchesRaw(t, prom, onFixture)
 	checkVerdicts(t, prom, onFixture)
 	t.Logf("%d queries evaluated (%d empty as allowed, %d answered by the divergent fixture) in %v",
 		n, emptyOK, viaFixture, time.Since(start).Round(time.Millisecond))
@@ -154,27 +172,79 @@ func checkVerdicts(t *testing.T, prom *prometheusServer, s substitution) {
 	if expr == "" {
 		t.Fatal("no Noise verdicts panel with a verdict query D")
 	}
-	res, err := prom.query(s.expand(expr))
+	// The verdicts are recorded series: poll until the recording rules
+	// have judged both fields, for at most 30 s.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got, err := verdicts(prom, s.expand(expr))
+		if err == nil && maps.Equal(got, fixtureFields) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("verdicts %v (err %v); want %v (1 real, 0 noise)", got, err, fixtureFields)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// verdicts returns the value of each field of a verdict query.
+func verdicts(prom *prometheusServer, expr string) (map[string]float64, error) {
+	res, err := prom.query(expr)
 	if err != nil {
-		t.Fatalf("verdicts: %v", err)
+		return nil, err
 	}
 	got := map[string]float64{}
 	for _, r := range res {
 		v, err := strconv.ParseFloat(r.Value[1].(string), 64)
 		if err != nil {
-			t.Fatalf("verdict %v: %v", r, err)
+			return nil, fmt.Errorf("verdict %v: %w", r, err)
 		}
 		got[r.Metric["field"]] = v
 	}
-	for field, want := range fixtureFields {
-		if v, ok := got[field]; !ok || v != want {
-			t.Errorf("verdict of %s = %v (present %v); want %v (1 real, 0 noise); all: %v", field, v, ok, want, got)
+	return got, nil
+}
+
+// checkRecordedMatchesRaw compares the recorded raw difference rate of the
+// fixture's fields with the same rate computed from the raw counters: the
+// recording rules must say what the dashboards used to compute themselves.
+// The recorded value is up to one evaluation (1 s) older, hence the
+// tolerance.
+func checkRecordedMatchesRaw(t *testing.T, prom *prometheusServer, s substitution) {
+	t.Helper()
+	byField := func(expr string) map[string]float64 {
+		res, err := prom.query(s.expand(expr))
+		if err != nil {
+			t.Fatalf("%s: %v", expr, err)
+		}
+		out := map[string]float64{}
+		for _, r := range res {
+			v, err := strconv.ParseFloat(r.Value[1].(string), 64)
+			if err != nil {
+				t.Fatalf("%v: %v", r, err)
+			}
+			out[r.Metric["field"]] = v
+		}
+		return out
+	}
+	recorded := byField(`route_field:strangler_raw_difference:ratio_rate10m{job=~"$job",namespace=~"$namespace",route=~"$route"}`)
+	raw := byField(`sum by (field) (rate(strangler_field_differences_total{job=~"$job",namespace=~"$namespace",route=~"$route"}[10m])) / scalar(sum(rate(strangler_comparisons_total{job=~"$job",namespace=~"$namespace",route=~"$route",result=~"match|mismatch|noise"}[10m])))`)
+	if len(recorded) == 0 || len(recorded) != len(raw) {
+		t.Fatalf("recorded raw rates %v; the raw counters give %v", recorded, raw)
+	}
+	for field, want := range raw {
+		if got, ok := recorded[field]; !ok || math.Abs(got-want) > 0.05 {
+			t.Errorf("recorded raw rate of %s = %v (present %v); the raw counters say %v", field, got, ok, want)
 		}
 	}
 }
 
-func fixtureReason(expr string) string {
-	for _, m := range metricsOf(expr) {
+// fixtureNamespace is the namespace label of the fixture's scrape target.
+const fixtureNamespace = "fixture-ns"
+
+// fixtureReason says why a query may be empty over the demo, looking
+// through recorded series to the metrics they are recorded from.
+func fixtureReason(expr string, recorded []recordingRule) string {
+	for _, m := range sourceMetrics(expr, recorded) {
 		if why, ok := fixtureBacked[m]; ok {
 			return why
 		}
@@ -541,9 +611,10 @@ func (p *prometheusServer) waitFor(t *testing.T, what, expr string) {
 	}
 }
 
-// checkRulesHealthy waits until Prometheus has evaluated all n alert rules
-// and requires each to have evaluated without error.
-func (p *prometheusServer) checkRulesHealthy(t *testing.T, n int) {
+// checkRulesHealthy waits until Prometheus has evaluated all n rules of a
+// type (alert or record) and requires each to have evaluated without
+// error.
+func (p *prometheusServer) checkRulesHealthy(t *testing.T, typ string, n int) {
 	t.Helper()
 	type ruleState struct {
 		Name           string `json:"name"`
@@ -553,7 +624,7 @@ func (p *prometheusServer) checkRulesHealthy(t *testing.T, n int) {
 	}
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		data, err := p.api("/api/v1/rules", url.Values{"type": {"alert"}})
+		data, err := p.api("/api/v1/rules", url.Values{"type": {typ}})
 		if err != nil {
 			t.Fatalf("rules: %v", err)
 		}
@@ -579,7 +650,7 @@ func (p *prometheusServer) checkRulesHealthy(t *testing.T, n int) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("alert rules loaded %d of %d, healthy %d: %+v", len(rules), n, evaluated, rules)
+			t.Fatalf("%s rules loaded %d of %d, healthy %d: %+v", typ, len(rules), n, evaluated, rules)
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
