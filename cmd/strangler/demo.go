@@ -186,16 +186,13 @@ func demo(ctx context.Context, opts demoOptions, stdout io.Writer) error {
 
 	cfgPath := filepath.Join(dir, "strangler.yaml")
 	listen, adminListen := freeOr(opts.listen), freeOr(opts.adminListen)
-	writeConfig := func(listWeight int) error {
-		cfg := fmt.Sprintf(demoRoutes, listen, adminListen, urls.legacy, urls.newpath, listWeight)
-		if db := os.Getenv("DATABASE_URL"); db != "" {
-			// On Postgres, mismatch samples go to strangler_divergences
-			// too, for the divergence dashboard's samples table.
-			cfg += fmt.Sprintf("divergence_store: { database_url: %q }\n", db)
-		}
-		return writeFileAtomic(cfgPath, []byte(cfg))
+	cfg := fmt.Sprintf(demoRoutes, listen, adminListen, urls.legacy, urls.newpath, storyWeightBefore)
+	if db := os.Getenv("DATABASE_URL"); db != "" {
+		// On Postgres, mismatch samples go to strangler_divergences too,
+		// for the divergence dashboard's samples table.
+		cfg += fmt.Sprintf("divergence_store: { database_url: %q }\n", db)
 	}
-	if err := writeConfig(storyWeightBefore); err != nil {
+	if err := writeFileAtomic(cfgPath, []byte(cfg)); err != nil {
 		return err
 	}
 	addrs := make(chan [2]string, 1)
@@ -228,7 +225,7 @@ Ctrl-C to stop.
 	if opts.story != nil {
 		fmt.Fprint(stdout, storyIntro(*opts.story, adminAddr))
 		notes = make(chan string, 4)
-		wg.Go(func() { playStory(ctx, *opts.story, burst, writeConfig, notes) })
+		wg.Go(func() { playStory(ctx, *opts.story, burst, cfgPath, notes) })
 	}
 	if opts.ready != nil {
 		opts.ready(demoAddrs{proxy: proxyAddr, admin: adminAddr, backends: urls})
@@ -271,7 +268,7 @@ func shortDuration(d time.Duration) string {
 
 // playStory plays s out from now until ctx ends, sending a note of each
 // step to notes: the error burst on, off, and the weight edit.
-func playStory(ctx context.Context, s demoStory, burst *errorBurst, writeConfig func(listWeight int) error, notes chan<- string) {
+func playStory(ctx context.Context, s demoStory, burst *errorBurst, cfgPath string, notes chan<- string) {
 	type step struct {
 		at time.Duration
 		do func() string // does the step and says what it did
@@ -287,7 +284,15 @@ func playStory(ctx context.Context, s demoStory, burst *errorBurst, writeConfig 
 			return "story: newpath's GET /orders is healthy again; a tripped guard stays tripped until ops act"
 		}},
 		{s.editAt, func() string {
-			if err := writeConfig(storyWeightAfter); err != nil {
+			data, err := os.ReadFile(cfgPath)
+			if err != nil {
+				return fmt.Sprintf("story: could not read the config: %v", err)
+			}
+			edited, ok := editWeight(string(data), "list-orders", storyWeightBefore, storyWeightAfter)
+			if !ok {
+				return fmt.Sprintf("story: list-orders' weight is no longer %d: you edited it, so the story leaves it alone", storyWeightBefore)
+			}
+			if err := writeFileAtomic(cfgPath, []byte(edited)); err != nil {
 				return fmt.Sprintf("story: could not edit the config: %v", err)
 			}
 			return fmt.Sprintf("story: ops edit the YAML: list-orders weight %d -> %d (a weight edit re-arms a tripped guard)", storyWeightBefore, storyWeightAfter)
@@ -309,6 +314,27 @@ func playStory(ctx context.Context, s demoStory, burst *errorBurst, writeConfig 
 			return
 		}
 	}
+}
+
+// editWeight changes route's "weight: from" in the demo's config text to
+// to, leaving everything else, such as a user's edits, as it is. It
+// reports false when the route's weight is not from.
+func editWeight(cfg, route string, from, to int) (string, bool) {
+	lines := strings.SplitAfter(cfg, "\n")
+	in := false
+	for i, line := range lines {
+		switch trimmed := strings.TrimSpace(line); {
+		case strings.HasPrefix(trimmed, "- name:"):
+			in = strings.TrimSpace(strings.TrimPrefix(trimmed, "- name:")) == route
+		case in && strings.HasPrefix(trimmed, "weight:"):
+			if strings.TrimSpace(strings.TrimPrefix(trimmed, "weight:")) != strconv.Itoa(from) {
+				return cfg, false
+			}
+			lines[i] = strings.Replace(line, "weight: "+strconv.Itoa(from), "weight: "+strconv.Itoa(to), 1)
+			return strings.Join(lines, ""), true
+		}
+	}
+	return cfg, false
 }
 
 // writeFileAtomic replaces path with data by a rename, so that the

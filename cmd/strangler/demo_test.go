@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -157,5 +158,18 @@ func TestProgressLineIsRecentAndEventsAreNamed(t *testing.T) {
 	}
 	if e := progressEvents(cur, cur); len(e) != 0 {
 		t.Errorf("events between equal scrapes: %q; want none", e)
+	}
+}
+
+func TestEditWeightTouchesOneRoute(t *testing.T) {
+	cfg := fmt.Sprintf(demoRoutes, "127.0.0.1:1", "127.0.0.1:2", "http://l", "http://n", 50)
+	cfg = strings.Replace(cfg, "weight: 50", "weight: 60", 1) // a user's edit of get-order
+	got, ok := editWeight(cfg, "list-orders", 50, 40)
+	if !ok || strings.Count(got, "weight: 40") != 1 || !strings.Contains(got, "weight: 60") ||
+		len(got) != len(cfg) {
+		t.Fatalf("editWeight = %v:\n%s", ok, got)
+	}
+	if _, ok := editWeight(got, "list-orders", 50, 40); ok {
+		t.Error("editWeight changed a weight that was no longer 50")
 	}
 }
