@@ -55,6 +55,10 @@ type Options struct {
 	// MaxDifferences bounds the differences one Compare reports (0: 1000), so
 	// a pathological response cannot make the proxy do unbounded work.
 	MaxDifferences int
+	// Rules make values equal that differ only as the API allows
+	// (ParseRules reads them from a route's compare section). Where two
+	// rules' paths match one value, the first in the list applies.
+	Rules []Rule
 }
 
 // defaultMaxDifferences is MaxDifferences when Options leaves it zero.
@@ -90,7 +94,8 @@ type Difference struct {
 
 // Comparer compares responses of one route. Build once per config; safe for concurrent use.
 type Comparer struct {
-	patterns   []patternNode // ignore and unordered patterns as one trie; node 0 is the root
+	patterns   []patternNode // ignore and unordered patterns and rules' paths as one trie; node 0 is the root
+	rules      []Rule
 	headers    []headerField // sorted by name, the order their differences are reported in
 	decode     func(encoding string, body []byte) ([]byte, error)
 	max        int
@@ -135,7 +140,8 @@ func New(opts Options) (*Comparer, error) {
 		c.maxDecoded = defaultMaxDecodedBytes
 	}
 	var err error
-	if c.patterns, err = compilePatterns(opts.Ignore, opts.Unordered); err != nil {
+	c.rules = slices.Clone(opts.Rules)
+	if c.patterns, err = compilePatterns(opts.Ignore, opts.Unordered, c.rules); err != nil {
 		return nil, err
 	}
 	seen := make(map[string]bool, len(opts.Headers))

@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"math/big"
 	"net/http"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 )
 
@@ -21,6 +23,13 @@ var fuzzOptions = []Options{
 	{Ignore: []string{"/body/{key}/x", "/body/items/*/updated_at"}, Unordered: []string{"/body/*/*", "/body/items", "/body/items/*/tags"}},
 	{Ignore: []string{"/body/*/*/*"}, Unordered: []string{"/body/items", "/body/{key}"}, MaxDifferences: 3},
 	{Headers: []string{"content-type"}, Unordered: []string{"/body/*/{key}"}, MaxDifferences: 1},
+	{Unordered: []string{"/body/items", "/body/*"}, Rules: []Rule{
+		{Path: "/body/items/*/qty", Absolute: 0.5},
+		{Path: "/body/*", Relative: 0.01},
+		{Path: "/body/a", Time: true, Within: time.Second},
+		{Path: "/body/{key}/x", Mask: regexp.MustCompile(`^[0-9]+$`)},
+		{Path: "/body/items/*/sku", FoldCase: true, TrimSpace: true},
+	}},
 }
 
 // FuzzCompare checks what must hold for any two answers: no panic; an

@@ -21,8 +21,9 @@ var update = flag.Bool("update", false, "rewrite the want sections of testdata/g
 // A golden file is one comparison in sections, each opened by a line
 // "-- name --":
 //
-//	-- options --   JSON: headers, ignore, unordered, max_differences, and
-//	                decode_br to undo "br" with the fake codec of these tests
+//	-- options --   JSON: headers, ignore, unordered, max_differences,
+//	                decode_br to undo "br" with the fake codec of these tests,
+//	                and the rules: tolerance, time, normalize, mask
 //	-- legacy --    an HTTP response: status line, header, blank line, body
 //	-- newpath --
 //	-- want --      the differences, rewritten by -update
@@ -37,6 +38,11 @@ type goldenOptions struct {
 	Unordered      []string `json:"unordered"`
 	MaxDifferences int      `json:"max_differences"`
 	DecodeBr       bool     `json:"decode_br"`
+	// The compare rules, as a route's compare section writes them.
+	Tolerance map[string]string   `json:"tolerance"`
+	Time      map[string]string   `json:"time"`
+	Normalize map[string][]string `json:"normalize"`
+	Mask      map[string]string   `json:"mask"`
 }
 
 type goldenSection struct{ name, body string }
@@ -88,7 +94,11 @@ func TestGolden(t *testing.T) {
 			if err := json.Unmarshal([]byte(byName["options"]), &g); err != nil {
 				t.Fatalf("options: %v", err)
 			}
-			opts := diff.Options{Headers: g.Headers, Ignore: g.Ignore, Unordered: g.Unordered, MaxDifferences: g.MaxDifferences}
+			rules, err := diff.ParseRules(g.Tolerance, g.Time, g.Normalize, g.Mask)
+			if err != nil {
+				t.Fatalf("options: %v", err)
+			}
+			opts := diff.Options{Headers: g.Headers, Ignore: g.Ignore, Unordered: g.Unordered, MaxDifferences: g.MaxDifferences, Rules: rules}
 			if g.DecodeBr {
 				opts.Decode = decodeFakeBrotli
 			}

@@ -20,6 +20,7 @@ type patternNode struct {
 	star      int32 // the child for "*"; -1: none
 	ignore    bool  // an ignore pattern ends here
 	unordered bool  // an unordered pattern ends here
+	rule      int32 // 1 + the index of the rule whose path ends here; 0: none
 }
 
 type patternEdge struct {
@@ -42,9 +43,9 @@ func (e *PatternError) Error() string {
 
 func (e *PatternError) Unwrap() error { return e.Err }
 
-// compilePatterns builds the trie of the ignore and unordered patterns. A
-// pattern that does not compile is a *PatternError.
-func compilePatterns(ignore, unordered []string) ([]patternNode, error) {
+// compilePatterns builds the trie of the ignore and unordered patterns and
+// of the rules' paths. A pattern that does not compile is a *PatternError.
+func compilePatterns(ignore, unordered []string, rules []Rule) ([]patternNode, error) {
 	trie := []patternNode{{star: -1}}
 	add := func(list []string, what string) error {
 		for i, p := range list {
@@ -56,10 +57,15 @@ func compilePatterns(ignore, unordered []string) ([]patternNode, error) {
 			for _, s := range segs {
 				at = trieChild(&trie, at, s)
 			}
-			if what == "ignore" {
+			switch what {
+			case "ignore":
 				trie[at].ignore = true
-			} else {
+			case "unordered":
 				trie[at].unordered = true
+			default: // the rules', in order: the first of a path is kept
+				if trie[at].rule == 0 {
+					trie[at].rule = int32(i + 1)
+				}
 			}
 		}
 		return nil
@@ -68,6 +74,13 @@ func compilePatterns(ignore, unordered []string) ([]patternNode, error) {
 		return nil, err
 	}
 	if err := add(unordered, "unordered"); err != nil {
+		return nil, err
+	}
+	paths := make([]string, len(rules))
+	for i, r := range rules {
+		paths[i] = r.Path
+	}
+	if err := add(paths, "rule"); err != nil {
 		return nil, err
 	}
 	return trie, nil
@@ -150,6 +163,7 @@ type match struct {
 	lo, hi    int
 	ignore    bool
 	unordered bool
+	rule      int32 // as patternNode's: the first declared of the rules reached
 }
 
 // segment is one step of a path: an array index (index >= 0), or an object
@@ -197,6 +211,9 @@ func (w *walker) step(from match, s *segment, either bool) match {
 	for _, id := range w.active[m.lo:m.hi] {
 		m.ignore = m.ignore || trie[id].ignore
 		m.unordered = m.unordered || trie[id].unordered
+		if r := trie[id].rule; r != 0 && (m.rule == 0 || r < m.rule) {
+			m.rule = r
+		}
 	}
 	return m
 }
