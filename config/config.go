@@ -12,6 +12,8 @@ import (
 	"net/netip"
 	"net/url"
 	"time"
+
+	"github.com/strangler-proxy/strangler/proxy/diff"
 )
 
 // Config is the whole strangler configuration (SPEC §3). Field comments are the
@@ -222,7 +224,23 @@ type Compare struct {
 	// NoisePercent of compared safe requests call legacy a second time to
 	// measure noise.
 	NoisePercent float64 `mapstructure:"noise_percent" json:"noise_percent"`
+	// Tolerance, Time, Normalize and Mask are the rules that make two
+	// values at a /body path equal when they differ only as the API
+	// allows, keyed by the path (diff.ParseRules says how each reads):
+	// numbers within an absolute ("0.005") or relative ("1%") tolerance,
+	// instants however spelt (within a duration, "" or "0s": exactly),
+	// strings up to "case" and "trim", and values that both match a
+	// regular expression.
+	Tolerance map[string]string   `mapstructure:"tolerance" json:"tolerance,omitempty"`
+	Time      map[string]string   `mapstructure:"time" json:"time,omitempty"`
+	Normalize map[string][]string `mapstructure:"normalize" json:"normalize,omitempty"`
+	Mask      map[string]string   `mapstructure:"mask" json:"mask,omitempty"`
+
+	rules []diff.Rule // the four, validated
 }
+
+// Rules returns the route's compare rules, validated and sorted by path.
+func (c *Compare) Rules() []diff.Rule { return c.rules }
 
 // Guard rolls a route back when newpath errs or diverges (SPEC §7).
 type Guard struct {

@@ -2,10 +2,12 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -338,6 +340,53 @@ func TestSampleBodyBytesBounds(t *testing.T) {
 			t.Errorf("sample_body_bytes %s: %v; want valid", value, err)
 		case want != "" && (err == nil || !strings.Contains(err.Error(), want)):
 			t.Errorf("sample_body_bytes %s: err = %v; want %q", value, err, want)
+		}
+	}
+}
+
+// The compare rules keep the case of their paths (viper folds keys), and
+// each invalid one is an error naming its key.
+func TestCompareRules(t *testing.T) {
+	cfg, err := Parse([]byte(minimal + `    compare:
+      tolerance: {"/body/totalCents": 0.005, "/body/tax": "1%"}
+      time: {"/body/createdAt": 2s, "/body/paid_at": ""}
+      normalize: {"/body/email": [case, trim]}
+      mask: {"/body/id": "^ord_[0-9]+$"}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range cfg.Routes[0].Compare.Rules() {
+		got = append(got, fmt.Sprintf("%s abs=%v rel=%v time=%v/%v case=%v trim=%v mask=%v",
+			r.Path, r.Absolute, r.Relative, r.Time, r.Within, r.FoldCase, r.TrimSpace, r.Mask))
+	}
+	want := []string{
+		"/body/createdAt abs=0 rel=0 time=true/2s case=false trim=false mask=<nil>",
+		"/body/email abs=0 rel=0 time=false/0s case=true trim=true mask=<nil>",
+		"/body/id abs=0 rel=0 time=false/0s case=false trim=false mask=^ord_[0-9]+$",
+		"/body/paid_at abs=0 rel=0 time=true/0s case=false trim=false mask=<nil>",
+		"/body/tax abs=0 rel=0.01 time=false/0s case=false trim=false mask=<nil>",
+		"/body/totalCents abs=0.005 rel=0 time=false/0s case=false trim=false mask=<nil>",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("rules:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+
+	for _, tt := range []struct{ compare, want string }{
+		{`mask: {"/body/id": "^ord_[0-9+$"}`, `routes[0].compare.mask["/body/id"]: "^ord_[0-9+$" is not a regular expression`},
+		{`tolerance: {"/body/total": "-1"}`, `routes[0].compare.tolerance["/body/total"]: "-1" is not a tolerance`},
+		{`tolerance: {"/body/total": "NaN"}`, `routes[0].compare.tolerance["/body/total"]: "NaN" is not a tolerance`},
+		{`tolerance: {"/status": 1}`, `routes[0].compare.tolerance["/status"]: a rule's path starts with /body/`},
+		{`tolerance: {"/body//x": 1}`, `routes[0].compare.tolerance["/body//x"]: segment 2 is empty`},
+		{`time: {"/body/at": soon}`, `routes[0].compare.time["/body/at"]: "soon" is not a duration`},
+		{`normalize: {"/body/name": [upper]}`, `routes[0].compare.normalize["/body/name"]: "upper" is not "case" or "trim"`},
+		{`normalize: {"/body/name": []}`, `routes[0].compare.normalize["/body/name"]: names what to normalise`},
+		{"tolerance: {\"/body/x\": 1}\n      mask: {\"/body/x\": \".\"}", `routes[0].compare.mask["/body/x"]: the path has a tolerance rule already`},
+	} {
+		_, err := Parse([]byte(minimal + "    compare:\n      " + tt.compare + "\n"))
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("compare %s: err = %v; want it to contain %q", tt.compare, err, tt.want)
 		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/viper"
+	"go.yaml.in/yaml/v3"
 )
 
 // EnvPrefix prefixes environment overrides: STRANGLER_LISTEN,
@@ -161,6 +162,7 @@ func Parse(data []byte) (*Config, error) {
 	}
 
 	raw := v.AllSettings()
+	restoreRuleKeys(data, raw)
 	var errs []FieldError
 	if routes, ok := raw["routes"]; ok {
 		list, ok := routes.([]any)
@@ -215,6 +217,43 @@ func Parse(data []byte) (*Config, error) {
 		return nil, &ValidationError{Errors: errs}
 	}
 	return &cfg, nil
+}
+
+// restoreRuleKeys puts back the case of the compare rules' keys in raw:
+// they are paths into response bodies, and viper folds every key to lower
+// case, but /body/totalCents is not /body/totalcents.
+func restoreRuleKeys(data []byte, raw map[string]any) {
+	var doc map[string]any
+	if yaml.Unmarshal(data, &doc) != nil {
+		return // viper read it, so this does not happen
+	}
+	routes, _ := lookupFold(doc, "routes").([]any)
+	rawRoutes, _ := raw["routes"].([]any)
+	for i := 0; i < len(routes) && i < len(rawRoutes); i++ {
+		route, _ := routes[i].(map[string]any)
+		rawRoute, _ := rawRoutes[i].(map[string]any)
+		compare, _ := lookupFold(route, "compare").(map[string]any)
+		rawCompare, _ := rawRoute["compare"].(map[string]any)
+		if compare == nil || rawCompare == nil {
+			continue
+		}
+		for _, key := range []string{"tolerance", "time", "normalize", "mask"} {
+			if m, ok := lookupFold(compare, key).(map[string]any); ok {
+				rawCompare[key] = m
+			}
+		}
+	}
+}
+
+// lookupFold returns m's value for key, matching keys case-insensitively
+// as viper does.
+func lookupFold(m map[string]any, key string) any {
+	for k, v := range m {
+		if strings.EqualFold(k, key) {
+			return v
+		}
+	}
+	return nil
 }
 
 // mergeDefaults fills the keys of m missing from def, recursing into nested

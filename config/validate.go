@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/strangler-proxy/strangler/proxy/diff"
 )
 
 // FieldError is one problem with one key of the file.
@@ -166,6 +168,7 @@ func (c *Config) validateRoutes(add func(path, format string, args ...any)) {
 		checkPercent(add, p+".compare.noise_percent", r.Compare.NoisePercent)
 		checkPaths(add, p+".compare.ignore", r.Compare.Ignore)
 		checkPaths(add, p+".compare.unordered", r.Compare.Unordered)
+		checkRules(add, p+".compare", &r.Compare)
 		for j, h := range r.Compare.Headers {
 			if !validHeaderName(h) {
 				add(fmt.Sprintf("%s.compare.headers[%d]", p, j), "%q is not a valid header name", h)
@@ -391,6 +394,26 @@ func checkPaths(add func(string, string, ...any), path string, paths []string) {
 		if p != "/status" && p != "/body" && p != "/headers" &&
 			!strings.HasPrefix(p, "/body/") && !strings.HasPrefix(p, "/headers/") {
 			add(fmt.Sprintf("%s[%d]", path, i), "%q must be /status or start with /body or /headers", p)
+		}
+	}
+}
+
+// checkRules validates a route's compare rules and keeps them compiled.
+func checkRules(add func(string, string, ...any), path string, c *Compare) {
+	rules, err := diff.ParseRules(c.Tolerance, c.Time, c.Normalize, c.Mask)
+	c.rules = rules
+	if err == nil {
+		return
+	}
+	errs := []error{err}
+	if joined, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = joined.Unwrap()
+	}
+	for _, e := range errs {
+		if re, ok := errors.AsType[*diff.RuleError](e); ok {
+			add(fmt.Sprintf("%s.%s[%q]", path, re.List, re.Path), "%v", re.Err)
+		} else {
+			add(path, "%v", e)
 		}
 	}
 }

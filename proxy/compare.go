@@ -47,6 +47,7 @@ func newComparer(rc *config.Route, maxBody int64) (*diff.Comparer, error) {
 		Headers:         rc.Compare.Headers,
 		Ignore:          rc.Compare.Ignore,
 		Unordered:       rc.Compare.Unordered,
+		Rules:           rc.Compare.Rules(),
 		Decode:          brotliDecoder(maxBody),
 		MaxDecodedBytes: maxBody,
 	})

@@ -139,6 +139,34 @@ routes:
     shadow: { percent: 100 }
 `
 
+// TestCompareRulesThroughTheProxy: a route's compare rules reach its
+// comparer, and a reload that drops them makes the same answers diverge.
+func TestCompareRulesThroughTheProxy(t *testing.T) {
+	legacy := orderBackend(func(id int) map[string]any {
+		return map[string]any{"id": "ord_" + strconv.Itoa(id), "totalCents": 10.00, "createdAt": "2024-01-01T12:00:00Z"}
+	})
+	newpath := orderBackend(func(id int) map[string]any {
+		return map[string]any{"id": "ord_" + strconv.Itoa(id+1000), "totalCents": 10.004, "createdAt": "2024-01-01T13:00:00+01:00"}
+	})
+	h := newHarness(t, legacy, newpath, shadowAll+`    compare:
+      tolerance: {"/body/totalCents": 0.005}
+      time: {"/body/createdAt": 0s}
+      mask: {"/body/id": "^ord_[0-9]+$"}
+`)
+	sendOrders(t, h, 20)
+	if got := h.waitCompared("get-order", 20); got["match"] != 20 {
+		t.Fatalf("results with the rules = %v; want 20 matches", got)
+	}
+	h.writeConfig(shadowAll)
+	if err := h.reloader.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	sendOrders(t, h, 20)
+	if got := h.waitCompared("get-order", 40); got["mismatch"] != 20 {
+		t.Errorf("results without them = %v; want the 20 new ones mismatched", got)
+	}
+}
+
 func TestMismatchRateAndSamples(t *testing.T) {
 	legacy := orderBackend(func(id int) map[string]any {
 		return map[string]any{"id": id, "total_cents": 1000, "items": []any{map[string]any{"sku": "sku-1", "price_cents": 500}}}

@@ -35,6 +35,8 @@ func TestCheckNamesTheBrokenKey(t *testing.T) {
 			`routes[0].match: route "get-order": method "get" is not upper case`},
 		{"path read as a host", validUpstreams + "routes:\n  - {name: get-order, match: \"GET orders/{id}\", weight: 10}\n",
 			`routes[0].match: route "get-order": the path "orders/{id}" does not start with "/"`},
+		{"invalid mask regex", validUpstreams + "routes:\n  - {name: a, match: \"GET /a\", compare: {mask: {\"/body/orderId\": \"^ord_(\"}}}\n",
+			`routes[0].compare.mask["/body/orderId"]: "^ord_(" is not a regular expression`},
 		{"duplicate route name", validUpstreams + "routes:\n  - {name: a, match: \"GET /a\"}\n  - {name: a, match: \"GET /b\"}\n", "routes[1].name: duplicate route name"},
 		{"bad route name", validUpstreams + "routes:\n  - {name: Get_Order, match: \"GET /a\"}\n", "routes[0].name"},
 		{"missing legacy url", "upstreams:\n  newpath: { url: \"http://127.0.0.1:9002\" }\n", "upstreams.legacy.url: required"},
