@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/netip"
 	"net/url"
+	"slices"
 	"time"
 
 	"github.com/strangler-proxy/strangler/proxy/diff"
@@ -159,6 +160,24 @@ type DivergenceStore struct {
 	// deleted in small batches every minute. 0 keeps them forever.
 	// Default: 168h (7 days).
 	Retention Duration `mapstructure:"retention" json:"retention"`
+	// RedactHeaders are request headers a sample or capture records as
+	// "[redacted]", beside the ones it always redacts (AlwaysRedacted).
+	RedactHeaders []string `mapstructure:"redact_headers" json:"redact_headers"`
+
+	redacted map[string]bool // canonical names: AlwaysRedacted and RedactHeaders
+}
+
+// AlwaysRedacted are the request headers no sample or capture ever keeps
+// the value of: they carry credentials.
+var AlwaysRedacted = []string{"Authorization", "Cookie", "Proxy-Authorization", "Set-Cookie"}
+
+// Redacted reports whether a recorded request keeps the header named
+// canonical (http.CanonicalHeaderKey) as "[redacted]".
+func (d *DivergenceStore) Redacted(canonical string) bool {
+	if d.redacted == nil {
+		return slices.Contains(AlwaysRedacted, canonical)
+	}
+	return d.redacted[canonical]
 }
 
 // Tracing configures OpenTelemetry.

@@ -47,6 +47,7 @@ func defaults() map[string]any {
 		"divergence_store.samples_per_route": 100,
 		"divergence_store.sample_body_bytes": 65536,
 		"divergence_store.retention":         "168h",
+		"divergence_store.redact_headers":    []any{},
 		"tracing.exporter":                   "none",
 		"tracing.sample_ratio":               1.0,
 		"log.level":                          "info",

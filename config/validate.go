@@ -107,6 +107,17 @@ func (c *Config) validate() []FieldError {
 	if c.DivergenceStore.SamplesPerRoute < 1 {
 		add("divergence_store.samples_per_route", "must be at least 1, got %d", c.DivergenceStore.SamplesPerRoute)
 	}
+	c.DivergenceStore.redacted = map[string]bool{}
+	for _, h := range AlwaysRedacted {
+		c.DivergenceStore.redacted[h] = true
+	}
+	for i, h := range c.DivergenceStore.RedactHeaders {
+		if !validHeaderName(h) {
+			add(fmt.Sprintf("divergence_store.redact_headers[%d]", i), "%q is not a valid header name", h)
+			continue
+		}
+		c.DivergenceStore.redacted[http.CanonicalHeaderKey(h)] = true
+	}
 	if n := c.DivergenceStore.SampleBodyBytes; n < 0 || n > 16<<20 {
 		add("divergence_store.sample_body_bytes", "must be 0 (keep no bodies) to 16777216 (16 MiB), got %d", n)
 	}

@@ -2,9 +2,11 @@ package proxy
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"slices"
 	"sort"
 	"strings"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/andybalholm/brotli"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
 
 	"github.com/strangler-proxy/strangler/config"
 	"github.com/strangler-proxy/strangler/proxy/diff"
@@ -159,11 +162,15 @@ func (p *Proxy) compare(job *shadowJob, shadowRes, noiseRes *captured) int {
 		Route:         rt.name,
 		Method:        job.method,
 		Path:          job.path,
+		Query:         job.query,
 		RequestID:     job.id.requestID,
 		TraceID:       traceIDOf(job.id.traceCtx),
 		LegacyStatus:  legacy.status,
 		NewpathStatus: newpath.status,
+		DryRun:        job.dryRun,
+		RequestHeader: recordHeader(&job.out.Header, job.record),
 	}
+	s.RequestBody, s.RequestBodyBase64 = recordBody(job.body)
 	if max := job.sampleBody; max > 0 {
 		var lcut, ncut bool
 		s.LegacyBody, lcut = sampleBody(job.route.comparer, legacy, max)
@@ -336,6 +343,7 @@ type Sample struct {
 	Route         string             `json:"route"`
 	Method        string             `json:"method"`
 	Path          string             `json:"path"`
+	Query         string             `json:"query,omitempty"` // raw, without "?"
 	RequestID     string             `json:"request_id"`
 	TraceID       string             `json:"trace_id,omitempty"`
 	LegacyStatus  int                `json:"legacy_status"`
@@ -349,6 +357,55 @@ type Sample struct {
 	LegacyBody  string `json:"legacy_body,omitempty"`
 	NewpathBody string `json:"newpath_body,omitempty"`
 	BodiesCut   bool   `json:"bodies_cut,omitempty"`
+	// The request, as strangler sent it to both sides, for strangler
+	// replay: its header fields (recordHeader says which; credentials
+	// are "[redacted]"), its body (base64 when it is not UTF-8), and
+	// whether it was a write shadowed to newpath as a dry run.
+	RequestHeader     map[string][]string `json:"request_header,omitempty"`
+	RequestBody       string              `json:"request_body,omitempty"`
+	RequestBodyBase64 bool                `json:"request_body_base64,omitempty"`
+	DryRun            bool                `json:"dry_run,omitempty"`
+}
+
+// redactedValue replaces a recorded credential.
+const redactedValue = "[redacted]"
+
+// recordHeader is the header of a recorded request: what strangler sent
+// upstream but the fields a replay sets anew (the shadow and dry-run
+// marks, forwarding headers, trace context, Host, Content-Length), with
+// the values of the fields record redacts replaced.
+func recordHeader(h *fasthttp.RequestHeader, record *config.DivergenceStore) map[string][]string {
+	out := map[string][]string{}
+	for k, v := range h.All() {
+		name := http.CanonicalHeaderKey(string(k))
+		switch {
+		case notRecorded[name] || strings.HasPrefix(name, "X-Forwarded-"):
+			continue
+		case record != nil && record.Redacted(name):
+			out[name] = append(out[name], redactedValue)
+		default:
+			// Postgres text and jsonb hold no NUL; fasthttp refuses one
+			// in a header anyway.
+			out[name] = append(out[name], cleanText(string(v)))
+		}
+	}
+	return out
+}
+
+// notRecorded are the request header fields a replay sets itself.
+var notRecorded = map[string]bool{
+	"Host": true, "Content-Length": true, "Transfer-Encoding": true, "Forwarded": true, "X-Real-Ip": true,
+	"Traceparent": true, "Tracestate": true, http.CanonicalHeaderKey(headerShadow): true,
+	http.CanonicalHeaderKey(headerDryRun): true, http.CanonicalHeaderKey(headerRequestID): true,
+}
+
+// recordBody is a recorded request's body as text, base64 when it is not
+// UTF-8 or holds a NUL (which Postgres text cannot).
+func recordBody(body []byte) (string, bool) {
+	if utf8.Valid(body) && bytes.IndexByte(body, 0) < 0 {
+		return string(body), false
+	}
+	return base64.StdEncoding.EncodeToString(body), true
 }
 
 // SampleDifference is one differing field of a sample, values cut to 256

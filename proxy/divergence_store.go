@@ -130,10 +130,13 @@ func (d *divergenceStore) write(ctx context.Context, batch []Sample) {
 		rows := make([][]any, len(batch))
 		for i, s := range batch {
 			diffs, _ := json.Marshal(s.Differences)
-			rows[i] = []any{s.Time, s.Route, s.Method, s.Path, s.RequestID, s.TraceID, s.LegacyStatus, s.NewpathStatus, diffs}
+			header, _ := json.Marshal(s.RequestHeader)
+			rows[i] = []any{s.Time, s.Route, s.Method, s.Path, s.RequestID, s.TraceID, s.LegacyStatus, s.NewpathStatus, diffs,
+				s.Query, header, s.RequestBody, s.RequestBodyBase64, s.DryRun}
 		}
 		_, err = d.pool.CopyFrom(ctx, pgx.Identifier{"strangler_divergences"},
-			[]string{"time", "route", "method", "path", "request_id", "trace_id", "legacy_status", "newpath_status", "differences"},
+			[]string{"time", "route", "method", "path", "request_id", "trace_id", "legacy_status", "newpath_status", "differences",
+				"query", "request_header", "request_body", "request_body_base64", "dry_run"},
 			pgx.CopyFromRows(rows))
 	}
 	if err != nil {

@@ -2,8 +2,12 @@ package proxy
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -145,5 +149,100 @@ routes:
 	d.pruneOld(ctx, now.Add(365*24*time.Hour))
 	if n := count(); n != 5 {
 		t.Errorf("with retention 0: %d samples left; want all 5 kept", n)
+	}
+}
+
+// TestSamplesRecordTheRequestRedacted: a sample keeps what replay needs of
+// its request (method, path, query, header, body, dry run), in memory and
+// in Postgres, on a table created before those columns existed; the
+// credentials and the configured headers are never kept, anywhere.
+func TestSamplesRecordTheRequestRedacted(t *testing.T) {
+	dbURL := pgtest.URL(t)
+	conn, err := pgx.Connect(context.Background(), dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	// The table as the first release made it.
+	if _, err := conn.Exec(context.Background(), `CREATE TABLE strangler_divergences (
+    id bigserial PRIMARY KEY, time timestamptz NOT NULL, route text NOT NULL, method text NOT NULL,
+    path text NOT NULL, request_id text NOT NULL, trace_id text NOT NULL DEFAULT '',
+    legacy_status integer NOT NULL, newpath_status integer NOT NULL, differences jsonb NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+
+	differ := func(total int) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) { fmt.Fprintf(w, `{"total_cents":%d}`, total) }
+	}
+	h := newHarness(t, differ(1000), differ(1001), fmt.Sprintf(`
+divergence_store: { database_url: %q, redact_headers: [x-api-key] }
+routes:
+  - name: create-order
+    match: "POST /orders"
+    shadow: { percent: 100, dry_run: true }
+`, dbURL))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { h.proxy.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	const secret = "s3cr3t-value"
+	req, _ := http.NewRequest("POST", h.front.URL+"/orders?source=app&v=2", strings.NewReader(`{"item":"sku-1"}`))
+	req.Header.Set("Authorization", "Bearer "+secret)
+	req.Header.Set("Proxy-Authorization", "Basic "+secret)
+	req.Header.Set("Cookie", "session="+secret)
+	req.Header.Set("X-Api-Key", secret)
+	req.Header.Set("X-Client", "mobile")
+	req.Header.Set("Content-Type", "application/json")
+	h.do(req)
+
+	var s Sample
+	eventually(t, 10*time.Second, "a sample", func() bool {
+		h.proxy.boundRoute("create-order").rt.cmp.mu.Lock()
+		defer h.proxy.boundRoute("create-order").rt.cmp.mu.Unlock()
+		samples := h.proxy.boundRoute("create-order").rt.cmp.samples.newest(1)
+		if len(samples) == 1 {
+			s = samples[0]
+		}
+		return len(samples) == 1
+	})
+	if s.Method != "POST" || s.Path != "/orders" || s.Query != "source=app&v=2" || s.RequestBody != `{"item":"sku-1"}` || !s.DryRun {
+		t.Errorf("sample request = %s %s?%s body %q dry run %v", s.Method, s.Path, s.Query, s.RequestBody, s.DryRun)
+	}
+	// Proxy-Authorization is hop-by-hop: it never leaves the proxy at all.
+	for name, want := range map[string]string{"Authorization": "[redacted]", "Cookie": "[redacted]",
+		"X-Api-Key": "[redacted]", "X-Client": "mobile", "Content-Type": "application/json"} {
+		if got := s.RequestHeader[name]; len(got) != 1 || got[0] != want {
+			t.Errorf("recorded %s = %q; want %q", name, got, want)
+		}
+	}
+	for _, name := range []string{"X-Strangler-Shadow", "X-Strangler-Dry-Run", "Traceparent", "X-Forwarded-For", "X-Real-Ip", "Host", "Content-Length", "Proxy-Authorization"} {
+		if _, ok := s.RequestHeader[name]; ok {
+			t.Errorf("recorded %s, which a replay sets anew", name)
+		}
+	}
+
+	admin := httptest.NewServer(h.proxy.AdminHandler(AdminOptions{Gatherer: h.reg, Config: h.reloader}))
+	defer admin.Close()
+	res, err := http.Get(admin.URL + "/admin/divergences")
+	if err != nil {
+		t.Fatal(err)
+	}
+	api, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	var listed struct{ Samples []Sample }
+	if err := json.Unmarshal(api, &listed); err != nil || len(listed.Samples) != 1 || listed.Samples[0].Query != s.Query || strings.Contains(string(api), secret) {
+		t.Errorf("GET /admin/divergences (%v): the request is missing or a secret is there:\n%s", err, api)
+	}
+
+	var row string
+	eventually(t, 10*time.Second, "the sample in Postgres", func() bool {
+		err := conn.QueryRow(context.Background(),
+			`SELECT concat_ws(' ', method, path, query, request_header::text, request_body, dry_run) FROM strangler_divergences`).Scan(&row)
+		return err == nil
+	})
+	if strings.Contains(row, secret) || !strings.Contains(row, `"X-Client": ["mobile"]`) || !strings.Contains(row, "source=app&v=2") ||
+		!strings.Contains(row, `{"item":"sku-1"} t`) {
+		t.Errorf("stored request: %s", row)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/strangler-proxy/strangler/config"
 	"github.com/strangler-proxy/strangler/proxy/diff"
 	"github.com/strangler-proxy/strangler/router"
 	"github.com/valyala/fasthttp"
@@ -65,6 +66,8 @@ type shadowJob struct {
 	noise   bool
 	method  string
 	path    string // escaped, for samples
+	query   string // the raw query, for samples
+	dryRun  bool   // the shadow of a write, sent to newpath as a dry run
 	// out and noiseOut are the shadow's and the noise probe's requests,
 	// built on the request goroutine from the inbound request, which
 	// fasthttp reuses once its answer is written.
@@ -75,7 +78,8 @@ type shadowJob struct {
 	upstream      [2]*upstream
 	maxBody       int64
 	timeout       time.Duration
-	sampleBody    int // divergence_store.sample_body_bytes
+	sampleBody    int                     // divergence_store.sample_body_bytes
+	record        *config.DivergenceStore // what a sample of the request redacts
 
 	primaryDone chan struct{}
 	// owners are the request and the shadow worker: the last to let go
@@ -215,6 +219,11 @@ func (p *Proxy) planShadow(x *exchange) string {
 	job.route, job.primary, job.target = x.bound, x.backend, target
 	job.noise = safe && rc.Compare.NoisePercent > 0 && rand.Float64()*100 < rc.Compare.NoisePercent
 	job.method, job.path = method, string(x.ctx.URI().PathOriginal())
+	job.query, job.dryRun = "", !safe
+	if q := x.ctx.URI().QueryString(); len(q) > 0 {
+		job.query = string(q)
+	}
+	job.record = &x.st.cfg.DivergenceStore
 	job.body, job.bodyCharge = body, charge
 	job.id, job.upstream = x.id.clone(), x.st.upstream
 	job.maxBody, job.timeout = cfg.MaxBodyBytes, time.Duration(cfg.Timeout)

@@ -14,3 +14,11 @@ CREATE TABLE IF NOT EXISTS strangler_divergences (
     differences    jsonb       NOT NULL
 );
 CREATE INDEX IF NOT EXISTS strangler_divergences_route_time ON strangler_divergences (route, time DESC);
+-- What replay needs of the request (strangler replay): added after the
+-- first release, so an older table gains them here.
+ALTER TABLE strangler_divergences
+    ADD COLUMN IF NOT EXISTS query               text    NOT NULL DEFAULT '',
+    ADD COLUMN IF NOT EXISTS request_header      jsonb   NOT NULL DEFAULT '{}',
+    ADD COLUMN IF NOT EXISTS request_body        text    NOT NULL DEFAULT '',
+    ADD COLUMN IF NOT EXISTS request_body_base64 boolean NOT NULL DEFAULT false,
+    ADD COLUMN IF NOT EXISTS dry_run             boolean NOT NULL DEFAULT false;
