@@ -1,0 +1,257 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// gateConfig has three shadowed routes: newpath answers good as legacy
+// does and bad differently, and quiet gets no traffic. min_samples is
+// small so that a few requests decide the verdicts.
+const gateConfig = `
+listen: "127.0.0.1:0"
+admin: { listen: "127.0.0.1:0" }
+log: { access: false }
+upstreams:
+  legacy: { url: %q }
+  newpath: { url: %q }
+routes:
+  - name: good
+    match: "GET /good/{id}"
+    shadow: { percent: 100 }
+    guard: { max_error_rate: 0.5, max_divergence_rate: 0.05, min_samples: 5, window: 1m }
+  - name: bad
+    match: "GET /bad/{id}"
+    shadow: { percent: 100 }
+    guard: { max_error_rate: 0.5, max_divergence_rate: 0.05, min_samples: 5, window: 1m }
+  - name: quiet
+    match: "GET /quiet/{id}"
+    shadow: { percent: 100 }
+    guard: { max_error_rate: 0.5, max_divergence_rate: 0.05, min_samples: 5, window: 1m }
+`
+
+// syncBuffer is a bytes.Buffer the proxy's log goroutines may share.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// startGateProxy runs serve on gateConfig against two httptest backends
+// and returns the proxy's and the admin listener's base URLs.
+func startGateProxy(t *testing.T) (proxyURL, adminURL string) {
+	t.Helper()
+	legacy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"path":%q,"status":"shipped"}`, r.URL.Path)
+	}))
+	t.Cleanup(legacy.Close)
+	newpath := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		status := "shipped"
+		if strings.HasPrefix(r.URL.Path, "/bad/") {
+			status = "lost"
+		}
+		fmt.Fprintf(w, `{"path":%q,"status":%q}`, r.URL.Path, status)
+	}))
+	t.Cleanup(newpath.Close)
+
+	path := filepath.Join(t.TempDir(), "strangler.yaml")
+	if err := os.WriteFile(path, fmt.Appendf(nil, gateConfig, legacy.URL, newpath.URL), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	addrs := make(chan [2]string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- serve(ctx, path, 10*time.Second, logs, func(p, a string) { addrs <- [2]string{p, a} })
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v\n%s", err, logs)
+		}
+	})
+	select {
+	case a := <-addrs:
+		return "http://" + a[0], "http://" + a[1]
+	case err := <-done:
+		t.Fatalf("serve: %v\n%s", err, logs)
+	}
+	return "", ""
+}
+
+// runReport runs `strangler report` with args and returns its exit code,
+// stdout and stderr.
+func runReport(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), append([]string{"report"}, args...), &stdout, &stderr)
+	return code, stdout.String(), stderr.String()
+}
+
+// verdicts runs report --output json and returns each route's verdict.
+func verdicts(t *testing.T, admin string) (map[string]string, routesReport) {
+	t.Helper()
+	code, stdout, stderr := runReport(t, "--admin", admin, "--output", "json")
+	if code != 0 {
+		t.Fatalf("report --output json exited %d: %s", code, stderr)
+	}
+	var out routesReport
+	if err := json.Unmarshal([]byte(stdout), &out); err != nil {
+		t.Fatalf("report --output json: %v\n%s", err, stdout)
+	}
+	v := map[string]string{}
+	for _, r := range out.Routes {
+		v[r.Name] = r.Readiness.Verdict
+	}
+	return v, out
+}
+
+// TestReportGatesPromotionOnReadiness drives traffic through a running
+// proxy until good is ready and bad is not, then runs report as a
+// pipeline would.
+func TestReportGatesPromotionOnReadiness(t *testing.T) {
+	proxyURL, admin := startGateProxy(t)
+
+	deadline := time.Now().Add(30 * time.Second)
+	for i := 0; ; i++ {
+		// A batch per round: the window needs min_samples comparisons, and
+		// more of them drown a slow outlier that would otherwise hold
+		// good's newpath p99 above 1.5 × legacy's.
+		for j := range 10 {
+			for _, route := range []string{"good", "bad"} {
+				res, err := http.Get(fmt.Sprintf("%s/%s/%d", proxyURL, route, 10*i+j))
+				if err != nil {
+					t.Fatal(err)
+				}
+				_, _ = io.Copy(io.Discard, res.Body)
+				res.Body.Close()
+			}
+		}
+		v, _ := verdicts(t, admin)
+		if v["good"] == "ready" && v["bad"] == "not_ready" {
+			break
+		}
+		if time.Now().After(deadline) {
+			_, stdout, _ := runReport(t, "--admin", admin)
+			t.Fatalf("verdicts %v; want good ready and bad not_ready\n%s", v, stdout)
+		}
+	}
+
+	t.Run("ready route passes", func(t *testing.T) {
+		code, stdout, stderr := runReport(t, "--admin", admin, "--require-ready", "good")
+		if code != 0 {
+			t.Fatalf("exit %d; want 0\nstderr: %s", code, stderr)
+		}
+		if stderr != "" {
+			t.Errorf("stderr %q; want nothing", stderr)
+		}
+		if !strings.Contains(stdout, "VERDICT") {
+			t.Errorf("the table is not printed with the gate:\n%s", stdout)
+		}
+	})
+	t.Run("not ready route fails naming it and why", func(t *testing.T) {
+		code, stdout, stderr := runReport(t, "--admin", admin, "--require-ready", "good,bad")
+		if code != 1 {
+			t.Fatalf("exit %d; want 1\nstderr: %s", code, stderr)
+		}
+		if want := "strangler report: route bad is not_ready: real mismatch rate 1.0000 > 0.05\n"; stderr != want {
+			t.Errorf("stderr %q; want %q (one line, for bad only)", stderr, want)
+		}
+		if !strings.Contains(stdout, "bad ") {
+			t.Errorf("a failed gate still prints the table first:\n%s", stdout)
+		}
+	})
+	t.Run("insufficient data fails", func(t *testing.T) {
+		code, _, stderr := runReport(t, "--admin", admin, "--require-ready", "good", "--require-ready", "quiet")
+		if code != 1 || !strings.Contains(stderr, "route quiet is insufficient_data: 0 comparisons in the last 1m0s, need 5") {
+			t.Errorf("exit %d, stderr %q; want 1 saying quiet has too few comparisons", code, stderr)
+		}
+	})
+	t.Run("routes as arguments after the flag", func(t *testing.T) {
+		code, _, stderr := runReport(t, "--admin", admin, "--require-ready", "good", "bad", "quiet")
+		if code != 1 || strings.Count(stderr, "\n") != 2 || !strings.Contains(stderr, "route bad ") || !strings.Contains(stderr, "route quiet ") {
+			t.Errorf("exit %d, stderr %q; want 1 with a line each for bad and quiet", code, stderr)
+		}
+		code, stdout, stderr := runReport(t, "--admin", admin, "good")
+		if code == 0 || !strings.Contains(stderr, "need --require-ready") || stdout != "" {
+			t.Errorf("a route name without --require-ready: exit %d, stderr %q; want a usage error", code, stderr)
+		}
+	})
+	t.Run("unknown route fails", func(t *testing.T) {
+		code, _, stderr := runReport(t, "--admin", admin, "--require-ready", "nope")
+		if code != 1 || stderr != "strangler report: no route named \"nope\"\n" {
+			t.Errorf("exit %d, stderr %q; want 1 and no route named \"nope\"", code, stderr)
+		}
+	})
+	t.Run("json holds every route with its verdict", func(t *testing.T) {
+		v, out := verdicts(t, admin)
+		want := map[string]string{"good": "ready", "bad": "not_ready", "quiet": "insufficient_data"}
+		if fmt.Sprint(v) != fmt.Sprint(want) {
+			t.Errorf("verdicts %v; want %v", v, want)
+		}
+		for _, r := range out.Routes {
+			if r.Name == "bad" && (len(r.Readiness.Reasons) == 0 || r.Readiness.Comparisons < 5 || r.Guard.State == "") {
+				t.Errorf("bad in JSON = %+v; want its reasons, comparisons and guard state", r)
+			}
+		}
+		if u := out.Upstreams["newpath"]; u.URL == "" {
+			t.Errorf("upstreams in JSON = %+v; want legacy and newpath", out.Upstreams)
+		}
+	})
+	t.Run("json passes the gate too", func(t *testing.T) {
+		code, stdout, stderr := runReport(t, "--admin", admin, "-o", "json", "--require-ready", "bad")
+		if code != 1 || !strings.Contains(stderr, "route bad is not_ready") || !json.Valid([]byte(stdout)) {
+			t.Errorf("exit %d, stderr %q; want 1 about bad after valid JSON on stdout:\n%s", code, stderr, stdout)
+		}
+	})
+	t.Run("unknown output is refused", func(t *testing.T) {
+		code, stdout, stderr := runReport(t, "--admin", admin, "--output", "yaml")
+		if code == 0 || !strings.Contains(stderr, `--output "yaml": want text or json`) || stdout != "" {
+			t.Errorf("exit %d, stdout %q, stderr %q; want a usage error and no report", code, stdout, stderr)
+		}
+	})
+}
+
+// TestReportUnreachableAdminFails: a gate must never pass on a proxy it
+// could not ask.
+func TestReportUnreachableAdminFails(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := "http://" + l.Addr().String()
+	l.Close() // nothing listens there now: connection refused
+	for _, args := range [][]string{{}, {"--require-ready", "good"}, {"--output", "json"}} {
+		code, stdout, stderr := runReport(t, append([]string{"--admin", admin}, args...)...)
+		if code == 0 || !strings.Contains(stderr, "read readiness") || stdout != "" {
+			t.Errorf("report %v against a closed port: exit %d, stdout %q, stderr %q; want non-zero, no report, read readiness",
+				args, code, stdout, stderr)
+		}
+	}
+}
