@@ -41,6 +41,8 @@ type Config struct {
 	Shadow Shadow `mapstructure:"shadow" json:"shadow"`
 	// DivergenceStore configures where divergence samples are kept.
 	DivergenceStore DivergenceStore `mapstructure:"divergence_store" json:"divergence_store"`
+	// Capture is where the routes' captured comparisons go.
+	Capture Capture `mapstructure:"capture" json:"capture"`
 	// Tracing configures OpenTelemetry export.
 	Tracing Tracing `mapstructure:"tracing" json:"tracing"`
 	// Log configures the JSON logger.
@@ -180,6 +182,22 @@ func (d *DivergenceStore) Redacted(canonical string) bool {
 	return d.redacted[canonical]
 }
 
+// Capture is the sink of captured comparisons: a JSON Lines file, one
+// sample (with its result) a line, rotated by size. It is opened once:
+// changing it needs a restart.
+type Capture struct {
+	// File is the file appended to; empty: nothing is captured.
+	File string `mapstructure:"file" json:"file"`
+	// MaxFileBytes rotates the file once it would grow past this: File
+	// becomes File.1, File.1 becomes File.2, and so on. Default 64 MiB.
+	MaxFileBytes int64 `mapstructure:"max_file_bytes" json:"max_file_bytes"`
+	// Keep is how many rotated files are kept. Default 3.
+	Keep int `mapstructure:"keep" json:"keep"`
+	// Queue bounds the captures waiting to be written; when it is full a
+	// capture is dropped and counted, never waited for. Default 1024.
+	Queue int `mapstructure:"queue" json:"queue"`
+}
+
 // Tracing configures OpenTelemetry.
 type Tracing struct {
 	// Exporter is none, otlp or stdout. OTEL_* environment variables are
@@ -215,8 +233,17 @@ type Route struct {
 	Fallback bool `mapstructure:"fallback" json:"fallback"`
 	// Guard rolls the route back by itself; nil means no guard.
 	Guard *Guard `mapstructure:"guard" json:"guard,omitempty"`
+	// Capture records compared requests of the route, whatever their
+	// result, for an offline parity suite (strangler replay).
+	Capture RouteCapture `mapstructure:"capture" json:"capture"`
 
 	weightBasisPoints int
+}
+
+// RouteCapture selects the compared requests of a route that are captured.
+type RouteCapture struct {
+	// Percent of compared requests captured, 0..100 (default 0).
+	Percent float64 `mapstructure:"percent" json:"percent"`
 }
 
 // WeightBasisPoints returns Weight × 100 as an integer, the unit sticky

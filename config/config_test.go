@@ -390,3 +390,35 @@ func TestCompareRules(t *testing.T) {
 		}
 	}
 }
+
+func TestCaptureConfig(t *testing.T) {
+	cfg, err := Parse([]byte(minimal))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := cfg.Capture; c.File != "" || c.MaxFileBytes != 64<<20 || c.Keep != 3 || c.Queue != 1024 || cfg.Routes[0].Capture.Percent != 0 {
+		t.Errorf("capture defaults = %+v, route %+v", c, cfg.Routes[0].Capture)
+	}
+	for _, tt := range []struct{ yaml, want string }{
+		{minimal + "    capture: { percent: 5 }\n", "routes[0].capture.percent: captures need somewhere to go: set capture.file"},
+		{minimal + "    capture: { percent: 101 }\ncapture: { file: /tmp/c.jsonl }\n", "routes[0].capture.percent: must be between 0 and 100"},
+		{minimal + "capture: { file: /tmp/c.jsonl, max_file_bytes: 10 }\n", "capture.max_file_bytes: must be at least 4096"},
+		{minimal + "capture: { file: /tmp/c.jsonl, queue: 0 }\n", "capture.queue: must be at least 1"},
+	} {
+		if _, err := Parse([]byte(tt.yaml)); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("err = %v; want it to contain %q", err, tt.want)
+		}
+	}
+
+	// The file is opened once: a reload that changes it is refused.
+	path := filepath.Join(t.TempDir(), "strangler.yaml")
+	writeFile(t, path, minimal+"capture: { file: /tmp/a.jsonl }\n")
+	rl, err := NewReloader(path, ReloaderOptions{Registerer: prometheus.NewRegistry(), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, path, minimal+"capture: { file: /tmp/b.jsonl }\n")
+	if err := rl.Reload(); err == nil || !strings.Contains(err.Error(), "capture: changed") {
+		t.Errorf("reload with another capture.file: %v; want it refused", err)
+	}
+}

@@ -48,6 +48,10 @@ func defaults() map[string]any {
 		"divergence_store.sample_body_bytes": 65536,
 		"divergence_store.retention":         "168h",
 		"divergence_store.redact_headers":    []any{},
+		"capture.file":                       "",
+		"capture.max_file_bytes":             64 << 20,
+		"capture.keep":                       3,
+		"capture.queue":                      1024,
 		"tracing.exporter":                   "none",
 		"tracing.sample_ratio":               1.0,
 		"log.level":                          "info",
@@ -63,6 +67,7 @@ func routeDefaults() map[string]any {
 		"weight":   0,
 		"fallback": true,
 		"shadow":   map[string]any{"percent": 0, "dry_run": false},
+		"capture":  map[string]any{"percent": 0},
 		"compare": map[string]any{
 			"ignore":        []any{},
 			"headers":       []any{"content-type"},

@@ -240,6 +240,9 @@ func (r *Reloader) checkRestartKeys(next *Config) error {
 	if next.DivergenceStore.DatabaseURL != cur.DivergenceStore.DatabaseURL {
 		errs = append(errs, FieldError{Path: "divergence_store.database_url", Problem: "changed; the sample writer connects once"})
 	}
+	if next.Capture != cur.Capture {
+		errs = append(errs, FieldError{Path: "capture", Problem: "changed; the capture file is opened once"})
+	}
 	if next.Tracing != cur.Tracing {
 		errs = append(errs, FieldError{Path: "tracing", Problem: "changed; the exporter is built once"})
 	}

@@ -118,6 +118,15 @@ func (c *Config) validate() []FieldError {
 		}
 		c.DivergenceStore.redacted[http.CanonicalHeaderKey(h)] = true
 	}
+	if c.Capture.MaxFileBytes < 4096 {
+		add("capture.max_file_bytes", "must be at least 4096, got %d", c.Capture.MaxFileBytes)
+	}
+	if c.Capture.Keep < 0 {
+		add("capture.keep", "must be 0 or more, got %d", c.Capture.Keep)
+	}
+	if c.Capture.Queue < 1 {
+		add("capture.queue", "must be at least 1, got %d", c.Capture.Queue)
+	}
 	if n := c.DivergenceStore.SampleBodyBytes; n < 0 || n > 16<<20 {
 		add("divergence_store.sample_body_bytes", "must be 0 (keep no bodies) to 16777216 (16 MiB), got %d", n)
 	}
@@ -177,6 +186,10 @@ func (c *Config) validateRoutes(add func(path, format string, args ...any)) {
 		}
 		checkPercent(add, p+".shadow.percent", r.Shadow.Percent)
 		checkPercent(add, p+".compare.noise_percent", r.Compare.NoisePercent)
+		checkPercent(add, p+".capture.percent", r.Capture.Percent)
+		if r.Capture.Percent > 0 && c.Capture.File == "" {
+			add(p+".capture.percent", "captures need somewhere to go: set capture.file")
+		}
 		checkPaths(add, p+".compare.ignore", r.Compare.Ignore)
 		checkPaths(add, p+".compare.unordered", r.Compare.Unordered)
 		checkRules(add, p+".compare", &r.Compare)

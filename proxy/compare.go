@@ -154,12 +154,37 @@ func (p *Proxy) compare(job *shadowJob, shadowRes, noiseRes *captured) int {
 		}
 	}
 	result, real := rt.judge(p.metrics, raw, noise, probed, job.route.cfg.Compare.NoisePercent > 0)
+	if p.capture != nil && job.capture {
+		p.capture.add(job.sample(legacy, newpath, result, real, 0))
+	}
 	if result != resultMismatch {
 		return result
 	}
+	s := job.sample(legacy, newpath, result, real, job.sampleBody)
+	rt.cmp.mu.Lock()
+	rt.cmp.lastSample++
+	s.ID = rt.cmp.lastSample
+	rt.cmp.samples.add(s)
+	rt.cmp.mu.Unlock()
+	if p.divergences != nil {
+		p.divergences.add(s)
+	}
+	fields := make([]string, len(real))
+	for i, d := range real {
+		fields[i] = d.Path
+	}
+	p.logger.Info("divergence", "request_id", job.id.requestID, "trace_id", traceIDOf(job.id.traceCtx), "route", rt.name,
+		"method", s.Method, "path", s.Path, "fields", fields)
+	return resultMismatch
+}
+
+// sample records job's request and its two answers, judged result with
+// its real differences, keeping each body up to bodies bytes (0: none).
+func (job *shadowJob) sample(legacy, newpath *captured, result int, real []diff.Difference, bodies int) Sample {
 	s := Sample{
 		Time:          time.Now().UTC(),
-		Route:         rt.name,
+		Route:         job.route.rt.name,
+		Result:        results[result],
 		Method:        job.method,
 		Path:          job.path,
 		Query:         job.query,
@@ -171,31 +196,17 @@ func (p *Proxy) compare(job *shadowJob, shadowRes, noiseRes *captured) int {
 		RequestHeader: recordHeader(&job.out.Header, job.record),
 	}
 	s.RequestBody, s.RequestBodyBase64 = recordBody(job.body)
-	if max := job.sampleBody; max > 0 {
+	if bodies > 0 {
 		var lcut, ncut bool
-		s.LegacyBody, lcut = sampleBody(job.route.comparer, legacy, max)
-		s.NewpathBody, ncut = sampleBody(job.route.comparer, newpath, max)
+		s.LegacyBody, lcut = sampleBody(job.route.comparer, legacy, bodies)
+		s.NewpathBody, ncut = sampleBody(job.route.comparer, newpath, bodies)
 		s.BodiesCut = lcut || ncut
 	}
-	fields := make([]string, 0, len(real))
-	for i, d := range real {
-		if i < maxSampleDifferences {
-			s.Differences = append(s.Differences, SampleDifference{
-				Path: cleanText(d.Path), At: cleanText(d.At), Kind: d.Kind, Legacy: d.Legacy, Newpath: d.Newpath})
-		}
-		fields = append(fields, d.Path)
+	for _, d := range real[:min(len(real), maxSampleDifferences)] {
+		s.Differences = append(s.Differences, SampleDifference{
+			Path: cleanText(d.Path), At: cleanText(d.At), Kind: d.Kind, Legacy: d.Legacy, Newpath: d.Newpath})
 	}
-	rt.cmp.mu.Lock()
-	rt.cmp.lastSample++
-	s.ID = rt.cmp.lastSample
-	rt.cmp.samples.add(s)
-	rt.cmp.mu.Unlock()
-	if p.divergences != nil {
-		p.divergences.add(s)
-	}
-	p.logger.Info("divergence", "request_id", job.id.requestID, "trace_id", traceIDOf(job.id.traceCtx), "route", rt.name,
-		"method", s.Method, "path", s.Path, "fields", fields)
-	return resultMismatch
+	return s
 }
 
 // judge counts a comparison's raw and noise differences by field and kind,
@@ -341,6 +352,9 @@ type Sample struct {
 	ID            uint64             `json:"id"`
 	Time          time.Time          `json:"time"`
 	Route         string             `json:"route"`
+	// Result is the comparison's: mismatch for a sample, any of match,
+	// noise and mismatch for a capture.
+	Result        string             `json:"result"`
 	Method        string             `json:"method"`
 	Path          string             `json:"path"`
 	Query         string             `json:"query,omitempty"` // raw, without "?"

@@ -80,6 +80,7 @@ type metrics struct {
 	guardTrips       *prometheus.CounterVec
 	samplesDropped   prometheus.Counter
 	samplesPruned    prometheus.Counter
+	captures         *prometheus.CounterVec
 	upstreamUp       [2]prometheus.Gauge // by router.Backend
 }
 
@@ -156,6 +157,13 @@ func newMetrics(reg prometheus.Registerer, version string) *metrics {
 		Name: "strangler_divergence_samples_pruned_total",
 		Help: "Divergence samples deleted from Postgres because they were older than divergence_store.retention.",
 	})
+	m.captures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "strangler_capture_records_total",
+		Help: "Captured comparisons (capture.file) by result: written, dropped (the queue was full) or failed (the write failed).",
+	}, []string{"result"})
+	for _, r := range []string{"written", "dropped", "failed"} {
+		m.captures.WithLabelValues(r)
+	}
 	upstreamUp := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "strangler_upstream_up",
 		Help: "Whether the upstream accepted a TCP connection at the last probe (1) or not (0); 0 before the first probe.",
@@ -170,7 +178,7 @@ func newMetrics(reg prometheus.Registerer, version string) *metrics {
 	buildInfo.WithLabelValues(version, runtime.Version()).Set(1)
 	reg.MustRegister(m.requests, m.duration, m.upstream, m.fallbacks, m.weight, m.effective, buildInfo,
 		m.shadowRequests, m.shadowInFlight, m.comparisons, m.fieldDifferences, m.noiseDifferences, m.noiseProbes,
-		m.guardConfigured, m.guardTripped, m.guardTrips, m.samplesDropped, m.samplesPruned, upstreamUp)
+		m.guardConfigured, m.guardTripped, m.guardTrips, m.samplesDropped, m.samplesPruned, m.captures, upstreamUp)
 	return m
 }
 

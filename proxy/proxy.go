@@ -71,6 +71,8 @@ type Proxy struct {
 	// divergences writes samples to Postgres; nil without
 	// divergence_store.database_url. Its goroutine runs in Run.
 	divergences *divergenceStore
+	// capture writes captured comparisons; nil without capture.file.
+	capture *captureSink
 
 	// Shadows outlive their requests: p.shadows counts them, workers run
 	// them, stopShadows cancels them at shutdown, shadowInFlight bounds
@@ -178,6 +180,12 @@ func New(snap *config.Snapshot, opts Options) (*Proxy, error) {
 			return nil, err
 		}
 	}
+	if cfg := snap.Config.Capture; cfg.File != "" {
+		// A restart key too: the file is opened once.
+		if p.capture, err = newCaptureSink(cfg, p.metrics.captures, p.logger); err != nil {
+			return nil, err
+		}
+	}
 	p.activate(snap, pv)
 	return p, nil
 }
@@ -190,6 +198,9 @@ func (p *Proxy) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	if p.divergences != nil {
 		wg.Go(func() { p.divergences.run(ctx) })
+	}
+	if p.capture != nil {
+		wg.Go(func() { p.capture.run(ctx) })
 	}
 	wg.Go(func() { p.runPrometheusGuards(ctx) })
 	wg.Go(func() { p.runUpstreamProbes(ctx, p.probeInterval) })

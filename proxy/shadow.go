@@ -68,6 +68,7 @@ type shadowJob struct {
 	path    string // escaped, for samples
 	query   string // the raw query, for samples
 	dryRun  bool   // the shadow of a write, sent to newpath as a dry run
+	capture bool   // its comparison is captured (capture.percent)
 	// out and noiseOut are the shadow's and the noise probe's requests,
 	// built on the request goroutine from the inbound request, which
 	// fasthttp reuses once its answer is written.
@@ -224,6 +225,7 @@ func (p *Proxy) planShadow(x *exchange) string {
 		job.query = string(q)
 	}
 	job.record = &x.st.cfg.DivergenceStore
+	job.capture = p.capture != nil && rc.Capture.Percent > 0 && rand.Float64()*100 < rc.Capture.Percent
 	job.body, job.bodyCharge = body, charge
 	job.id, job.upstream = x.id.clone(), x.st.upstream
 	job.maxBody, job.timeout = cfg.MaxBodyBytes, time.Duration(cfg.Timeout)

@@ -116,6 +116,10 @@ func shadowingAndComparison(d *dashboard.DashboardBuilder) {
 			"Requests sent to legacy a second time to measure noise (compare.noise_percent of compared safe requests).",
 			"reqps", 12, 8,
 			q(`sum by (route) (rate(strangler_noise_probes_total{route=~"$route"}[$__rate_interval]))`, "{{route}}"))),
+		graph("Captures",
+			"Compared requests captured to capture.file for strangler replay (routes' capture.percent), by result: written, dropped (the queue was full: captures never slow the proxy down) or failed (the write failed; the proxy's log says why).",
+			"reqps", 12, 8,
+			q(`sum by (result) (rate(strangler_capture_records_total[$__rate_interval]))`, "{{result}}")),
 	)
 }
 
