@@ -349,9 +349,9 @@ type Sample struct {
 	// ID numbers the route's samples from 1, in the order they were
 	// kept: the console links to a sample by it, as request ids come
 	// from clients and need not be unique.
-	ID            uint64             `json:"id"`
-	Time          time.Time          `json:"time"`
-	Route         string             `json:"route"`
+	ID    uint64    `json:"id"`
+	Time  time.Time `json:"time"`
+	Route string    `json:"route"`
 	// Result is the comparison's: mismatch for a sample, any of match,
 	// noise and mismatch for a capture.
 	Result        string             `json:"result"`
