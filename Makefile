@@ -6,6 +6,7 @@ LDFLAGS := -X main.version=$(VERSION)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 .PHONY: all build run run-pg test lint bench dashboards dashboards-check clean
+.PHONY: image image-test
 
 all: build
 
@@ -49,3 +50,13 @@ bench: build ## proxies and peers under wrk, one table; Go benchmarks of the hot
 
 clean:
 	rm -rf bin
+
+# image builds localhost/strangler:$(VERSION) with buildah from scratch,
+# pulling nothing (deploy/image.sh; the Dockerfile is the same image for
+# Docker users), then checks it: its config, and `strangler version` run
+# in it by podman where this machine can run containers.
+image: ## the container image, with buildah (installed when missing); kept as localhost/strangler:$(VERSION)
+	STRANGLER_IMAGE_TEST=1 STRANGLER_IMAGE_VERSION=$(VERSION) $(GO) test -v -count=1 -run '^TestImage$$' ./deploy/
+
+image-test: ## the same into a throwaway tag, removed afterwards
+	STRANGLER_IMAGE_TEST=1 $(GO) test -v -count=1 -run '^TestImage$$' ./deploy/
