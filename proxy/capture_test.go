@@ -87,7 +87,7 @@ routes:
 	results := map[string]int{}
 	for _, s := range caps {
 		results[s.Result]++
-		if s.Route != "get-order" || s.Query != "v=1" || s.RequestHeader["Authorization"][0] != redactedValue {
+		if s.Route != "get-order" || s.Query != "v=1" || s.RequestHeader["Authorization"][0] != RedactedValue {
 			t.Errorf("capture %+v: want get-order's request, query kept, Authorization redacted", s)
 		}
 		if s.Result == "mismatch" && (len(s.Differences) != 1 || s.Differences[0].Path != "/body/total_cents") {

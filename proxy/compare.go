@@ -41,11 +41,12 @@ const (
 	noisyRelative = 0.2
 )
 
-// newComparer compiles a route's compare options. A body is never decoded
-// past maxBody (shadow.max_body_bytes): the cap on what is compared bounds
-// what a compressed answer may expand to as well, so that a gzip bomb
-// costs the proxy no more than any other answer it compares.
-func newComparer(rc *config.Route, maxBody int64) (*diff.Comparer, error) {
+// NewComparer compiles a route's compare options (strangler replay uses
+// it too, to compare as the proxy does). A body is never decoded past
+// maxBody (shadow.max_body_bytes): the cap on what is compared bounds what
+// a compressed answer may expand to as well, so that a gzip bomb costs the
+// proxy no more than any other answer it compares.
+func NewComparer(rc *config.Route, maxBody int64) (*diff.Comparer, error) {
 	return diff.New(diff.Options{
 		Headers:         rc.Compare.Headers,
 		Ignore:          rc.Compare.Ignore,
@@ -155,7 +156,9 @@ func (p *Proxy) compare(job *shadowJob, shadowRes, noiseRes *captured) int {
 	}
 	result, real := rt.judge(p.metrics, raw, noise, probed, job.route.cfg.Compare.NoisePercent > 0)
 	if p.capture != nil && job.capture {
-		p.capture.add(job.sample(legacy, newpath, result, real, 0))
+		// With the answers' bodies: a replayed write is compared with
+		// the legacy answer recorded with it.
+		p.capture.add(job.sample(legacy, newpath, result, real, job.sampleBody))
 	}
 	if result != resultMismatch {
 		return result
@@ -296,6 +299,14 @@ func (c *compareState) noisy(label string) bool {
 	if c.probes > 0 {
 		noiseRate = float64(f.noise) / float64(c.probes)
 	}
+	return NoiseExplains(rawRate, noiseRate)
+}
+
+// NoiseExplains is the verdict rule of SPEC §6: a field whose raw
+// difference rate (legacy against newpath) is rawRate and whose noise rate
+// (legacy against itself) is noiseRate is noisy when the noise explains
+// the raw rate. strangler replay judges by it too.
+func NoiseExplains(rawRate, noiseRate float64) bool {
 	d := rawRate - noiseRate
 	return d <= noisyAbsolute || d/(rawRate+noiseRate) <= noisyRelative
 }
@@ -381,8 +392,8 @@ type Sample struct {
 	DryRun            bool                `json:"dry_run,omitempty"`
 }
 
-// redactedValue replaces a recorded credential.
-const redactedValue = "[redacted]"
+// RedactedValue replaces a recorded credential's value.
+const RedactedValue = "[redacted]"
 
 // recordHeader is the header of a recorded request: what strangler sent
 // upstream but the fields a replay sets anew (the shadow and dry-run
@@ -396,7 +407,7 @@ func recordHeader(h *fasthttp.RequestHeader, record *config.DivergenceStore) map
 		case notRecorded[name] || strings.HasPrefix(name, "X-Forwarded-"):
 			continue
 		case record != nil && record.Redacted(name):
-			out[name] = append(out[name], redactedValue)
+			out[name] = append(out[name], RedactedValue)
 		default:
 			// Postgres text and jsonb hold no NUL; fasthttp refuses one
 			// in a header anyway.

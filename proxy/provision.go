@@ -45,7 +45,7 @@ func Provision(cfg *config.Config) (*Provisioned, error) {
 	for i := range cfg.Routes {
 		rc := &cfg.Routes[i]
 		path := fmt.Sprintf("routes[%d]", i)
-		comparer, err := newComparer(rc, cfg.Shadow.MaxBodyBytes)
+		comparer, err := NewComparer(rc, cfg.Shadow.MaxBodyBytes)
 		var pe *diff.PatternError
 		switch {
 		case errors.As(err, &pe):

@@ -18,6 +18,16 @@ var version = ""
 // errSilent reports failure whose message the command already printed.
 var errSilent = errors.New("")
 
+// exitError is a failure with its own exit code: for a gate, a check that
+// failed (1) is not a check that could not run (2).
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
 // run executes the command line and returns the process exit code.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root := &cobra.Command{
@@ -29,10 +39,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(serveCmd(), checkCmd(), demoCmd(), reportCmd(), versionCmd())
+	root.AddCommand(serveCmd(), checkCmd(), demoCmd(), reportCmd(), replayCmd(), versionCmd())
 	if err := root.ExecuteContext(ctx); err != nil {
 		if !errors.Is(err, errSilent) {
 			fmt.Fprintln(stderr, "strangler:", config.Redact(err.Error()))
+		}
+		if ee, ok := errors.AsType[*exitError](err); ok {
+			return ee.code
 		}
 		return 1
 	}

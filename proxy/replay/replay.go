@@ -1,0 +1,445 @@
+package replay
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"maps"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/strangler-proxy/strangler/config"
+	"github.com/strangler-proxy/strangler/proxy"
+	"github.com/strangler-proxy/strangler/proxy/diff"
+)
+
+// Outcome is what a replay says of one record, against what was recorded.
+type Outcome string
+
+const (
+	Matching       Outcome = "matching"        // matched when recorded, matches now
+	Fixed          Outcome = "fixed"           // diverged when recorded, matches now
+	StillDiverging Outcome = "still_diverging" // diverged then, diverges now
+	NewlyDiverging Outcome = "newly_diverging" // matched then, diverges now
+	Error          Outcome = "error"           // could not be replayed or compared
+)
+
+// Options configure Run.
+type Options struct {
+	// Legacy and Newpath are the base URLs replayed to.
+	Legacy, Newpath string
+	// Route returns the configuration of the route named name, whose
+	// compare section the replay compares by, as the proxy does
+	// (proxy.NewComparer). Nil, or a nil route, compares as a route with
+	// no compare section does.
+	Route func(name string) *config.Route
+	// MaxBodyBytes bounds what an answer may decode to (0: 1 MiB, the
+	// default shadow.max_body_bytes).
+	MaxBodyBytes int64
+	// Noise is how many more times a safe request is sent to legacy, to
+	// tell noise from real differences (0: none).
+	Noise int
+	// Concurrency is how many records are replayed at once (0: 8).
+	Concurrency int
+	// Rate bounds the records started per second (0: no bound).
+	Rate float64
+	// Client sends the requests (nil: one with a 10 s timeout).
+	Client *http.Client
+	// Progress, when set, is called after each record with the count
+	// done and the total.
+	Progress func(done, total int)
+}
+
+// Result is one replayed record.
+type Result struct {
+	Record  proxy.Sample
+	Outcome Outcome
+	// Fields are the real differing fields now, for the diverging outcomes.
+	Fields []string
+	// Err says why an Error could not be replayed.
+	Err string
+}
+
+// RouteSummary counts one route's outcomes.
+type RouteSummary struct {
+	Route          string `json:"route"`
+	Replayed       int    `json:"replayed"`
+	Matching       int    `json:"matching"`
+	Fixed          int    `json:"fixed"`
+	StillDiverging int    `json:"still_diverging"`
+	NewlyDiverging int    `json:"newly_diverging"`
+	Errors         int    `json:"errors"`
+	// Fields counts the records diverging now by field.
+	Fields map[string]int `json:"fields,omitempty"`
+	// ErrorReasons counts the errors by reason.
+	ErrorReasons map[string]int `json:"error_reasons,omitempty"`
+}
+
+// Report is a replay's outcome, route by route.
+type Report struct {
+	Routes  []RouteSummary `json:"routes"`
+	Results []Result       `json:"-"`
+}
+
+// Failed reports whether anything still or newly diverges: what makes
+// strangler replay exit 1 in a newpath's CI.
+func (r *Report) Failed() bool {
+	for _, s := range r.Routes {
+		if s.StillDiverging > 0 || s.NewlyDiverging > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// The headers replays add: every replayed request says it is one, as the
+// proxy's shadows do, and a write goes to newpath as a dry run only.
+const (
+	headerShadow = "X-Strangler-Shadow"
+	headerDryRun = "X-Strangler-Dry-Run"
+)
+
+func safeMethod(m string) bool {
+	return m == http.MethodGet || m == http.MethodHead || m == http.MethodOptions
+}
+
+// Run replays records: a safe request to both sides (and to legacy Noise
+// more times), a write to newpath only, as a dry run, compared with the
+// legacy answer recorded with it; legacy never receives a replayed write.
+// Differences in fields whose noise explains them (the proxy's rule over
+// the replay's own probes) are not real.
+func Run(ctx context.Context, records []proxy.Sample, opts Options) *Report {
+	if opts.Concurrency <= 0 {
+		opts.Concurrency = 8
+	}
+	if opts.Client == nil {
+		opts.Client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: opts.Concurrency}}
+	}
+	if opts.MaxBodyBytes <= 0 {
+		opts.MaxBodyBytes = 1 << 20
+	}
+	r := &replayer{opts: opts, comparers: map[comparerKey]*diff.Comparer{}, results: make([]replayed, len(records))}
+	next := make(chan int)
+	var wg sync.WaitGroup
+	var done sync.Mutex
+	count := 0
+	for range opts.Concurrency {
+		wg.Go(func() {
+			for i := range next {
+				r.results[i] = r.replay(ctx, &records[i])
+				if opts.Progress != nil {
+					done.Lock()
+					count++
+					opts.Progress(count, len(records))
+					done.Unlock()
+				}
+			}
+		})
+	}
+	var tick <-chan time.Time
+	if opts.Rate > 0 {
+		t := time.NewTicker(time.Duration(float64(time.Second) / opts.Rate))
+		defer t.Stop()
+		tick = t.C
+	}
+feed:
+	for i := range records {
+		if tick != nil {
+			select {
+			case <-tick:
+			case <-ctx.Done():
+				break feed
+			}
+		}
+		select {
+		case next <- i:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	return r.report(records)
+}
+
+// replayer is one Run's state.
+type replayer struct {
+	opts      Options
+	mu        sync.Mutex
+	comparers map[comparerKey]*diff.Comparer
+	results   []replayed
+}
+
+// comparerKey names a route's comparer, with its compared headers or
+// without (for a write, whose recorded legacy answer kept no header).
+type comparerKey struct {
+	route   string
+	headers bool
+}
+
+// replayed is a record's raw outcome, before the noise verdicts of its
+// route are known.
+type replayed struct {
+	err      string
+	raw      []diff.Difference // legacy against newpath, less this request's own noise
+	noisy    map[string]bool   // fields its probes saw differ
+	probes   int
+	compared bool
+}
+
+// comparer returns the route's comparer, built once. A route the config
+// does not have compares as one with no compare section.
+func (r *replayer) comparer(route string, headers bool) (*diff.Comparer, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	key := comparerKey{route, headers}
+	if c, ok := r.comparers[key]; ok {
+		return c, nil
+	}
+	var rc config.Route
+	if r.opts.Route != nil {
+		if found := r.opts.Route(route); found != nil {
+			rc = *found
+		}
+	}
+	if rc.Name == "" {
+		rc.Compare.Headers = []string{"content-type"}
+	}
+	if !headers {
+		rc.Compare.Headers = nil
+	}
+	c, err := proxy.NewComparer(&rc, r.opts.MaxBodyBytes)
+	if err != nil {
+		return nil, fmt.Errorf("route %s: %w", route, err)
+	}
+	r.comparers[key] = c
+	return c, nil
+}
+
+func (r *replayer) replay(ctx context.Context, s *proxy.Sample) replayed {
+	body := []byte(s.RequestBody)
+	if s.RequestBodyBase64 {
+		b, err := base64.StdEncoding.DecodeString(s.RequestBody)
+		if err != nil {
+			return replayed{err: "the recorded body is not base64"}
+		}
+		body = b
+	}
+	if !safeMethod(s.Method) {
+		// Never to legacy; to newpath as a dry run, against what legacy
+		// answered when it was recorded.
+		if s.LegacyBody == "" && s.LegacyStatus != http.StatusNoContent || s.BodiesCut {
+			return replayed{err: "a write needs its recorded legacy answer whole (captures and the admin API keep it; Postgres does not)"}
+		}
+		newpath, err := r.send(ctx, r.opts.Newpath, s, body, true)
+		if err != nil {
+			return replayed{err: "newpath: " + err.Error()}
+		}
+		c, err := r.comparer(s.Route, false)
+		if err != nil {
+			return replayed{err: "compare: " + err.Error()}
+		}
+		legacy := diff.Response{Status: s.LegacyStatus, Body: []byte(s.LegacyBody)}
+		raw, err := c.Compare(legacy, newpath)
+		if err != nil {
+			return replayed{err: "compare: " + err.Error()}
+		}
+		return replayed{raw: raw, compared: true}
+	}
+
+	var legacy, newpath diff.Response
+	var lerr, nerr error
+	var wg sync.WaitGroup
+	wg.Go(func() { legacy, lerr = r.send(ctx, r.opts.Legacy, s, body, false) })
+	wg.Go(func() { newpath, nerr = r.send(ctx, r.opts.Newpath, s, body, false) })
+	wg.Wait()
+	switch {
+	case lerr != nil:
+		return replayed{err: "legacy: " + lerr.Error()}
+	case nerr != nil:
+		return replayed{err: "newpath: " + nerr.Error()}
+	}
+	c, err := r.comparer(s.Route, true)
+	if err != nil {
+		return replayed{err: "compare: " + err.Error()}
+	}
+	raw, err := c.Compare(legacy, newpath)
+	if err != nil {
+		return replayed{err: "compare: " + err.Error()}
+	}
+	out := replayed{compared: true, noisy: map[string]bool{}}
+	for range r.opts.Noise {
+		again, err := r.send(ctx, r.opts.Legacy, s, body, false)
+		if err != nil {
+			continue // a probe is evidence, not a must
+		}
+		out.probes++
+		noise, err := c.Compare(legacy, again)
+		if err != nil {
+			continue
+		}
+		for _, d := range noise {
+			out.noisy[d.Path] = true
+		}
+	}
+	for _, d := range raw {
+		if !out.noisy[d.Path] {
+			out.raw = append(out.raw, d)
+		}
+	}
+	return out
+}
+
+// send replays s to base and reads the answer.
+func (r *replayer) send(ctx context.Context, base string, s *proxy.Sample, body []byte, dryRun bool) (diff.Response, error) {
+	target := strings.TrimSuffix(base, "/") + s.Path
+	if s.Query != "" {
+		target += "?" + s.Query
+	}
+	req, err := http.NewRequestWithContext(ctx, s.Method, target, bytes.NewReader(body))
+	if err != nil {
+		return diff.Response{}, err
+	}
+	for name, values := range s.RequestHeader {
+		for _, v := range values {
+			// A redacted credential is not sent: the replay has none.
+			if v != proxy.RedactedValue {
+				req.Header.Add(name, v)
+			}
+		}
+	}
+	req.Header.Set(headerShadow, "1")
+	if dryRun {
+		req.Header.Set(headerDryRun, "1")
+	}
+	if s.RequestID != "" {
+		req.Header.Set("X-Request-Id", s.RequestID+"-replay")
+	}
+	res, err := r.opts.Client.Do(req)
+	if err != nil {
+		return diff.Response{}, err
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(res.Body, 64<<20))
+	if err != nil {
+		return diff.Response{}, err
+	}
+	return diff.Response{Status: res.StatusCode, Header: res.Header, Body: b}, nil
+}
+
+// report judges every result with its route's noise verdicts and counts
+// the outcomes by route.
+func (r *replayer) report(records []proxy.Sample) *Report {
+	// The proxy's rule: a field is noisy when its noise rate (over the
+	// probes) explains its raw rate (over the comparisons).
+	type counts struct {
+		compared, probes int
+		raw, noise       map[string]int
+	}
+	byRoute := map[string]*counts{}
+	for i, res := range r.results {
+		c := byRoute[records[i].Route]
+		if c == nil {
+			c = &counts{raw: map[string]int{}, noise: map[string]int{}}
+			byRoute[records[i].Route] = c
+		}
+		if !res.compared {
+			continue
+		}
+		c.compared++
+		c.probes += res.probes
+		for f := range res.noisy {
+			c.noise[f] += res.probes
+		}
+		seen := map[string]bool{}
+		for _, d := range res.raw {
+			if !seen[d.Path] {
+				seen[d.Path] = true
+				c.raw[d.Path]++
+			}
+		}
+	}
+	noisy := func(c *counts, field string) bool {
+		if c.probes == 0 {
+			return false
+		}
+		return proxy.NoiseExplains(float64(c.raw[field])/float64(c.compared), float64(c.noise[field])/float64(c.probes))
+	}
+
+	rep := &Report{Results: make([]Result, len(records))}
+	summaries := map[string]*RouteSummary{}
+	for i, res := range r.results {
+		s := &records[i]
+		sum := summaries[s.Route]
+		if sum == nil {
+			sum = &RouteSummary{Route: s.Route, Fields: map[string]int{}, ErrorReasons: map[string]int{}}
+			summaries[s.Route] = sum
+		}
+		sum.Replayed++
+		out := Result{Record: *s}
+		if res.err != "" {
+			out.Outcome, out.Err = Error, res.err
+			sum.Errors++
+			sum.ErrorReasons[reason(res.err)]++
+			rep.Results[i] = out
+			continue
+		}
+		seen := map[string]bool{}
+		for _, d := range res.raw {
+			if !seen[d.Path] && !noisy(byRoute[s.Route], d.Path) {
+				seen[d.Path] = true
+				out.Fields = append(out.Fields, d.Path)
+			}
+		}
+		diverged := s.Result == "mismatch" || s.Result == ""
+		switch {
+		case len(out.Fields) == 0 && diverged:
+			out.Outcome = Fixed
+			sum.Fixed++
+		case len(out.Fields) == 0:
+			out.Outcome = Matching
+			sum.Matching++
+		case diverged:
+			out.Outcome = StillDiverging
+			sum.StillDiverging++
+		default:
+			out.Outcome = NewlyDiverging
+			sum.NewlyDiverging++
+		}
+		for _, f := range out.Fields {
+			sum.Fields[f]++
+		}
+		rep.Results[i] = out
+	}
+	for _, name := range slices.Sorted(maps.Keys(summaries)) {
+		rep.Routes = append(rep.Routes, *summaries[name])
+	}
+	return rep
+}
+
+// reason is an error's kind, for counting: the step that failed (the
+// part before the first colon) and the last, most specific, part.
+func reason(err string) string {
+	step, rest, ok := strings.Cut(err, ": ")
+	if !ok || strings.Contains(step, " ") {
+		return err
+	}
+	if i := strings.LastIndex(rest, ": "); i >= 0 {
+		rest = rest[i+2:]
+	}
+	return step + ": " + rest
+}
+
+// String is a record's one-line description, for the diverging lists.
+func (res Result) String() string {
+	path := res.Record.Path
+	if res.Record.Query != "" {
+		path += "?" + res.Record.Query
+	}
+	return fmt.Sprintf("%s %s %s", res.Record.Method, path, strings.Join(res.Fields, ","))
+}
