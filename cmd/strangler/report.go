@@ -30,9 +30,9 @@ func reportCmd() *cobra.Command {
 With --require-ready it is a promotion gate: it exits 1 unless every named
 route is ready, one line on stderr for each route that is not.
 
-Exit codes: 0 ok (and every required route ready); 1 otherwise: a required
-route is not ready or does not exist, the admin API cannot be read, or a
-flag is wrong. Stderr says which.`,
+Exit codes: 0 ok (and every required route ready); 1 a required route is
+not ready or does not exist, or a flag is wrong; 2 the admin API cannot be
+read, so nothing was judged (a pipeline may retry). Stderr says which.`,
 		Example: `  strangler report --admin http://proxy:9090
   strangler report --admin http://proxy:9090 --output json | jq '.routes[] | {name, verdict: .readiness.verdict}'
   strangler report --admin http://proxy:9090 --require-ready get-order list-orders || exit 1
@@ -99,7 +99,7 @@ func report(ctx context.Context, stdout, stderr io.Writer, opts reportOptions) e
 	}
 	body, err := fetchRoutes(ctx, opts.admin)
 	if err != nil {
-		return err
+		return &exitError{code: 2, err: err}
 	}
 	if opts.output == "json" {
 		enc := json.NewEncoder(stdout)

@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -42,24 +41,6 @@ routes:
     guard: { max_error_rate: 0.5, max_divergence_rate: 0.05, min_samples: 5, window: 1m }
 `
 
-// syncBuffer is a bytes.Buffer the proxy's log goroutines may share.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // startGateProxy runs serve on gateConfig against two httptest backends
 // and returns the proxy's and the admin listener's base URLs.
 func startGateProxy(t *testing.T) (proxyURL, adminURL string) {
@@ -83,26 +64,7 @@ func startGateProxy(t *testing.T) (proxyURL, adminURL string) {
 	if err := os.WriteFile(path, fmt.Appendf(nil, gateConfig, legacy.URL, newpath.URL), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
-	ctx, cancel := context.WithCancel(context.Background())
-	addrs := make(chan [2]string, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- serve(ctx, path, 10*time.Second, logs, func(p, a string) { addrs <- [2]string{p, a} })
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v\n%s", err, logs)
-		}
-	})
-	select {
-	case a := <-addrs:
-		return "http://" + a[0], "http://" + a[1]
-	case err := <-done:
-		t.Fatalf("serve: %v\n%s", err, logs)
-	}
-	return "", ""
+	return serveInProcess(t, path)
 }
 
 // runReport runs `strangler report` with args and returns its exit code,
@@ -180,8 +142,10 @@ func TestReportGatesPromotionOnReadiness(t *testing.T) {
 		if code != 1 {
 			t.Fatalf("exit %d; want 1\nstderr: %s", code, stderr)
 		}
-		if want := "strangler report: route bad is not_ready: real mismatch rate 1.0000 > 0.05\n"; stderr != want {
-			t.Errorf("stderr %q; want %q (one line, for bad only)", stderr, want)
+		// Latency may add a reason of its own (p99 under the race
+		// detector): the mismatch rate must be there, on bad's one line.
+		if want := "strangler report: route bad is not_ready: real mismatch rate 1.0000 > 0.05"; !strings.HasPrefix(stderr, want) || strings.Count(stderr, "\n") != 1 {
+			t.Errorf("stderr %q; want one line, for bad only, starting %q", stderr, want)
 		}
 		if !strings.Contains(stdout, "bad ") {
 			t.Errorf("a failed gate still prints the table first:\n%s", stdout)
@@ -249,8 +213,8 @@ func TestReportUnreachableAdminFails(t *testing.T) {
 	l.Close() // nothing listens there now: connection refused
 	for _, args := range [][]string{{}, {"--require-ready", "good"}, {"--output", "json"}} {
 		code, stdout, stderr := runReport(t, append([]string{"--admin", admin}, args...)...)
-		if code == 0 || !strings.Contains(stderr, "read readiness") || stdout != "" {
-			t.Errorf("report %v against a closed port: exit %d, stdout %q, stderr %q; want non-zero, no report, read readiness",
+		if code != 2 || !strings.Contains(stderr, "read readiness") || stdout != "" {
+			t.Errorf("report %v against a closed port: exit %d, stdout %q, stderr %q; want 2 (nothing judged), no report, read readiness",
 				args, code, stdout, stderr)
 		}
 	}
