@@ -119,12 +119,14 @@ upstreams:
   legacy: { url: %q, timeout: 10s }
   newpath: { url: %q, timeout: 5s } # above the in-process newpath's 4s request timeout
 sticky: { key: "header:X-User-Id", salt: "demo" }
+capture: { file: %q, max_file_bytes: 8388608, keep: 1 } # for strangler replay
 routes:
   - name: get-order
     match: "GET /orders/{id}"
     weight: 50
     shadow: { percent: 100 }
     compare: { noise_percent: 10, headers: [content-type, x-served-at] }
+    capture: { percent: 20 }
   - name: list-orders
     match: "GET /orders"
     weight: %d
@@ -186,7 +188,8 @@ func demo(ctx context.Context, opts demoOptions, stdout io.Writer) error {
 
 	cfgPath := filepath.Join(dir, "strangler.yaml")
 	listen, adminListen := freeOr(opts.listen), freeOr(opts.adminListen)
-	cfg := fmt.Sprintf(demoRoutes, listen, adminListen, urls.legacy, urls.newpath, storyWeightBefore)
+	captures := filepath.Join(dir, "captures.jsonl")
+	cfg := fmt.Sprintf(demoRoutes, listen, adminListen, urls.legacy, urls.newpath, captures, storyWeightBefore)
 	if db := os.Getenv("DATABASE_URL"); db != "" {
 		// On Postgres, mismatch samples go to strangler_divergences too,
 		// for the divergence dashboard's samples table.
@@ -218,8 +221,10 @@ func demo(ctx context.Context, opts demoOptions, stdout io.Writer) error {
   legacy        %[4]s
   newpath       %[5]s   (metrics %[6]s)
   logs          %[7]s
+  captures      %[9]s   (20%% of get-order's comparisons)
+  replay them   strangler replay --from %[9]s --legacy %[4]s --newpath %[5]s --config %[3]s --noise 2
 Ctrl-C to stop.
-`, proxyAddr, adminAddr, cfgPath, urls.legacy, urls.newpath, urls.newpathMetrics, logFile.Name(), urls.store)
+`, proxyAddr, adminAddr, cfgPath, urls.legacy, urls.newpath, urls.newpathMetrics, logFile.Name(), urls.store, captures)
 
 	var notes chan string
 	if opts.story != nil {

@@ -162,7 +162,7 @@ func TestProgressLineIsRecentAndEventsAreNamed(t *testing.T) {
 }
 
 func TestEditWeightTouchesOneRoute(t *testing.T) {
-	cfg := fmt.Sprintf(demoRoutes, "127.0.0.1:1", "127.0.0.1:2", "http://l", "http://n", 50)
+	cfg := fmt.Sprintf(demoRoutes, "127.0.0.1:1", "127.0.0.1:2", "http://l", "http://n", "/tmp/c.jsonl", 50)
 	cfg = strings.Replace(cfg, "weight: 50", "weight: 60", 1) // a user's edit of get-order
 	got, ok := editWeight(cfg, "list-orders", 50, 40)
 	if !ok || strings.Count(got, "weight: 40") != 1 || !strings.Contains(got, "weight: 60") ||
