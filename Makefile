@@ -6,7 +6,7 @@ LDFLAGS := -X main.version=$(VERSION)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 .PHONY: all build run run-pg test lint bench dashboards dashboards-check clean
-.PHONY: image image-test
+.PHONY: image image-test release
 
 all: build
 
@@ -60,3 +60,7 @@ image: ## the container image, with buildah (installed when missing); kept as lo
 
 image-test: ## the same into a throwaway tag, removed afterwards
 	STRANGLER_IMAGE_TEST=1 $(GO) test -v -count=1 -run '^TestImage$$' ./deploy/
+
+release: ## dist/strangler_$(VERSION)_linux_{amd64,arm64}.tar.gz and dist/SHA256SUMS, static, checked
+	bash deploy/release.sh $(VERSION)
+	STRANGLER_RELEASE_DIR=$(CURDIR)/dist STRANGLER_RELEASE_VERSION=$(VERSION) $(GO) test -count=1 -run '^TestRelease$$' ./deploy/
