@@ -270,6 +270,14 @@ type Compare struct {
 	// NoisePercent of compared safe requests call legacy a second time to
 	// measure noise.
 	NoisePercent float64 `mapstructure:"noise_percent" json:"noise_percent"`
+	// Confidence is how sure a verdict must be: a field's differences
+	// are real when their rate is above what noise explains at this
+	// one-sided confidence, 0.5 < confidence < 1 (default 0.99).
+	Confidence float64 `mapstructure:"confidence" json:"confidence"`
+	// VerdictWindow is how far back verdicts look (default 0: the
+	// route's guard window, else 2m), so that a fix shows as a changed
+	// verdict; the lifetime counters stay in the metrics.
+	VerdictWindow Duration `mapstructure:"verdict_window" json:"verdict_window"`
 	// Tolerance, Time, Normalize and Mask are the rules that make two
 	// values at a /body path equal when they differ only as the API
 	// allows, keyed by the path (diff.ParseRules says how each reads):

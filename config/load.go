@@ -69,10 +69,12 @@ func routeDefaults() map[string]any {
 		"shadow":   map[string]any{"percent": 0, "dry_run": false},
 		"capture":  map[string]any{"percent": 0},
 		"compare": map[string]any{
-			"ignore":        []any{},
-			"headers":       []any{"content-type"},
-			"unordered":     []any{},
-			"noise_percent": 0,
+			"ignore":         []any{},
+			"headers":        []any{"content-type"},
+			"unordered":      []any{},
+			"noise_percent":  0,
+			"confidence":     0.99,
+			"verdict_window": "0s",
 		},
 	}
 }

@@ -193,6 +193,12 @@ func (c *Config) validateRoutes(add func(path, format string, args ...any)) {
 		checkPaths(add, p+".compare.ignore", r.Compare.Ignore)
 		checkPaths(add, p+".compare.unordered", r.Compare.Unordered)
 		checkRules(add, p+".compare", &r.Compare)
+		if c := r.Compare.Confidence; !(c > 0.5 && c < 1) {
+			add(p+".compare.confidence", "must be above 0.5 and below 1 (0.99: 99%%), got %v", c)
+		}
+		if w := time.Duration(r.Compare.VerdictWindow); w != 0 && w < time.Second {
+			add(p+".compare.verdict_window", "must be 0 (the route's window) or at least 1s, got %s", w)
+		}
 		for j, h := range r.Compare.Headers {
 			if !validHeaderName(h) {
 				add(fmt.Sprintf("%s.compare.headers[%d]", p, j), "%q is not a valid header name", h)

@@ -194,9 +194,9 @@ type divergentFixture struct {
 	metrics *httptest.Server // the fixture's /metrics
 }
 
-// fixtureFields are the fields the fixture makes differ, with whether the
-// difference is real (1) or noise (0) by SPEC §6.
-var fixtureFields = map[string]float64{"/body/status": 1, "/body/served_at": 0}
+// fixtureFields are the fields the fixture makes differ, with the proxy's
+// verdict on them (strangler_field_verdict): real (3) or noisy (1).
+var fixtureFields = map[string]float64{"/body/status": 3, "/body/served_at": 1}
 
 func newDivergentFixture(t *testing.T, extraYAML string) *divergentFixture {
 	t.Helper()

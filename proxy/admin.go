@@ -159,7 +159,7 @@ func (p *Proxy) serveRoutes(w http.ResponseWriter, r *http.Request) {
 }
 
 func (p *Proxy) routeView(br *boundRoute) routeView {
-	counts, fields := br.rt.cmp.report()
+	counts, fields := br.rt.cmp.report(p.now())
 	return routeView{
 		Name:            br.cfg.Name,
 		Match:           br.cfg.Match,

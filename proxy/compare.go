@@ -27,19 +27,8 @@ import (
 // (SPEC §6); later fields are labelled "other".
 const maxFieldLabels = 200
 
-// minNoiseProbes is how many noise probes a route that probes needs before
-// its differences can be judged real.
-const minNoiseProbes = 5
-
 // maxSampleDifferences bounds the differences a sample keeps.
 const maxSampleDifferences = 20
-
-// Noise verdict thresholds (SPEC §6): a field is noisy when its noise rate
-// explains its raw rate.
-const (
-	noisyAbsolute = 0.001
-	noisyRelative = 0.2
-)
 
 // NewComparer compiles a route's compare options (strangler replay uses
 // it too, to compare as the proxy does). A body is never decoded past
@@ -80,6 +69,11 @@ type compareState struct {
 	samples  sampleRing
 	// lastSample numbers the route's samples (Sample.ID).
 	lastSample uint64
+	// window holds the recent counts the verdicts are judged on, at
+	// z (compare.confidence); probing says the route has noise probes.
+	window  verdictWindow
+	z       float64
+	probing bool
 }
 
 // labelled is the label path's differences are counted under: the path,
@@ -154,7 +148,7 @@ func (p *Proxy) compare(job *shadowJob, shadowRes, noiseRes *captured) int {
 			probed, noise = false, nil
 		}
 	}
-	result, real := rt.judge(p.metrics, raw, noise, probed, job.route.cfg.Compare.NoisePercent > 0)
+	result, real := rt.judge(p.metrics, p.now(), raw, noise, probed)
 	if p.capture != nil && job.capture {
 		// With the answers' bodies: a replayed write is compared with
 		// the legacy answer recorded with it.
@@ -213,13 +207,13 @@ func (job *shadowJob) sample(legacy, newpath *captured, result int, real []diff.
 }
 
 // judge counts a comparison's raw and noise differences by field and kind,
-// and returns its result with the differences that are real: not masked by
-// this request's own noise probe, and not in a field whose noise rate
-// explains its raw rate. On a route that probes for noise, a difference
-// seen before minNoiseProbes probes cannot be told from noise yet: the
-// comparison is skipped rather than called a mismatch that could trip a
-// guard on a cold start.
-func (rt *routeRuntime) judge(m *metrics, raw, noise []diff.Difference, probed, noiseOn bool) (int, []diff.Difference) {
+// and returns its result with the differences that are real: not seen by
+// this request's own noise probe, and in a field and kind whose verdict
+// over the window is real (verdict.go). A comparison whose differences
+// are not real but some still undecided cannot be judged yet (a cold
+// start, thin evidence): it is skipped, rather than called a mismatch that
+// could trip a guard, or noise that could hide one.
+func (rt *routeRuntime) judge(m *metrics, now time.Time, raw, noise []diff.Difference, probed bool) (int, []diff.Difference) {
 	c := &rt.cmp
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -227,8 +221,7 @@ func (rt *routeRuntime) judge(m *metrics, raw, noise []diff.Difference, probed, 
 	if probed {
 		c.probes++
 	}
-	now := time.Now()
-	rawLabels, _ := rt.countFields(m.fieldDifferences, raw, func(f *fieldCount, d diff.Difference, first bool) {
+	rawLabels, rawKeys := rt.countFields(m.fieldDifferences, raw, func(f *fieldCount, d diff.Difference, first bool) {
 		f.sawKind(d.Kind)
 		if first {
 			f.raw++
@@ -238,77 +231,63 @@ func (rt *routeRuntime) judge(m *metrics, raw, noise []diff.Difference, probed, 
 			f.lastSeen = now
 		}
 	})
-	_, masked := rt.countFields(m.noiseDifferences, noise, func(f *fieldCount, _ diff.Difference, first bool) {
+	_, noiseKeys := rt.countFields(m.noiseDifferences, noise, func(f *fieldCount, _ diff.Difference, first bool) {
 		if first {
 			f.noise++
 		}
 	})
+	c.window.add(now, probed, rawKeys, noiseKeys)
 	if len(raw) == 0 {
 		return resultMatch, nil
 	}
 	var real []diff.Difference
+	undecided := false
 	for i, d := range raw {
-		label := rawLabels[i]
-		if masked[label] || c.noisy(label) {
-			continue
+		k := fieldKind{rawLabels[i], d.Kind}
+		if noiseKeys[k] {
+			continue // this very request's legacy answers differed there
 		}
-		real = append(real, d)
+		switch c.window.verdict(k, c.z, c.probing) {
+		case VerdictReal:
+			real = append(real, d)
+		case VerdictUndecided:
+			undecided = true
+		}
 	}
 	switch {
-	case len(real) == 0:
-		return resultNoise, nil
-	case noiseOn && c.probes < minNoiseProbes:
+	case len(real) > 0:
+		return resultMismatch, real
+	case undecided:
 		return resultSkipped, nil
 	}
-	return resultMismatch, real
+	return resultNoise, nil
 }
 
 // countFields counts each distinct (field, kind) of diffs once in vec, and
 // hands each difference to seen with its field's count, first telling
 // whether it is the field's first in diffs. It returns the label of each
-// difference and the set of labels. c.mu is held.
-func (rt *routeRuntime) countFields(vec *prometheus.CounterVec, diffs []diff.Difference, seen func(f *fieldCount, d diff.Difference, first bool)) ([]string, map[string]bool) {
+// difference and the set of fields and kinds. c.mu is held.
+func (rt *routeRuntime) countFields(vec *prometheus.CounterVec, diffs []diff.Difference, seen func(f *fieldCount, d diff.Difference, first bool)) ([]string, map[fieldKind]bool) {
 	if len(diffs) == 0 {
 		return nil, nil
 	}
 	c := &rt.cmp
 	labels := make([]string, len(diffs))
-	set := make(map[string]bool, len(diffs))
-	kinds := make(map[[2]string]bool, len(diffs))
+	fields := make(map[string]bool, len(diffs))
+	kinds := make(map[fieldKind]bool, len(diffs))
 	for i, d := range diffs {
 		label := c.label(d.Path)
 		labels[i] = label
-		seen(c.fields[label], d, !set[label])
-		set[label] = true
-		if k := [2]string{label, string(d.Kind)}; !kinds[k] && !rt.removed.Load() {
+		seen(c.fields[label], d, !fields[label])
+		fields[label] = true
+		if k := (fieldKind{label, d.Kind}); !kinds[k] {
 			kinds[k] = true
-			vec.WithLabelValues(rt.name, label, string(d.Kind)).Inc()
+			if !rt.removed.Load() {
+				vec.WithLabelValues(rt.name, label, string(d.Kind)).Inc()
+			}
 		}
 	}
-	return labels, set
-}
-
-// noisy applies the verdict rule of SPEC §6 to a field. c.mu is held.
-func (c *compareState) noisy(label string) bool {
-	f := c.fields[label]
-	if f == nil || c.compared == 0 {
-		return false
-	}
-	rawRate := float64(f.raw) / float64(c.compared)
-	noiseRate := 0.0
-	if c.probes > 0 {
-		noiseRate = float64(f.noise) / float64(c.probes)
-	}
-	return NoiseExplains(rawRate, noiseRate)
-}
-
-// NoiseExplains is the verdict rule of SPEC §6: a field whose raw
-// difference rate (legacy against newpath) is rawRate and whose noise rate
-// (legacy against itself) is noiseRate is noisy when the noise explains
-// the raw rate. strangler replay judges by it too.
-func NoiseExplains(rawRate, noiseRate float64) bool {
-	d := rawRate - noiseRate
-	return d <= noisyAbsolute || d/(rawRate+noiseRate) <= noisyRelative
+	return labels, kinds
 }
 
 // label returns the metric label of a schema path: the path itself for the
@@ -486,13 +465,20 @@ func (r *sampleRing) newest(limit int) []Sample {
 
 // FieldVerdict is one field of a route in /admin/routes.
 type FieldVerdict struct {
-	Field     string      `json:"field"`
-	Raw       int64       `json:"raw_differences"`
-	Noise     int64       `json:"noise_differences"`
-	RawRate   float64     `json:"raw_rate"`
-	NoiseRate float64     `json:"noise_rate"`
-	Verdict   string      `json:"verdict"`         // noisy or real
-	Kinds     []diff.Kind `json:"kinds,omitempty"` // of its raw differences
+	Field string `json:"field"`
+	// Raw and Noise are its differences since start (lifetime, as the
+	// metrics count them).
+	Raw   int64 `json:"raw_differences"`
+	Noise int64 `json:"noise_differences"`
+	// RawRate and NoiseRate are over the verdict window: of its kind that
+	// differs most, the share of comparisons, and of noise probes.
+	RawRate   float64 `json:"raw_rate"`
+	NoiseRate float64 `json:"noise_rate"`
+	// Verdict is the field's over the window: the gravest of its kinds'
+	// (real, undecided, noisy, match); Verdicts is each kind's.
+	Verdict  string               `json:"verdict"`
+	Verdicts map[diff.Kind]string `json:"verdicts,omitempty"`
+	Kinds    []diff.Kind          `json:"kinds,omitempty"` // of its raw differences, since start
 	// FirstSeen and LastSeen are its first and last raw difference; a
 	// field that only differed between two legacy answers has neither.
 	FirstSeen *time.Time `json:"first_seen,omitempty"`
@@ -511,30 +497,47 @@ type ComparisonCounts struct {
 
 // report returns the route's comparison counts and field verdicts, the
 // fields with the most raw differences first.
-func (c *compareState) report() (ComparisonCounts, []FieldVerdict) {
+func (c *compareState) report(now time.Time) (ComparisonCounts, []FieldVerdict) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	counts := ComparisonCounts{
 		Match: c.results[resultMatch], Mismatch: c.results[resultMismatch], Noise: c.results[resultNoise],
 		Error: c.results[resultError], Skipped: c.results[resultSkipped], NoiseProbes: c.probes,
 	}
+	c.window.expire(now)
+	byField := map[string]*FieldVerdict{}
 	verdicts := make([]FieldVerdict, 0, len(c.fields))
 	for name, f := range c.fields {
-		v := FieldVerdict{Field: name, Raw: f.raw, Noise: f.noise, Verdict: "real", Kinds: slices.Clone(f.kinds)}
+		v := FieldVerdict{Field: name, Raw: f.raw, Noise: f.noise, Verdict: VerdictMatch.String(), Kinds: slices.Clone(f.kinds)}
 		if !f.firstSeen.IsZero() {
 			first, last := f.firstSeen, f.lastSeen
 			v.FirstSeen, v.LastSeen = &first, &last
 		}
-		if c.compared > 0 {
-			v.RawRate = float64(f.raw) / float64(c.compared)
-		}
-		if c.probes > 0 {
-			v.NoiseRate = float64(f.noise) / float64(c.probes)
-		}
-		if c.noisy(name) {
-			v.Verdict = "noisy"
-		}
 		verdicts = append(verdicts, v)
+	}
+	for i := range verdicts {
+		byField[verdicts[i].Field] = &verdicts[i]
+	}
+	w := &c.window
+	for k, n := range w.totals.counts {
+		v := byField[k.field]
+		if v == nil {
+			continue
+		}
+		verdict := w.verdict(k, c.z, c.probing)
+		if v.Verdicts == nil {
+			v.Verdicts = map[diff.Kind]string{}
+		}
+		v.Verdicts[k.kind] = verdict.String()
+		if verdict > verdictNamed(v.Verdict) {
+			v.Verdict = verdict.String()
+		}
+		if w.totals.compared > 0 {
+			v.RawRate = max(v.RawRate, float64(n.raw)/float64(w.totals.compared))
+		}
+		if w.totals.probes > 0 {
+			v.NoiseRate = max(v.NoiseRate, float64(n.noise)/float64(w.totals.probes))
+		}
 	}
 	sort.Slice(verdicts, func(i, j int) bool {
 		if verdicts[i].Raw != verdicts[j].Raw {

@@ -98,6 +98,14 @@ func tripReason(g *config.Guard, e guardEvidence) (reason, detail string) {
 }
 
 // windowOf returns the window a route's guard and readiness look at.
+// verdictWindowOf is how far back the route's field verdicts look.
+func verdictWindowOf(rc *config.Route) time.Duration {
+	if w := time.Duration(rc.Compare.VerdictWindow); w > 0 {
+		return w
+	}
+	return windowOf(rc)
+}
+
 func windowOf(rc *config.Route) time.Duration {
 	if rc.Guard != nil {
 		return time.Duration(rc.Guard.Window)

@@ -171,6 +171,7 @@ func New(snap *config.Snapshot, opts Options) (*Proxy, error) {
 		reg = prometheus.NewRegistry()
 	}
 	p.metrics = newMetrics(reg, opts.Version)
+	reg.MustRegister(newVerdictCollector(p))
 	reg.MustRegister(readinessCollector{p: p, desc: prometheus.NewDesc("strangler_route_ready",
 		"Whether the route is ready for promotion (1) by the readiness rule over its window.", []string{"route"}, nil)})
 	if pv.divergences != nil {
@@ -253,6 +254,10 @@ func (p *Proxy) activate(snap *config.Snapshot, pv *Provisioned) {
 		st.routes[i] = br
 		rt.cmp.mu.Lock()
 		rt.cmp.samples.resize(cfg.DivergenceStore.SamplesPerRoute)
+		rt.cmp.z, rt.cmp.probing = zFor(rc.Compare.Confidence), rc.Compare.NoisePercent > 0
+		if span := verdictWindowOf(rc); rt.cmp.window.span() != span {
+			rt.cmp.window.reset(span)
+		}
 		rt.cmp.mu.Unlock()
 		seen[rc.Name] = true
 		p.metrics.weight.WithLabelValues(rc.Name).Set(rc.Weight / 100)

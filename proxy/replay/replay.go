@@ -44,6 +44,7 @@ type Options struct {
 	// Noise is how many more times a safe request is sent to legacy, to
 	// tell noise from real differences (0: none).
 	Noise int
+
 	// Concurrency is how many records are replayed at once (0: 8).
 	Concurrency int
 	// Rate bounds the records started per second (0: no bound).
@@ -187,9 +188,27 @@ type comparerKey struct {
 type replayed struct {
 	err      string
 	raw      []diff.Difference // legacy against newpath, less this request's own noise
-	noisy    map[string]bool   // fields its probes saw differ
+	noise    map[fieldKind]int // how many of its probes differed, by field and kind
 	probes   int
 	compared bool
+}
+
+// fieldKind is what verdicts are per, as the proxy's are: a field that is
+// noisy as a value is not noisy as missing.
+type fieldKind struct {
+	field string
+	kind  diff.Kind
+}
+
+// confidence is the route's compare.confidence, 0.99 for a route the
+// config does not have.
+func (r *replayer) confidence(route string) float64 {
+	if r.opts.Route != nil {
+		if rc := r.opts.Route(route); rc != nil && rc.Compare.Confidence > 0 {
+			return rc.Compare.Confidence
+		}
+	}
+	return 0.99
 }
 
 // comparer returns the route's comparer, built once. A route the config
@@ -272,23 +291,27 @@ func (r *replayer) replay(ctx context.Context, s *proxy.Sample) replayed {
 	if err != nil {
 		return replayed{err: "compare: " + err.Error()}
 	}
-	out := replayed{compared: true, noisy: map[string]bool{}}
+	out := replayed{compared: true, noise: map[fieldKind]int{}}
 	for range r.opts.Noise {
 		again, err := r.send(ctx, r.opts.Legacy, s, body, false)
 		if err != nil {
 			continue // a probe is evidence, not a must
 		}
-		out.probes++
 		noise, err := c.Compare(legacy, again)
 		if err != nil {
 			continue
 		}
+		out.probes++
+		seen := map[fieldKind]bool{}
 		for _, d := range noise {
-			out.noisy[d.Path] = true
+			if k := (fieldKind{d.Path, d.Kind}); !seen[k] {
+				seen[k] = true
+				out.noise[k]++
+			}
 		}
 	}
 	for _, d := range raw {
-		if !out.noisy[d.Path] {
+		if out.noise[fieldKind{d.Path, d.Kind}] == 0 {
 			out.raw = append(out.raw, d)
 		}
 	}
@@ -335,40 +358,41 @@ func (r *replayer) send(ctx context.Context, base string, s *proxy.Sample, body 
 // report judges every result with its route's noise verdicts and counts
 // the outcomes by route.
 func (r *replayer) report(records []proxy.Sample) *Report {
-	// The proxy's rule: a field is noisy when its noise rate (over the
-	// probes) explains its raw rate (over the comparisons).
+	// The proxy's verdicts (proxy.VerdictOf), per route, field and kind,
+	// over the replay's comparisons and probes. Without probes every
+	// difference is real; with them, one that is not shown to be noise
+	// (undecided) still counts as a divergence: a gate must not pass on
+	// thin evidence.
 	type counts struct {
-		compared, probes int
-		raw, noise       map[string]int
+		compared, probes int64
+		raw, noise       map[fieldKind]int64
 	}
 	byRoute := map[string]*counts{}
 	for i, res := range r.results {
 		c := byRoute[records[i].Route]
 		if c == nil {
-			c = &counts{raw: map[string]int{}, noise: map[string]int{}}
+			c = &counts{raw: map[fieldKind]int64{}, noise: map[fieldKind]int64{}}
 			byRoute[records[i].Route] = c
 		}
 		if !res.compared {
 			continue
 		}
 		c.compared++
-		c.probes += res.probes
-		for f := range res.noisy {
-			c.noise[f] += res.probes
+		c.probes += int64(res.probes)
+		for k, n := range res.noise {
+			c.noise[k] += int64(n)
 		}
-		seen := map[string]bool{}
+		seen := map[fieldKind]bool{}
 		for _, d := range res.raw {
-			if !seen[d.Path] {
-				seen[d.Path] = true
-				c.raw[d.Path]++
+			if k := (fieldKind{d.Path, d.Kind}); !seen[k] {
+				seen[k] = true
+				c.raw[k]++
 			}
 		}
 	}
-	noisy := func(c *counts, field string) bool {
-		if c.probes == 0 {
-			return false
-		}
-		return proxy.NoiseExplains(float64(c.raw[field])/float64(c.compared), float64(c.noise[field])/float64(c.probes))
+	noisy := func(route string, k fieldKind) bool {
+		c := byRoute[route]
+		return proxy.VerdictOf(c.raw[k], c.compared, c.noise[k], c.probes, r.confidence(route), c.probes > 0) == proxy.VerdictNoisy
 	}
 
 	rep := &Report{Results: make([]Result, len(records))}
@@ -391,7 +415,7 @@ func (r *replayer) report(records []proxy.Sample) *Report {
 		}
 		seen := map[string]bool{}
 		for _, d := range res.raw {
-			if !seen[d.Path] && !noisy(byRoute[s.Route], d.Path) {
+			if !seen[d.Path] && !noisy(s.Route, fieldKind{d.Path, d.Kind}) {
 				seen[d.Path] = true
 				out.Fields = append(out.Fields, d.Path)
 			}

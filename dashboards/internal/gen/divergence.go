@@ -51,13 +51,12 @@ func realDivergence(fn, window string) string {
 }
 
 // The series prometheus/recording.yml records per job, namespace, route
-// and field, over the last 10 minutes: the SPEC §6 noise verdict without
-// a 2 KB query on the dashboard.
+// and field, over the last 10 minutes, for the verdicts table without a
+// 2 KB query on the dashboard.
 const (
-	recordedRawRate  = "route_field:strangler_raw_difference:ratio_rate10m"
-	recordedNoise    = "route_field:strangler_noise_difference:ratio_rate10m"
-	recordedReal     = "route_field:strangler_real_divergence:ratio_rate10m"
-	recordedVerdicts = "route_field:strangler_noise_verdict:rate10m"
+	recordedRawRate = "route_field:strangler_raw_difference:ratio_rate10m"
+	recordedNoise   = "route_field:strangler_noise_difference:ratio_rate10m"
+	recordedReal    = "route_field:strangler_real_divergence:ratio_rate10m"
 )
 
 func comparisonResults(d *dashboard.DashboardBuilder) {
@@ -115,19 +114,21 @@ func fieldsRawVsNoise(d *dashboard.DashboardBuilder) {
 }
 
 // noiseVerdicts is one row per job, namespace, route and field: the
-// recorded raw rate, noise rate, raw − noise and verdict, merged.
+// recorded raw rate, noise rate and raw − noise, and the proxy's own
+// verdict, merged.
 func noiseVerdicts() cog.Builder[dashboard.Panel] {
 	selected := `{route=~"$route",field=~"$field"}`
 	return promTable("Noise verdicts",
-		"Per route and field over the last 10 minutes (the recording rules of prometheus/recording.yml): raw rate, noise rate, raw − noise, and the verdict of SPEC §6 — noise when raw − noise ≤ 0.001 or (raw − noise)/(raw + noise) ≤ 0.2, else real. /admin/routes shows the proxy's own verdict over its window.",
+		"Per route and field: raw rate, noise rate and raw − noise over the last 10 minutes (the recording rules of prometheus/recording.yml), and the proxy's verdict over its verdict window (strangler_field_verdict, the gravest of the field's kinds): real when the raw rate is significantly above what noise explains at compare.confidence, noisy when noise explains it, undecided while the evidence is thin (README, \"How verdicts are reached\"). /admin/routes has each kind's.",
 		24, 9,
-		recordedRawRate+selected, recordedNoise+selected, recordedReal+selected, recordedVerdicts+selected).
+		recordedRawRate+selected, recordedNoise+selected, recordedReal+selected,
+		`max by (job, namespace, route, field) (strangler_field_verdict`+selected+`)`).
 		Unit("percentunit").
 		Align(common.FieldTextAlignmentAuto).
 		CellOptions(common.TableCellOptions{TableAutoCellOptions: &common.TableAutoCellOptions{Type: common.TableCellDisplayModeAuto}}).
 		OverrideByName("verdict", []dashboard.DynamicConfigValue{
 			{Id: "unit", Value: "none"},
-			{Id: "mappings", Value: valueMappings(state{"noise", "green"}, state{"real", "red"})},
+			{Id: "mappings", Value: valueMappings(state{"match", "green"}, state{"noisy", "blue"}, state{"undecided", "orange"}, state{"real", "red"})},
 			{Id: "custom.cellOptions", Value: map[string]string{"type": "color-background"}},
 		}).
 		SortBy([]cog.Builder[common.TableSortByFieldState]{common.NewTableSortByFieldStateBuilder().DisplayName("raw − noise").Desc(true)}).
