@@ -165,13 +165,30 @@ type DivergenceStore struct {
 	// RedactHeaders are request headers a sample or capture records as
 	// "[redacted]", beside the ones it always redacts (AlwaysRedacted).
 	RedactHeaders []string `mapstructure:"redact_headers" json:"redact_headers"`
+	// RedactQuery are query parameters whose values a sample or capture
+	// records as "[redacted]", beside AlwaysRedactedQuery.
+	RedactQuery []string `mapstructure:"redact_query" json:"redact_query"`
 
-	redacted map[string]bool // canonical names: AlwaysRedacted and RedactHeaders
+	redacted      map[string]bool // canonical names: AlwaysRedacted and RedactHeaders
+	redactedQuery map[string]bool // AlwaysRedactedQuery and RedactQuery
 }
 
 // AlwaysRedacted are the request headers no sample or capture ever keeps
 // the value of: they carry credentials.
-var AlwaysRedacted = []string{"Authorization", "Cookie", "Proxy-Authorization", "Set-Cookie"}
+var AlwaysRedacted = []string{"Authorization", "Cookie", "Proxy-Authorization", "Set-Cookie", "X-Api-Key", "X-Auth-Token"}
+
+// AlwaysRedactedQuery are the query parameters whose values no sample or
+// capture ever keeps: the usual names of credentials in URLs.
+var AlwaysRedactedQuery = []string{"access_token", "api_key", "apikey", "token", "password", "secret"}
+
+// RedactedQuery reports whether a recorded query keeps the parameter named
+// name as "[redacted]".
+func (d *DivergenceStore) RedactedQuery(name string) bool {
+	if d.redactedQuery == nil {
+		return slices.Contains(AlwaysRedactedQuery, name)
+	}
+	return d.redactedQuery[name]
+}
 
 // Redacted reports whether a recorded request keeps the header named
 // canonical (http.CanonicalHeaderKey) as "[redacted]".

@@ -48,6 +48,7 @@ func defaults() map[string]any {
 		"divergence_store.sample_body_bytes": 65536,
 		"divergence_store.retention":         "168h",
 		"divergence_store.redact_headers":    []any{},
+		"divergence_store.redact_query":      []any{},
 		"capture.file":                       "",
 		"capture.max_file_bytes":             64 << 20,
 		"capture.keep":                       3,

@@ -127,6 +127,17 @@ func (c *Config) validate() []FieldError {
 	if c.Capture.Queue < 1 {
 		add("capture.queue", "must be at least 1, got %d", c.Capture.Queue)
 	}
+	c.DivergenceStore.redactedQuery = map[string]bool{}
+	for _, q := range AlwaysRedactedQuery {
+		c.DivergenceStore.redactedQuery[q] = true
+	}
+	for i, q := range c.DivergenceStore.RedactQuery {
+		if q == "" {
+			add(fmt.Sprintf("divergence_store.redact_query[%d]", i), "empty parameter name")
+			continue
+		}
+		c.DivergenceStore.redactedQuery[q] = true
+	}
 	if n := c.DivergenceStore.SampleBodyBytes; n < 0 || n > 16<<20 {
 		add("divergence_store.sample_body_bytes", "must be 0 (keep no bodies) to 16777216 (16 MiB), got %d", n)
 	}

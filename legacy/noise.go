@@ -42,8 +42,8 @@ type noiseWriter struct {
 }
 
 func (nw *noiseWriter) WriteHeader(status int) {
-	if nw.wroteHeader {
-		return
+	if nw.wroteHeader || status < 200 {
+		return // informational answers (103) are not the answer
 	}
 	nw.status, nw.wroteHeader = status, true
 }
@@ -63,7 +63,7 @@ func (nw *noiseWriter) finish() {
 		if nw.ref {
 			fields += `,"request_ref":"ref_` + randomHex(6) + `"`
 		}
-		if body[1] != '}' {
+		if rest := bytes.TrimLeft(body[1:], " \t\r\n"); len(rest) > 0 && rest[0] != '}' {
 			fields += ","
 		}
 		body = append([]byte("{"+fields), body[1:]...)

@@ -1,6 +1,8 @@
 package legacy
 
 import (
+	"io"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -77,5 +79,24 @@ func TestWithNoiseLeavesErrorsAlone(t *testing.T) {
 	}
 	if res.header.Get(ServedAtHeader) == "" {
 		t.Errorf("404 has no %s header", ServedAtHeader)
+	}
+}
+
+// An empty object, however spaced, stays JSON.
+func TestWithNoiseKeepsAnEmptyObjectJSON(t *testing.T) {
+	for _, body := range []string{"{}", "{ }", "{\n}"} {
+		srv := httptest.NewServer(WithNoise(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusEarlyHints) // not the answer
+			_, _ = io.WriteString(w, body)
+		})))
+		res := send(t, "GET", srv.URL+"/x", "", nil)
+		srv.Close()
+		if res.status != 200 {
+			t.Errorf("%q: status %d; want 200, the 103 skipped", body, res.status)
+		}
+		if m := decodeJSON[map[string]any](t, res.body); m["served_at"] == nil || len(m) != 1 {
+			t.Errorf("%q became %s", body, res.body)
+		}
 	}
 }

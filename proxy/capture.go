@@ -29,6 +29,7 @@ type captureSink struct {
 	file    *os.File
 	out     *bufio.Writer
 	size    int64
+	pending int // lines in out not yet flushed: counted written once they are
 	lastErr time.Time
 }
 
@@ -105,36 +106,42 @@ func (c *captureSink) write(s Sample) {
 		return
 	}
 	line = append(line, '\n')
-	if c.size > 0 && c.size+int64(len(line)) > c.cfg.MaxFileBytes {
+	switch {
+	case c.file == nil:
+		// A rotation whose reopen failed: try the open again, and only
+		// that, so that a stuck open does not rotate the old files away.
+		if err := c.open(); err != nil {
+			c.fail(err)
+			return
+		}
+	case c.size > 0 && c.size+int64(len(line)) > c.cfg.MaxFileBytes:
 		if err := c.rotate(); err != nil {
 			c.fail(err)
 			return
 		}
 	}
-	if c.file == nil {
-		c.fail(fmt.Errorf("capture.file %s is not open", c.cfg.File))
-		return
-	}
 	// Whole lines only: a line is written to the buffer or not at all,
 	// and the buffer goes out between lines (see writeAccessLine).
 	if len(line) > c.out.Available() && c.out.Buffered() > 0 {
-		if err := c.out.Flush(); err != nil {
-			c.fail(err)
-			return
-		}
+		c.flush()
 	}
 	if _, err := c.out.Write(line); err != nil {
 		c.fail(err)
 		return
 	}
 	c.size += int64(len(line))
-	c.records.WithLabelValues("written").Inc()
+	c.pending++
+	if c.out.Buffered() == 0 { // larger than the buffer: written through
+		c.records.WithLabelValues("written").Add(float64(c.pending))
+		c.pending = 0
+	}
 }
 
 // rotate shifts File.N to File.N+1 (dropping what is past Keep), File to
 // File.1, and opens a new File.
 func (c *captureSink) rotate() error {
 	c.close()
+	c.size = 0
 	name := c.cfg.File
 	if c.cfg.Keep == 0 {
 		if err := os.Remove(name); err != nil && !os.IsNotExist(err) {
@@ -154,12 +161,22 @@ func (c *captureSink) rotate() error {
 	return c.open()
 }
 
+// flush writes the buffered lines out. bufio keeps a write error for
+// good, so after one the lines it held are counted lost and the writer
+// starts over on the file (a disk that was full may have room again).
 func (c *captureSink) flush() {
-	if c.file != nil {
-		if err := c.out.Flush(); err != nil {
-			c.fail(err)
-		}
+	if c.file == nil || c.pending == 0 {
+		return
 	}
+	n := c.pending
+	c.pending = 0
+	if err := c.out.Flush(); err != nil {
+		c.records.WithLabelValues("failed").Add(float64(n - 1))
+		c.fail(err)
+		c.out.Reset(c.file)
+		return
+	}
+	c.records.WithLabelValues("written").Add(float64(n))
 }
 
 func (c *captureSink) close() {

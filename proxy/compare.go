@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"slices"
 	"sort"
 	"strings"
@@ -149,15 +150,19 @@ func (p *Proxy) compare(job *shadowJob, shadowRes, noiseRes *captured) int {
 		}
 	}
 	result, real := rt.judge(p.metrics, p.now(), raw, noise, probed)
-	if p.capture != nil && job.capture {
-		// With the answers' bodies: a replayed write is compared with
-		// the legacy answer recorded with it.
-		p.capture.add(job.sample(legacy, newpath, result, real, job.sampleBody))
-	}
+	captured := p.capture != nil && job.capture && result != resultSkipped
 	if result != resultMismatch {
+		if captured {
+			// With the answers' bodies: a replayed write is compared
+			// with the legacy answer recorded with it.
+			p.capture.add(job.sample(legacy, newpath, result, real, job.sampleBody))
+		}
 		return result
 	}
 	s := job.sample(legacy, newpath, result, real, job.sampleBody)
+	if captured {
+		p.capture.add(s)
+	}
 	rt.cmp.mu.Lock()
 	rt.cmp.lastSample++
 	s.ID = rt.cmp.lastSample
@@ -184,20 +189,24 @@ func (job *shadowJob) sample(legacy, newpath *captured, result int, real []diff.
 		Result:        results[result],
 		Method:        job.method,
 		Path:          job.path,
-		Query:         job.query,
 		RequestID:     job.id.requestID,
 		TraceID:       traceIDOf(job.id.traceCtx),
 		LegacyStatus:  legacy.status,
 		NewpathStatus: newpath.status,
 		DryRun:        job.dryRun,
 		RequestHeader: recordHeader(&job.out.Header, job.record),
+		Query:         redactQuery(job.query, job.record),
 	}
-	s.RequestBody, s.RequestBodyBase64 = recordBody(job.body)
+	body := job.body
+	if len(body) > bodies {
+		body, s.RequestBodyCut = body[:bodies], true
+	}
+	s.RequestBody, s.RequestBodyBase64 = recordBody(body)
 	if bodies > 0 {
 		var lcut, ncut bool
 		s.LegacyBody, lcut = sampleBody(job.route.comparer, legacy, bodies)
 		s.NewpathBody, ncut = sampleBody(job.route.comparer, newpath, bodies)
-		s.BodiesCut = lcut || ncut
+		s.BodiesCut, s.BodiesKept = lcut || ncut, true
 	}
 	for _, d := range real[:min(len(real), maxSampleDifferences)] {
 		s.Differences = append(s.Differences, SampleDifference{
@@ -361,13 +370,19 @@ type Sample struct {
 	LegacyBody  string `json:"legacy_body,omitempty"`
 	NewpathBody string `json:"newpath_body,omitempty"`
 	BodiesCut   bool   `json:"bodies_cut,omitempty"`
+	// BodiesKept says the answers' bodies were kept, so that an empty
+	// one is known to have been empty.
+	BodiesKept bool `json:"bodies_kept,omitempty"`
 	// The request, as strangler sent it to both sides, for strangler
 	// replay: its header fields (recordHeader says which; credentials
 	// are "[redacted]"), its body (base64 when it is not UTF-8), and
 	// whether it was a write shadowed to newpath as a dry run.
+	// The body is cut to divergence_store.sample_body_bytes, as the
+	// answers' are (RequestBodyCut says so; replay refuses such a one).
 	RequestHeader     map[string][]string `json:"request_header,omitempty"`
 	RequestBody       string              `json:"request_body,omitempty"`
 	RequestBodyBase64 bool                `json:"request_body_base64,omitempty"`
+	RequestBodyCut    bool                `json:"request_body_cut,omitempty"`
 	DryRun            bool                `json:"dry_run,omitempty"`
 }
 
@@ -394,6 +409,22 @@ func recordHeader(h *fasthttp.RequestHeader, record *config.DivergenceStore) map
 		}
 	}
 	return out
+}
+
+// redactQuery is a recorded request's raw query with the values of the
+// parameters record redacts replaced, the rest byte for byte.
+func redactQuery(query string, record *config.DivergenceStore) string {
+	if query == "" || record == nil {
+		return query
+	}
+	parts := strings.Split(query, "&")
+	for i, part := range parts {
+		name, _, hasValue := strings.Cut(part, "=")
+		if unescaped, err := url.QueryUnescape(name); err == nil && hasValue && record.RedactedQuery(unescaped) {
+			parts[i] = name + "=" + url.QueryEscape(RedactedValue)
+		}
+	}
+	return strings.Join(parts, "&")
 }
 
 // notRecorded are the request header fields a replay sets itself.

@@ -187,7 +187,7 @@ routes:
 	defer func() { cancel(); <-done }()
 
 	const secret = "s3cr3t-value"
-	req, _ := http.NewRequest("POST", h.front.URL+"/orders?source=app&v=2", strings.NewReader(`{"item":"sku-1"}`))
+	req, _ := http.NewRequest("POST", h.front.URL+"/orders?source=app&access_token="+secret+"&v=2", strings.NewReader(`{"item":"sku-1"}`))
 	req.Header.Set("Authorization", "Bearer "+secret)
 	req.Header.Set("Proxy-Authorization", "Basic "+secret)
 	req.Header.Set("Cookie", "session="+secret)
@@ -206,7 +206,7 @@ routes:
 		}
 		return len(samples) == 1
 	})
-	if s.Method != "POST" || s.Path != "/orders" || s.Query != "source=app&v=2" || s.RequestBody != `{"item":"sku-1"}` || !s.DryRun {
+	if s.Method != "POST" || s.Path != "/orders" || s.Query != "source=app&access_token=%5Bredacted%5D&v=2" || s.RequestBody != `{"item":"sku-1"}` || !s.DryRun {
 		t.Errorf("sample request = %s %s?%s body %q dry run %v", s.Method, s.Path, s.Query, s.RequestBody, s.DryRun)
 	}
 	// Proxy-Authorization is hop-by-hop: it never leaves the proxy at all.
@@ -241,7 +241,7 @@ routes:
 			`SELECT concat_ws(' ', method, path, query, request_header::text, request_body, dry_run) FROM strangler_divergences`).Scan(&row)
 		return err == nil
 	})
-	if strings.Contains(row, secret) || !strings.Contains(row, `"X-Client": ["mobile"]`) || !strings.Contains(row, "source=app&v=2") ||
+	if strings.Contains(row, secret) || !strings.Contains(row, `"X-Client": ["mobile"]`) || !strings.Contains(row, "source=app&access_token=%5Bredacted%5D&v=2") ||
 		!strings.Contains(row, `{"item":"sku-1"} t`) {
 		t.Errorf("stored request: %s", row)
 	}

@@ -335,7 +335,8 @@ func editWeight(cfg, route string, from, to int) (string, bool) {
 			if strings.TrimSpace(strings.TrimPrefix(trimmed, "weight:")) != strconv.Itoa(from) {
 				return cfg, false
 			}
-			lines[i] = strings.Replace(line, "weight: "+strconv.Itoa(from), "weight: "+strconv.Itoa(to), 1)
+			indent := line[:len(line)-len(strings.TrimLeft(line, " \t"))]
+			lines[i] = indent + "weight: " + strconv.Itoa(to) + "\n"
 			return strings.Join(lines, ""), true
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/strangler-proxy/strangler/config"
+	"github.com/strangler-proxy/strangler/proxy"
 	"github.com/strangler-proxy/strangler/proxy/replay"
 )
 
@@ -49,9 +50,10 @@ answer recorded with it (so Postgres, which keeps no answers, cannot replay
 writes). Every replayed request carries X-Strangler-Shadow: 1; recorded
 credentials were redacted and are not sent.
 
-Exit codes: 0 nothing diverges; 1 a record still or newly diverges (a gate
-for a newpath's CI); 2 the replay could not run (a source, a flag, the
-config).`,
+Exit codes: 0 every record replayed and nothing diverges; 1 a record still
+or newly diverges (a gate for a newpath's CI); 2 the replay could not run or
+check everything (a source, a flag, the config, no records, records that
+could not be replayed).`,
 		Example: `  strangler replay --from /var/log/strangler/captures.jsonl --legacy http://legacy:9001 --newpath http://newpath:9002 --config strangler.yaml
   strangler replay --from postgres://strangler@db/strangler --route get-order --since 24h --legacy http://legacy:9001 --newpath http://localhost:9002
   strangler replay --from http://proxy:9090 --legacy http://legacy:9001 --newpath http://localhost:9002 --output json`,
@@ -122,6 +124,9 @@ func runReplay(cmd *cobra.Command, opts replayOptions) error {
 		ro.Progress = func(done, total int) { fmt.Fprintf(stderr, "\rreplayed %d of %d", done, total) }
 		defer fmt.Fprint(stderr, "\r\033[K")
 	}
+	if opts.noise == 0 && slices.ContainsFunc(records, func(s proxy.Sample) bool { return s.Result == "noise" }) {
+		fmt.Fprintln(stderr, "strangler replay: some records were judged noise when recorded; without --noise their noise will count as divergences")
+	}
 	ro.Client = newReplayClient(opts.timeout, opts.concurrency)
 	rep := replay.Run(ctx, records, ro)
 	if opts.output == "json" {
@@ -137,8 +142,15 @@ func runReplay(cmd *cobra.Command, opts replayOptions) error {
 	if err != nil {
 		return err
 	}
-	if rep.Failed() {
+	switch {
+	case rep.Failed():
 		return errSilent
+	case len(records) == 0:
+		// A gate that checked nothing has not passed: a mistyped --route
+		// or an empty source must not turn a pipeline green.
+		return &exitError{code: 2, err: fmt.Errorf("no records to replay from %s", opts.from)}
+	case rep.Errors() > 0:
+		return &exitError{code: 2, err: fmt.Errorf("%d of %d records could not be replayed: nothing diverged, but not everything was checked", rep.Errors(), len(records))}
 	}
 	return nil
 }

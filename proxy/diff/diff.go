@@ -57,7 +57,8 @@ type Options struct {
 	MaxDifferences int
 	// Rules make values equal that differ only as the API allows
 	// (ParseRules reads them from a route's compare section). Where two
-	// rules' paths match one value, the first in the list applies.
+	// rules' paths match one value, the most specific applies: the one
+	// with the fewest "*" and "{key}" segments, then the first listed.
 	Rules []Rule
 }
 
@@ -96,6 +97,7 @@ type Difference struct {
 type Comparer struct {
 	patterns   []patternNode // ignore and unordered patterns and rules' paths as one trie; node 0 is the root
 	rules      []Rule
+	ruleWild   []int         // each rule's "*" and "{key}" segments
 	headers    []headerField // sorted by name, the order their differences are reported in
 	decode     func(encoding string, body []byte) ([]byte, error)
 	max        int
@@ -141,6 +143,9 @@ func New(opts Options) (*Comparer, error) {
 	}
 	var err error
 	c.rules = slices.Clone(opts.Rules)
+	for _, r := range c.rules {
+		c.ruleWild = append(c.ruleWild, strings.Count(r.Path, "/*")+strings.Count(r.Path, "/"+keySegment))
+	}
 	if c.patterns, err = compilePatterns(opts.Ignore, opts.Unordered, c.rules); err != nil {
 		return nil, err
 	}
@@ -160,6 +165,15 @@ func New(opts Options) (*Comparer, error) {
 	// order their paths sort in.
 	slices.SortFunc(c.headers, func(a, b headerField) int { return compareKeys(a.name, b.name) })
 	return c, nil
+}
+
+// moreSpecific reports whether rule a (1 + its index) is to apply before
+// rule b where both paths match.
+func (c *Comparer) moreSpecific(a, b int32) bool {
+	if wa, wb := c.ruleWild[a-1], c.ruleWild[b-1]; wa != wb {
+		return wa < wb
+	}
+	return a < b
 }
 
 // HeaderKeys returns the canonical names of the response headers Compare

@@ -163,7 +163,7 @@ type match struct {
 	lo, hi    int
 	ignore    bool
 	unordered bool
-	rule      int32 // as patternNode's: the first declared of the rules reached
+	rule      int32 // as patternNode's: the most specific of the rules reached
 }
 
 // segment is one step of a path: an array index (index >= 0), or an object
@@ -211,7 +211,7 @@ func (w *walker) step(from match, s *segment, either bool) match {
 	for _, id := range w.active[m.lo:m.hi] {
 		m.ignore = m.ignore || trie[id].ignore
 		m.unordered = m.unordered || trie[id].unordered
-		if r := trie[id].rule; r != 0 && (m.rule == 0 || r < m.rule) {
+		if r := trie[id].rule; r != 0 && (m.rule == 0 || w.c.moreSpecific(r, m.rule)) {
 			m.rule = r
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -193,6 +194,50 @@ func (r *Rule) equal(ta *tree, a uint32, tb *tree, b uint32) bool {
 	}
 }
 
+// hash hashes node n as r's equality sees it, so that walk's multiset
+// pairing finds what r calls equal: a string by its normalised form, a
+// value by whether it fits a mask, and any number or string alike under a
+// tolerance or a time rule, whose equality is no equivalence (values
+// within 0.01 of 1.00 are not all within 0.01 of each other). ok is false
+// where the value hashes as without the rule.
+func (r *Rule) hash(t *tree, n uint32) (h uint64, ok bool) {
+	const ruledHash = 0x72756c65
+	switch {
+	case r.Mask != nil:
+		if r.Mask.Match(scalarText(t, n)) {
+			return ruledHash, true
+		}
+		return 0, false // only itself is equal to it
+	case r.FoldCase || r.TrimSpace:
+		if t.nodes[n].kind != kindString {
+			return 0, false
+		}
+		s := t.str(n)
+		if r.TrimSpace {
+			s = bytes.TrimSpace(s)
+		}
+		h = fnvOffset ^ uint64(kindString)
+		for _, c := range string(s) {
+			if r.FoldCase {
+				c = foldCanonical(c)
+			}
+			h = fnvBytes(h, utf8.AppendRune(nil, c))
+		}
+		return mix(h), true
+	}
+	return ruledHash, true
+}
+
+// foldCanonical is the smallest rune of c's case-folding orbit: runes
+// bytes.EqualFold calls equal map to the same one.
+func foldCanonical(c rune) rune {
+	least := c
+	for f := unicode.SimpleFold(c); f != c; f = unicode.SimpleFold(f) {
+		least = min(least, f)
+	}
+	return least
+}
+
 // ruled reports whether rules judge values of kind k.
 func ruled(k kind) bool { return k == kindNumber || k == kindString }
 
@@ -259,10 +304,11 @@ func isJSONNumber(s []byte) bool {
 // difference there is what it seems.
 const maxExactFloat = 1 << 53
 
-// withinTolerance compares two valid JSON numbers. Within float64's exact
-// range it subtracts floats; larger magnitudes are subtracted exactly
-// (big.Float), and numbers beyond float64's range (1e400) are equal only
-// when they are the same number.
+// withinTolerance compares two valid JSON numbers. Numbers float64 holds
+// exactly enough (below 2^53, at most 15 significant digits) it subtracts
+// as floats; others it subtracts in 256 bits (big.Float), and numbers
+// beyond float64's range (1e400) are equal only when they are the same
+// number.
 func withinTolerance(a, b []byte, abs, rel float64) bool {
 	if numbersEqual(a, b) {
 		return true
@@ -272,7 +318,7 @@ func withinTolerance(a, b []byte, abs, rel float64) bool {
 	if erra != nil || errb != nil {
 		return false // out of float64's range: only the same number is equal
 	}
-	if math.Abs(fa) <= maxExactFloat && math.Abs(fb) <= maxExactFloat {
+	if math.Abs(fa) <= maxExactFloat && math.Abs(fb) <= maxExactFloat && significantDigits(a) <= 15 && significantDigits(b) <= 15 {
 		d := math.Abs(fa - fb)
 		return d <= abs || d <= rel*math.Max(math.Abs(fa), math.Abs(fb))
 	}
@@ -294,16 +340,42 @@ func withinTolerance(a, b []byte, abs, rel float64) bool {
 	return d.Cmp(larger.Mul(larger, big.NewFloat(rel))) <= 0
 }
 
-// instant reads node n as a time: an RFC 3339 string, or Unix seconds
-// (milliseconds from 10^11 up) as a number or a numeric string.
+// significantDigits counts the digits of a JSON number's mantissa from its
+// first non-zero one: float64 holds 15 of them exactly.
+func significantDigits(num []byte) int {
+	n, started := 0, false
+	for _, c := range num {
+		switch {
+		case c == 'e' || c == 'E':
+			return n
+		case c >= '1' && c <= '9', c == '0' && started:
+			started = true
+			n++
+		}
+	}
+	return n
+}
+
+// instant reads node n as a time: an RFC 3339 string (a lower-case t or
+// z, or a space between date and time, as RFC 3339 allows), or Unix
+// seconds (milliseconds from 10^11 up) as a number or a numeric string,
+// read exactly: a float64 of seconds since 1970 is only good to some
+// hundreds of nanoseconds.
 func instant(t *tree, n uint32) (time.Time, bool) {
 	if t.nodes[n].kind == kindString {
 		s := t.str(n)
 		if !isJSONNumber(s) {
-			if !utf8.Valid(s) {
+			if !utf8.Valid(s) || len(s) < len("2006-01-02T15:04:05Z") {
 				return time.Time{}, false
 			}
-			at, err := time.Parse(time.RFC3339Nano, string(s))
+			b := []byte(string(s))
+			if b[10] == 't' || b[10] == ' ' {
+				b[10] = 'T'
+			}
+			if last := len(b) - 1; b[last] == 'z' {
+				b[last] = 'Z'
+			}
+			at, err := time.Parse(time.RFC3339Nano, string(b))
 			return at, err == nil
 		}
 	}
@@ -311,13 +383,39 @@ func instant(t *tree, n uint32) (time.Time, bool) {
 	if !ok {
 		return time.Time{}, false
 	}
-	f, err := strconv.ParseFloat(string(text), 64)
-	if err != nil || math.Abs(f) >= 1e16 { // past the year 300000 even in ms
+	return unixInstant(string(text))
+}
+
+// unixInstant reads a JSON number as Unix seconds, or milliseconds when
+// its magnitude is 10^11 or more (later than the year 5138 in seconds),
+// from its digits: its whole part and up to nine digits of fraction.
+func unixInstant(text string) (time.Time, bool) {
+	if strings.ContainsAny(text, "eE") {
+		// An exponent: rare for a time; float64 is as good as it gets.
+		f, err := strconv.ParseFloat(text, 64)
+		if err != nil || math.Abs(f) >= 1e16 {
+			return time.Time{}, false
+		}
+		text = strconv.FormatFloat(f, 'f', -1, 64)
+	}
+	neg := strings.HasPrefix(text, "-")
+	whole, frac, _ := strings.Cut(strings.TrimPrefix(text, "-"), ".")
+	if len(whole) > 16 { // past the year 300000 even in ms
 		return time.Time{}, false
 	}
-	if math.Abs(f) >= 1e11 {
-		f /= 1000
+	units, err := strconv.ParseInt(whole, 10, 64)
+	if err != nil {
+		return time.Time{}, false
 	}
-	sec, frac := math.Modf(f)
-	return time.Unix(int64(sec), int64(math.Round(frac*1e9))).UTC(), true
+	// The fraction's first nine digits: nanoseconds of a second, or
+	// picoseconds of a millisecond.
+	fracDigits, _ := strconv.ParseInt((frac + "000000000")[:9], 10, 64)
+	sec, nsec := units, fracDigits
+	if units >= 1e11 {
+		sec, nsec = units/1000, (units%1000)*int64(time.Millisecond)+fracDigits/1000
+	}
+	if neg {
+		sec, nsec = -sec, -nsec
+	}
+	return time.Unix(sec, nsec).UTC(), true
 }

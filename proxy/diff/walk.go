@@ -626,7 +626,9 @@ func (w *walker) hash(t *tree, n uint32, m match) uint64 {
 	nd := t.nodes[n]
 	if m.rule != 0 && ruled(nd.kind) {
 		// A rule makes values equal that differ: they must hash alike.
-		return 0x72756c65
+		if h, ok := w.c.rules[m.rule-1].hash(t, n); ok {
+			return h
+		}
 	}
 	switch nd.kind {
 	case kindNull:

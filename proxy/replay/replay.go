@@ -98,6 +98,16 @@ func (r *Report) Failed() bool {
 	return false
 }
 
+// Errors counts the records that could not be replayed or compared: a
+// replay with any has not checked everything it was given.
+func (r *Report) Errors() int {
+	n := 0
+	for _, s := range r.Routes {
+		n += s.Errors
+	}
+	return n
+}
+
 // The headers replays add: every replayed request says it is one, as the
 // proxy's shadows do, and a write goes to newpath as a dry run only.
 const (
@@ -125,6 +135,11 @@ func Run(ctx context.Context, records []proxy.Sample, opts Options) *Report {
 		opts.MaxBodyBytes = 1 << 20
 	}
 	r := &replayer{opts: opts, comparers: map[comparerKey]*diff.Comparer{}, results: make([]replayed, len(records))}
+	// A record no worker got to (the replay was cancelled) is an error,
+	// never a silent match.
+	for i := range r.results {
+		r.results[i].err = "not replayed: the replay was cancelled"
+	}
 	next := make(chan int)
 	var wg sync.WaitGroup
 	var done sync.Mutex
@@ -241,6 +256,9 @@ func (r *replayer) comparer(route string, headers bool) (*diff.Comparer, error) 
 }
 
 func (r *replayer) replay(ctx context.Context, s *proxy.Sample) replayed {
+	if s.RequestBodyCut {
+		return replayed{err: "the request body was cut when recorded (divergence_store.sample_body_bytes)"}
+	}
 	body := []byte(s.RequestBody)
 	if s.RequestBodyBase64 {
 		b, err := base64.StdEncoding.DecodeString(s.RequestBody)
@@ -252,7 +270,7 @@ func (r *replayer) replay(ctx context.Context, s *proxy.Sample) replayed {
 	if !safeMethod(s.Method) {
 		// Never to legacy; to newpath as a dry run, against what legacy
 		// answered when it was recorded.
-		if s.LegacyBody == "" && s.LegacyStatus != http.StatusNoContent || s.BodiesCut {
+		if !s.BodiesKept || s.BodiesCut {
 			return replayed{err: "a write needs its recorded legacy answer whole (captures and the admin API keep it; Postgres does not)"}
 		}
 		newpath, err := r.send(ctx, r.opts.Newpath, s, body, true)
@@ -318,6 +336,9 @@ func (r *replayer) replay(ctx context.Context, s *proxy.Sample) replayed {
 	return out
 }
 
+// maxAnswer bounds an answer replay reads.
+const maxAnswer = 64 << 20
+
 // send replays s to base and reads the answer.
 func (r *replayer) send(ctx context.Context, base string, s *proxy.Sample, body []byte, dryRun bool) (diff.Response, error) {
 	target := strings.TrimSuffix(base, "/") + s.Path
@@ -348,9 +369,12 @@ func (r *replayer) send(ctx context.Context, base string, s *proxy.Sample, body 
 		return diff.Response{}, err
 	}
 	defer res.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(res.Body, 64<<20))
+	b, err := io.ReadAll(io.LimitReader(res.Body, maxAnswer+1))
 	if err != nil {
 		return diff.Response{}, err
+	}
+	if len(b) > maxAnswer {
+		return diff.Response{}, fmt.Errorf("an answer larger than %d MiB is not compared", maxAnswer>>20)
 	}
 	return diff.Response{Status: res.StatusCode, Header: res.Header, Body: b}, nil
 }

@@ -65,7 +65,7 @@ func TestWriteWithoutRecordedAnswerIsAnError(t *testing.T) {
 	sent := 0
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { sent++ }))
 	defer srv.Close()
-	rec := proxy.Sample{Route: "w", Result: "mismatch", Method: "POST", Path: "/orders", LegacyStatus: 201, DryRun: true}
+	rec := proxy.Sample{Route: "w", Result: "mismatch", Method: "POST", Path: "/orders", LegacyStatus: 201, DryRun: true} // from Postgres: no bodies kept
 	rep := Run(context.Background(), []proxy.Sample{rec}, Options{Legacy: srv.URL, Newpath: srv.URL})
 	if s := rep.Routes[0]; s.Errors != 1 || sent != 0 || !strings.Contains(rep.Results[0].Err, "recorded legacy answer") {
 		t.Errorf("%+v, %d sent, err %q; want one error, nothing sent", s, sent, rep.Results[0].Err)
