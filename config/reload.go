@@ -187,18 +187,20 @@ func (r *Reloader) Reload() error {
 		if prev := r.failure.Load(); prev != nil && prev.Err.Error() == err.Error() {
 			return err // the same broken file, seen again by the poll
 		}
+		// Logged before it is counted: whoever sees the count (an alert,
+		// a test) finds the reason in the log.
+		r.logger.Error("config reload failed; keeping the previous config", "path", r.path, "error", Redact(err.Error()))
 		r.failure.Store(&ReloadFailure{Err: err, At: r.now()})
 		r.metrics.successful.Set(0)
 		r.metrics.reloads.WithLabelValues("failure").Inc()
-		r.logger.Error("config reload failed; keeping the previous config", "path", r.path, "error", Redact(err.Error()))
 		return fmt.Errorf("reload config %q: %w", r.path, err)
 	}
 	for _, activate := range activations {
 		activate()
 	}
 	r.install(snap)
-	r.metrics.reloads.WithLabelValues("success").Inc()
 	r.logger.Info("config reloaded", "path", r.path, "sha256", snap.SHA256)
+	r.metrics.reloads.WithLabelValues("success").Inc()
 	for _, fn := range r.subscribers {
 		fn(snap)
 	}

@@ -19,7 +19,9 @@ func TestRecentSamplesQueryReadsTheDivergenceStore(t *testing.T) {
 	dbURL := pgtest.URL(t)
 	f := newDivergentFixture(t, fmt.Sprintf("divergence_store: { database_url: %q }\n", dbURL))
 	from := time.Now().Add(-time.Minute)
-	f.send(t, 5)
+	// A few more than the verdicts need to call its status real (with
+	// every request probed: 6; README, "How verdicts are reached").
+	f.send(t, 20)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -172,7 +172,7 @@ func (p *Proxy) routeView(br *boundRoute) routeView {
 		NoisePercent:    br.cfg.Compare.NoisePercent,
 		Comparisons:     counts,
 		Fields:          fields,
-		Readiness:       readiness(br.cfg, br.rt.win.sum(p.now())),
+		Readiness:       readiness(br.cfg, br.rt.win.sum(p.now()), br.rt.cmp.undecided(p.now())),
 	}
 }
 

@@ -3,6 +3,7 @@ package proxy
 import (
 	"fmt"
 	"math"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -247,7 +248,7 @@ type Readiness struct {
 // readiness judges a route over its window: ready when there are enough
 // comparisons, the real mismatch rate is within the limit, newpath errs no
 // more than legacy plus a margin, and newpath's p99 is within 1.5 × legacy's.
-func readiness(rc *config.Route, c windowCounts) Readiness {
+func readiness(rc *config.Route, c windowCounts, undecided []string) Readiness {
 	minSamples, maxDivergent := int64(defaultReadyMinSamples), defaultReadyMaxDivergent
 	if g := rc.Guard; g != nil {
 		minSamples, maxDivergent = int64(g.MinSamples), g.MaxDivergenceRate
@@ -285,9 +286,16 @@ func readiness(rc *config.Route, c windowCounts) Readiness {
 	if newpathP99 > readyLatencyFactor*math.Max(legacyP99, readyLatencyFloor) {
 		r.Reasons = append(r.Reasons, fmt.Sprintf("newpath p99 %.3fs > %g × legacy p99 %.3fs", newpathP99, readyLatencyFactor, legacyP99))
 	}
-	r.Verdict = "ready"
-	if len(r.Reasons) > 0 {
+	switch {
+	case len(r.Reasons) > 0:
 		r.Verdict = "not_ready"
+	case len(undecided) > 0:
+		// Their comparisons were skipped, not counted: a route is not
+		// ready while some of its differences could still be real.
+		r.Verdict = "insufficient_data"
+		r.Reasons = []string{"verdicts still undecided: " + strings.Join(undecided, ", ")}
+	default:
+		r.Verdict = "ready"
 	}
 	return r
 }
@@ -306,7 +314,7 @@ func (c readinessCollector) Collect(ch chan<- prometheus.Metric) {
 	now := c.p.now()
 	for _, br := range st.routes {
 		v := 0.0
-		if readiness(br.cfg, br.rt.win.sum(now)).Verdict == "ready" {
+		if readiness(br.cfg, br.rt.win.sum(now), br.rt.cmp.undecided(now)).Verdict == "ready" {
 			v = 1
 		}
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, v, br.rt.name)

@@ -1,7 +1,9 @@
 package proxy
 
 import (
+	"fmt"
 	"math"
+	"slices"
 	"sync"
 	"time"
 
@@ -237,6 +239,26 @@ func (w *verdictWindow) verdict(k fieldKind, z float64, probing bool) Verdict {
 		return VerdictMatch
 	}
 	return verdictOf(c.raw, w.totals.compared, c.noise, w.totals.probes, z, probing)
+}
+
+// undecided names the route's fields and kinds whose verdict is undecided
+// in the window, "field (kind)", sorted, at most five and a count of the
+// rest.
+func (c *compareState) undecided(now time.Time) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.window.expire(now)
+	var out []string
+	for k := range c.window.totals.counts {
+		if c.window.verdict(k, c.z, c.probing) == VerdictUndecided {
+			out = append(out, k.field+" ("+string(k.kind)+")")
+		}
+	}
+	slices.Sort(out)
+	if len(out) > 5 {
+		out = append(out[:5], fmt.Sprintf("and %d more", len(out)-5))
+	}
+	return out
 }
 
 // verdictCache keeps zScore's answers: a route's confidence rarely

@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/strangler-proxy/strangler/config"
 	"github.com/strangler-proxy/strangler/proxy/diff"
 )
 
@@ -231,5 +232,22 @@ func TestMismatchPrecisionAndRecallOnAMixedRoute(t *testing.T) {
 		warmUp, measured, precision, recall, tp, fp, fn)
 	if precision < 0.99 || recall < 0.99 {
 		t.Errorf("precision %.4f, recall %.4f; want both at least 0.99", precision, recall)
+	}
+}
+
+// A route whose differences are still undecided is not ready: its
+// comparisons were skipped, not counted.
+func TestUndecidedFieldsKeepARouteFromReady(t *testing.T) {
+	j := newJudged(10, time.Hour)
+	j.compare([]diff.Difference{difference("/body/total", diff.KindValue)}, nil, false)
+	undecided := j.rt.cmp.undecided(j.now)
+	rc := &config.Route{Name: "r"}
+	counts := windowCounts{compared: 500, calls: [2]int64{500, 500}}
+	counts.latency[0][0], counts.latency[1][0] = 500, 500
+	if r := readiness(rc, counts, undecided); r.Verdict != "insufficient_data" || len(r.Reasons) != 1 || r.Reasons[0] != "verdicts still undecided: /body/total (value)" {
+		t.Errorf("readiness with an undecided field: %+v", r)
+	}
+	if r := readiness(rc, counts, nil); r.Verdict != "ready" {
+		t.Errorf("readiness without: %+v; want ready", r)
 	}
 }
