@@ -29,7 +29,8 @@ type captureSink struct {
 	file    *os.File
 	out     *bufio.Writer
 	size    int64
-	pending int // lines in out not yet flushed: counted written once they are
+	flushed int64 // the file's size at the last good flush
+	pending int   // lines in out not yet flushed: counted written once they are
 	lastErr time.Time
 }
 
@@ -56,7 +57,7 @@ func (c *captureSink) open() error {
 		f.Close()
 		return fmt.Errorf("capture.file: %w", err)
 	}
-	c.file, c.size = f, fi.Size()
+	c.file, c.size, c.flushed = f, fi.Size(), fi.Size()
 	if c.out == nil {
 		c.out = bufio.NewWriterSize(f, 64<<10)
 	} else {
@@ -133,7 +134,7 @@ func (c *captureSink) write(s Sample) {
 	c.pending++
 	if c.out.Buffered() == 0 { // larger than the buffer: written through
 		c.records.WithLabelValues("written").Add(float64(c.pending))
-		c.pending = 0
+		c.pending, c.flushed = 0, c.size
 	}
 }
 
@@ -171,11 +172,16 @@ func (c *captureSink) flush() {
 	n := c.pending
 	c.pending = 0
 	if err := c.out.Flush(); err != nil {
+		// What reached the file may end mid-line: cut it back to the
+		// last whole line, so that the next one starts a line of its own.
+		_ = c.file.Truncate(c.flushed)
+		c.size = c.flushed
 		c.records.WithLabelValues("failed").Add(float64(n - 1))
 		c.fail(err)
 		c.out.Reset(c.file)
 		return
 	}
+	c.flushed = c.size
 	c.records.WithLabelValues("written").Add(float64(n))
 }
 

@@ -71,10 +71,13 @@ type compareState struct {
 	// lastSample numbers the route's samples (Sample.ID).
 	lastSample uint64
 	// window holds the recent counts the verdicts are judged on, at
-	// z (compare.confidence); probing says the route has noise probes.
-	window  verdictWindow
-	z       float64
-	probing bool
+	// z (compare.confidence); lifetime the counts since start by field
+	// and kind, for what the window cannot decide; probeNoise says the
+	// route is set to probe (compare.noise_percent).
+	window     verdictWindow
+	lifetime   map[fieldKind]*fkCount
+	z          float64
+	probeNoise bool
 }
 
 // labelled is the label path's differences are counted under: the path,
@@ -150,7 +153,9 @@ func (p *Proxy) compare(job *shadowJob, shadowRes, noiseRes *captured) int {
 		}
 	}
 	result, real := rt.judge(p.metrics, p.now(), raw, noise, probed)
-	captured := p.capture != nil && job.capture && result != resultSkipped
+	// Undecided comparisons too (result skipped): they may be the
+	// diverging requests a parity suite needs most.
+	captured := p.capture != nil && job.capture
 	if result != resultMismatch {
 		if captured {
 			// With the answers' bodies: a replayed write is compared
@@ -246,6 +251,15 @@ func (rt *routeRuntime) judge(m *metrics, now time.Time, raw, noise []diff.Diffe
 		}
 	})
 	c.window.add(now, probed, rawKeys, noiseKeys)
+	if c.lifetime == nil {
+		c.lifetime = map[fieldKind]*fkCount{}
+	}
+	for k := range rawKeys {
+		c.lifetimeCount(k).raw++
+	}
+	for k := range noiseKeys {
+		c.lifetimeCount(k).noise++
+	}
 	if len(raw) == 0 {
 		return resultMatch, nil
 	}
@@ -256,7 +270,7 @@ func (rt *routeRuntime) judge(m *metrics, now time.Time, raw, noise []diff.Diffe
 		if noiseKeys[k] {
 			continue // this very request's legacy answers differed there
 		}
-		switch c.window.verdict(k, c.z, c.probing) {
+		switch c.verdict(k) {
 		case VerdictReal:
 			real = append(real, d)
 		case VerdictUndecided:
@@ -270,6 +284,16 @@ func (rt *routeRuntime) judge(m *metrics, now time.Time, raw, noise []diff.Diffe
 		return resultSkipped, nil
 	}
 	return resultNoise, nil
+}
+
+// lifetimeCount is k's count since start, made on first use. c.mu is held.
+func (c *compareState) lifetimeCount(k fieldKind) *fkCount {
+	f := c.lifetime[k]
+	if f == nil {
+		f = &fkCount{}
+		c.lifetime[k] = f
+	}
+	return f
 }
 
 // countFields counts each distinct (field, kind) of diffs once in vec, and
@@ -352,7 +376,8 @@ type Sample struct {
 	Time  time.Time `json:"time"`
 	Route string    `json:"route"`
 	// Result is the comparison's: mismatch for a sample, any of match,
-	// noise and mismatch for a capture.
+	// noise, mismatch and skipped (its differences still undecided) for
+	// a capture.
 	Result        string             `json:"result"`
 	Method        string             `json:"method"`
 	Path          string             `json:"path"`
@@ -501,8 +526,9 @@ type FieldVerdict struct {
 	// metrics count them).
 	Raw   int64 `json:"raw_differences"`
 	Noise int64 `json:"noise_differences"`
-	// RawRate and NoiseRate are over the verdict window: of its kind that
-	// differs most, the share of comparisons, and of noise probes.
+	// RawRate and NoiseRate are over the verdict window: the highest of
+	// its kinds' shares of comparisons, and of noise probes (each may be
+	// another kind's).
 	RawRate   float64 `json:"raw_rate"`
 	NoiseRate float64 `json:"noise_rate"`
 	// Verdict is the field's over the window: the gravest of its kinds'
@@ -555,7 +581,7 @@ func (c *compareState) report(now time.Time) (ComparisonCounts, []FieldVerdict) 
 		if v == nil {
 			continue
 		}
-		verdict := w.verdict(k, c.z, c.probing)
+		verdict := c.verdict(k)
 		if v.Verdicts == nil {
 			v.Verdicts = map[diff.Kind]string{}
 		}

@@ -156,11 +156,10 @@ func (p *Proxy) serveConsoleRoute(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
+// verdictRank orders verdicts gravest first: real, undecided, noisy,
+// match.
 func verdictRank(v string) int {
-	if v == "real" {
-		return 0
-	}
-	return 1
+	return int(VerdictReal - verdictNamed(v))
 }
 
 func (p *Proxy) serveConsoleSample(w http.ResponseWriter, r *http.Request) {

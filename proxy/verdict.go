@@ -22,9 +22,13 @@ import (
 //   - real: the raw rate is significantly above the noise rate: the
 //     lower confidence bound of r/n is above the upper bound of s/m
 //     (Wilson score intervals, one-sided, at compare.confidence).
-//   - noisy: noise is seen (s > 0) and the raw rate is within what it
-//     explains (r/n at most the upper bound of s/m).
-//   - undecided: neither yet; the evidence is thin.
+//   - noisy: noise is seen (s > 0) and the raw rate is not significantly
+//     above it.
+//   - undecided: neither yet: no noise seen, and too few probes to show
+//     that none explains the rate. Then the route's counts since start
+//     decide, if they can (compareState.verdict): a real difference on
+//     a route of little traffic must not stay undecided, and unseen by
+//     the guard, for as long as the window is too short to show it.
 //   - match: no difference in the window.
 //
 // A route that never probes (noise_percent 0) learns nothing of noise:
@@ -116,12 +120,14 @@ func verdictOf(r, n, s, m int64, z float64, probing bool) Verdict {
 	}
 	rawLow, _ := wilson(r, n, z)
 	_, noiseHigh := wilson(s, m, z)
-	rawRate := float64(r) / float64(n)
 	switch {
 	case rawLow > noiseHigh:
 		return VerdictReal
-	// The point rate too, as noiseHigh may round below a rate of 1.
-	case s > 0 && (rawRate <= noiseHigh || rawRate <= float64(s)/float64(m)):
+	case s > 0:
+		// Noise is seen and the raw rate is not significantly above it.
+		// (Asking more of noisy, such as the raw rate within the noise's
+		// bound, makes a field of pure noise flap to undecided in a few
+		// percent of windows.)
 		return VerdictNoisy
 	}
 	return VerdictUndecided
@@ -241,6 +247,26 @@ func (w *verdictWindow) verdict(k fieldKind, z float64, probing bool) Verdict {
 	return verdictOf(c.raw, w.totals.compared, c.noise, w.totals.probes, z, probing)
 }
 
+// verdict is the route's verdict on k: its window's, or where the window
+// is undecided, that of its counts since start, which grow past any
+// window. A fixed field has no difference in the window: match, whatever
+// came before. c.mu is held.
+func (c *compareState) verdict(k fieldKind) Verdict {
+	v := c.window.verdict(k, c.z, c.probing())
+	if v != VerdictUndecided {
+		return v
+	}
+	if f := c.lifetime[k]; f != nil {
+		v = verdictOf(f.raw, c.compared, f.noise, c.probes, c.z, c.probing())
+	}
+	return v
+}
+
+// probing says whether noise can be known on the route: it is set to
+// probe, or has probed (a reload that stops the probes does not turn
+// known noise into real differences). c.mu is held.
+func (c *compareState) probing() bool { return c.probeNoise || c.probes > 0 }
+
 // undecided names the route's fields and kinds whose verdict is undecided
 // in the window, "field (kind)", sorted, at most five and a count of the
 // rest.
@@ -250,7 +276,7 @@ func (c *compareState) undecided(now time.Time) []string {
 	c.window.expire(now)
 	var out []string
 	for k := range c.window.totals.counts {
-		if c.window.verdict(k, c.z, c.probing) == VerdictUndecided {
+		if c.verdict(k) == VerdictUndecided {
 			out = append(out, k.field+" ("+string(k.kind)+")")
 		}
 	}
@@ -293,14 +319,23 @@ func (c verdictCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 
 func (c verdictCollector) Collect(ch chan<- prometheus.Metric) {
 	now := c.p.now()
+	type judged struct {
+		k fieldKind
+		v Verdict
+	}
 	for _, br := range c.p.state.Load().routes {
+		// Judged under the lock, sent without it: a scrape must not hold
+		// up the route's comparisons.
 		cmp := &br.rt.cmp
 		cmp.mu.Lock()
 		cmp.window.expire(now)
+		verdicts := make([]judged, 0, len(cmp.window.totals.counts))
 		for k := range cmp.window.totals.counts {
-			v := cmp.window.verdict(k, cmp.z, cmp.probing)
-			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(v), br.rt.name, k.field, string(k.kind))
+			verdicts = append(verdicts, judged{k, cmp.verdict(k)})
 		}
 		cmp.mu.Unlock()
+		for _, j := range verdicts {
+			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(j.v), br.rt.name, j.k.field, string(j.k.kind))
+		}
 	}
 }

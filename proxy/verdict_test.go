@@ -26,7 +26,7 @@ type judged struct {
 func newJudged(noisePercent float64, window time.Duration) *judged {
 	m := newMetrics(prometheus.NewRegistry(), "test")
 	rt := &routeRuntime{name: "r", metrics: m.forRoute("r")}
-	rt.cmp.z, rt.cmp.probing = zFor(0.99), noisePercent > 0
+	rt.cmp.z, rt.cmp.probeNoise = zFor(0.99), noisePercent > 0
 	rt.cmp.window.reset(window)
 	return &judged{rt: rt, m: m, now: time.Date(2026, 12, 3, 0, 0, 0, 0, time.UTC)}
 }
@@ -41,7 +41,7 @@ func (j *judged) verdict(field string, kind diff.Kind) Verdict {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.window.expire(j.now)
-	return c.window.verdict(fieldKind{field, kind}, c.z, c.probing)
+	return c.verdict(fieldKind{field, kind})
 }
 
 func difference(path string, kind diff.Kind) diff.Difference {
@@ -249,5 +249,42 @@ func TestUndecidedFieldsKeepARouteFromReady(t *testing.T) {
 	}
 	if r := readiness(rc, counts, nil); r.Verdict != "ready" {
 		t.Errorf("readiness without: %+v; want ready", r)
+	}
+}
+
+// On a route with too little traffic for its window to decide a 1% real
+// difference, the counts since start decide it: the guard sees its
+// mismatches instead of skipped comparisons forever.
+func TestQuietRouteIsNotBlindToARealDifference(t *testing.T) {
+	j := newJudged(10, 2*time.Minute)
+	total := []diff.Difference{difference("/body/total", diff.KindValue)}
+	last := map[int]int{}
+	for i := range 12_000 { // 20 a second for ten minutes
+		var raw []diff.Difference
+		if i%100 == 0 {
+			raw = total
+		}
+		r := j.compare(raw, nil, i%10 == 0)
+		if i >= 9_600 { // the last two minutes
+			last[r]++
+		}
+		j.now = j.now.Add(50 * time.Millisecond)
+	}
+	if last[resultMismatch] < 20 || last[resultSkipped] != 0 {
+		t.Errorf("the last two minutes: %d mismatches, %d skipped; want the 24 differing ones mismatched", last[resultMismatch], last[resultSkipped])
+	}
+}
+
+// A reload that stops a route's probes does not turn its known noise into
+// real differences.
+func TestStoppingProbesKeepsNoiseKnown(t *testing.T) {
+	j := newJudged(100, time.Hour)
+	servedAt := []diff.Difference{difference("/body/served_at", diff.KindValue)}
+	for range 50 {
+		j.compare(servedAt, servedAt, true)
+	}
+	j.rt.cmp.probeNoise = false // noise_percent: 0, as a reload sets it
+	if r := j.compare(servedAt, nil, false); r != resultNoise {
+		t.Errorf("after the probes stopped: %s; want noise", results[r])
 	}
 }

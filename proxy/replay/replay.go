@@ -202,7 +202,8 @@ type comparerKey struct {
 // route are known.
 type replayed struct {
 	err      string
-	raw      []diff.Difference // legacy against newpath, less this request's own noise
+	all      []diff.Difference // legacy against newpath: the route's raw counts, as the proxy's
+	raw      []diff.Difference // the same less this request's own noise
 	noise    map[fieldKind]int // how many of its probes differed, by field and kind
 	probes   int
 	compared bool
@@ -286,7 +287,7 @@ func (r *replayer) replay(ctx context.Context, s *proxy.Sample) replayed {
 		if err != nil {
 			return replayed{err: "compare: " + err.Error()}
 		}
-		return replayed{raw: raw, compared: true}
+		return replayed{all: raw, raw: raw, compared: true}
 	}
 
 	var legacy, newpath diff.Response
@@ -328,6 +329,7 @@ func (r *replayer) replay(ctx context.Context, s *proxy.Sample) replayed {
 			}
 		}
 	}
+	out.all = raw
 	for _, d := range raw {
 		if out.noise[fieldKind{d.Path, d.Kind}] == 0 {
 			out.raw = append(out.raw, d)
@@ -406,8 +408,11 @@ func (r *replayer) report(records []proxy.Sample) *Report {
 		for k, n := range res.noise {
 			c.noise[k] += int64(n)
 		}
+		// Counted before this request's own probes mask any, as the
+		// proxy counts them: masked counts would make the raw rate look
+		// smaller than the noise's.
 		seen := map[fieldKind]bool{}
-		for _, d := range res.raw {
+		for _, d := range res.all {
 			if k := (fieldKind{d.Path, d.Kind}); !seen[k] {
 				seen[k] = true
 				c.raw[k]++
@@ -444,7 +449,9 @@ func (r *replayer) report(records []proxy.Sample) *Report {
 				out.Fields = append(out.Fields, d.Path)
 			}
 		}
-		diverged := s.Result == "mismatch" || s.Result == ""
+		// Undecided when recorded (skipped) counts as diverged: a gate
+		// must not call it a match it never was.
+		diverged := s.Result == "mismatch" || s.Result == "skipped" || s.Result == ""
 		switch {
 		case len(out.Fields) == 0 && diverged:
 			out.Outcome = Fixed

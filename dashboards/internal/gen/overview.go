@@ -101,7 +101,7 @@ func errorsAndLatency(d *dashboard.DashboardBuilder) {
 func shadowingAndComparison(d *dashboard.DashboardBuilder) {
 	section(d, "Shadowing and comparison",
 		toDivergence(stacked("Comparisons by result",
-			"Compared requests per second by result: match, mismatch (a real difference), noise (every differing field is explained by legacy's own noise), error (a side failed), skipped (unsafe method without dry_run, body too large, dropped).",
+			"Compared requests per second by result: match, mismatch (a real difference), noise (every differing field is explained by legacy's own noise), error (a side failed), skipped (unsafe method without dry_run, body too large, dropped, or its differences still undecided: README, How verdicts are reached).",
 			"reqps", 12, 8,
 			q(`sum by (route, result) (rate(strangler_comparisons_total{route=~"$route"}[$__rate_interval]))`, "{{route}} {{result}}"))),
 		toDivergence(stacked("Shadow outcomes",
