@@ -256,3 +256,16 @@ func mustDo(t *testing.T, req *http.Request) {
 	_, _ = io.Copy(io.Discard, res.Body)
 	res.Body.Close()
 }
+
+func TestUsageErrorsExit2(t *testing.T) {
+	for _, args := range [][]string{
+		{"replay", "--noise", "abc"},
+		{"replay", "--from", "x"},
+		{"report", "--bogus"},
+	} {
+		var out bytes.Buffer
+		if code := run(context.Background(), args, &out, &out); code != 2 {
+			t.Errorf("strangler %v: exit %d (%s); want 2", args, code, &out)
+		}
+	}
+}

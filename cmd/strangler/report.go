@@ -31,8 +31,8 @@ With --require-ready it is a promotion gate: it exits 1 unless every named
 route is ready, one line on stderr for each route that is not.
 
 Exit codes: 0 ok (and every required route ready); 1 a required route is
-not ready or does not exist, or a flag is wrong; 2 the admin API cannot be
-read, so nothing was judged (a pipeline may retry). Stderr says which.`,
+not ready or does not exist; 2 nothing was judged: the admin API cannot be
+read (a pipeline may retry) or a flag is wrong. Stderr says which.`,
 		Example: `  strangler report --admin http://proxy:9090
   strangler report --admin http://proxy:9090 --output json | jq '.routes[] | {name, verdict: .readiness.verdict}'
   strangler report --admin http://proxy:9090 --require-ready get-order list-orders || exit 1
@@ -43,7 +43,7 @@ read, so nothing was judged (a pipeline may retry). Stderr says which.`,
 		// turn a report into a gate, nor be silently ignored.
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 0 && !cmd.Flags().Changed("require-ready") {
-				return fmt.Errorf("unexpected arguments %q: routes to require need --require-ready", args)
+				return &exitError{code: 2, err: fmt.Errorf("unexpected arguments %q: routes to require need --require-ready", args)}
 			}
 			return nil
 		},
@@ -92,10 +92,10 @@ func report(ctx context.Context, stdout, stderr io.Writer, opts reportOptions) e
 	// Usage errors first: a typo in a pipeline must not look like a proxy
 	// that is down, nor cost a request.
 	if !slices.Contains(reportOutputs, opts.output) {
-		return fmt.Errorf("--output %q: want %s", opts.output, strings.Join(reportOutputs, " or "))
+		return &exitError{code: 2, err: fmt.Errorf("--output %q: want %s", opts.output, strings.Join(reportOutputs, " or "))}
 	}
 	if slices.Contains(opts.requireReady, "") {
-		return fmt.Errorf("--require-ready: an empty route name in %q", strings.Join(opts.requireReady, ","))
+		return &exitError{code: 2, err: fmt.Errorf("--require-ready: an empty route name in %q", strings.Join(opts.requireReady, ","))}
 	}
 	body, err := fetchRoutes(ctx, opts.admin)
 	if err != nil {

@@ -196,7 +196,7 @@ func TestReportGatesPromotionOnReadiness(t *testing.T) {
 	})
 	t.Run("unknown output is refused", func(t *testing.T) {
 		code, stdout, stderr := runReport(t, "--admin", admin, "--output", "yaml")
-		if code == 0 || !strings.Contains(stderr, `--output "yaml": want text or json`) || stdout != "" {
+		if code != 2 || !strings.Contains(stderr, `--output "yaml": want text or json`) || stdout != "" {
 			t.Errorf("exit %d, stdout %q, stderr %q; want a usage error and no report", code, stdout, stderr)
 		}
 	})
