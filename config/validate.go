@@ -107,17 +107,20 @@ func (c *Config) validate() []FieldError {
 	if c.DivergenceStore.SamplesPerRoute < 1 {
 		add("divergence_store.samples_per_route", "must be at least 1, got %d", c.DivergenceStore.SamplesPerRoute)
 	}
-	c.DivergenceStore.redacted = map[string]bool{}
-	for _, h := range AlwaysRedacted {
-		c.DivergenceStore.redacted[h] = true
-	}
-	for i, h := range c.DivergenceStore.RedactHeaders {
+	d := &c.DivergenceStore
+	d.redacted = redactSet(AlwaysRedacted, d.RedactHeaders, func(i int, h string) (string, bool) {
 		if !validHeaderName(h) {
 			add(fmt.Sprintf("divergence_store.redact_headers[%d]", i), "%q is not a valid header name", h)
-			continue
+			return "", false
 		}
-		c.DivergenceStore.redacted[http.CanonicalHeaderKey(h)] = true
-	}
+		return http.CanonicalHeaderKey(h), true
+	})
+	d.redactedQuery = redactSet(AlwaysRedactedQuery, d.RedactQuery, func(i int, q string) (string, bool) {
+		if q == "" {
+			add(fmt.Sprintf("divergence_store.redact_query[%d]", i), "empty parameter name")
+		}
+		return q, q != ""
+	})
 	if c.Capture.MaxFileBytes < 4096 {
 		add("capture.max_file_bytes", "must be at least 4096, got %d", c.Capture.MaxFileBytes)
 	}
@@ -126,17 +129,6 @@ func (c *Config) validate() []FieldError {
 	}
 	if c.Capture.Queue < 1 {
 		add("capture.queue", "must be at least 1, got %d", c.Capture.Queue)
-	}
-	c.DivergenceStore.redactedQuery = map[string]bool{}
-	for _, q := range AlwaysRedactedQuery {
-		c.DivergenceStore.redactedQuery[q] = true
-	}
-	for i, q := range c.DivergenceStore.RedactQuery {
-		if q == "" {
-			add(fmt.Sprintf("divergence_store.redact_query[%d]", i), "empty parameter name")
-			continue
-		}
-		c.DivergenceStore.redactedQuery[q] = true
 	}
 	if n := c.DivergenceStore.SampleBodyBytes; n < 0 || n > 16<<20 {
 		add("divergence_store.sample_body_bytes", "must be 0 (keep no bodies) to 16777216 (16 MiB), got %d", n)
@@ -437,6 +429,21 @@ func checkPaths(add func(string, string, ...any), path string, paths []string) {
 			add(fmt.Sprintf("%s[%d]", path, i), "%q must be /status or start with /body or /headers", p)
 		}
 	}
+}
+
+// redactSet is the names of always and of extra, each as key gives it
+// (false: key refused it, naming it).
+func redactSet(always, extra []string, key func(i int, name string) (string, bool)) map[string]bool {
+	set := make(map[string]bool, len(always)+len(extra))
+	for _, n := range always {
+		set[n] = true
+	}
+	for i, n := range extra {
+		if k, ok := key(i, n); ok {
+			set[k] = true
+		}
+	}
+	return set
 }
 
 // checkRules validates a route's compare rules and keeps them compiled.

@@ -71,11 +71,10 @@ type compareState struct {
 	// lastSample numbers the route's samples (Sample.ID).
 	lastSample uint64
 	// window holds the recent counts the verdicts are judged on, at
-	// z (compare.confidence); lifetime the counts since start by field
-	// and kind, for what the window cannot decide; probeNoise says the
-	// route is set to probe (compare.noise_percent).
+	// z (compare.confidence); fields keeps those since start, for what
+	// the window cannot decide; probeNoise says the route is set to probe
+	// (compare.noise_percent).
 	window     verdictWindow
-	lifetime   map[fieldKind]*fkCount
 	z          float64
 	probeNoise bool
 }
@@ -91,20 +90,40 @@ func (c *compareState) labelled(path string) string {
 	return "other"
 }
 
-// fieldCount is one field's record: its raw and noise difference counts,
-// the kinds its raw differences took, and when they were first and last
-// seen.
+// fieldCount is one field's record since start: its raw and noise
+// difference counts, the same by kind, and when it first and last
+// differed.
 type fieldCount struct {
 	raw, noise          int64
-	kinds               []diff.Kind // in the order first seen; at most the few kinds there are
+	kinds               []kindCount // in the order first seen; at most the few kinds there are
 	firstSeen, lastSeen time.Time
 }
 
-// sawKind records that a raw difference of the field was of kind.
-func (f *fieldCount) sawKind(kind diff.Kind) {
-	if !slices.Contains(f.kinds, kind) {
-		f.kinds = append(f.kinds, kind)
+// kindCount are a field's differences of one kind.
+type kindCount struct {
+	kind diff.Kind
+	fkCount
+}
+
+// kind returns the field's count of kind, made on first use.
+func (f *fieldCount) kind(kind diff.Kind) *fkCount {
+	if i := f.kindIndex(kind); i >= 0 {
+		return &f.kinds[i].fkCount
 	}
+	f.kinds = append(f.kinds, kindCount{kind: kind})
+	return &f.kinds[len(f.kinds)-1].fkCount
+}
+
+// counted returns the field's count of kind, zero when it has none.
+func (f *fieldCount) counted(kind diff.Kind) fkCount {
+	if i := f.kindIndex(kind); i >= 0 {
+		return f.kinds[i].fkCount
+	}
+	return fkCount{}
+}
+
+func (f *fieldCount) kindIndex(kind diff.Kind) int {
+	return slices.IndexFunc(f.kinds, func(k kindCount) bool { return k.kind == kind })
 }
 
 // skip counts a request selected for shadowing whose shadow never ran.
@@ -236,7 +255,6 @@ func (rt *routeRuntime) judge(m *metrics, now time.Time, raw, noise []diff.Diffe
 		c.probes++
 	}
 	rawLabels, rawKeys := rt.countFields(m.fieldDifferences, raw, func(f *fieldCount, d diff.Difference, first bool) {
-		f.sawKind(d.Kind)
 		if first {
 			f.raw++
 			if f.firstSeen.IsZero() {
@@ -251,14 +269,11 @@ func (rt *routeRuntime) judge(m *metrics, now time.Time, raw, noise []diff.Diffe
 		}
 	})
 	c.window.add(now, probed, rawKeys, noiseKeys)
-	if c.lifetime == nil {
-		c.lifetime = map[fieldKind]*fkCount{}
-	}
 	for k := range rawKeys {
-		c.lifetimeCount(k).raw++
+		c.fields[k.field].kind(k.kind).raw++
 	}
 	for k := range noiseKeys {
-		c.lifetimeCount(k).noise++
+		c.fields[k.field].kind(k.kind).noise++
 	}
 	if len(raw) == 0 {
 		return resultMatch, nil
@@ -284,16 +299,6 @@ func (rt *routeRuntime) judge(m *metrics, now time.Time, raw, noise []diff.Diffe
 		return resultSkipped, nil
 	}
 	return resultNoise, nil
-}
-
-// lifetimeCount is k's count since start, made on first use. c.mu is held.
-func (c *compareState) lifetimeCount(k fieldKind) *fkCount {
-	f := c.lifetime[k]
-	if f == nil {
-		f = &fkCount{}
-		c.lifetime[k] = f
-	}
-	return f
 }
 
 // countFields counts each distinct (field, kind) of diffs once in vec, and
@@ -455,8 +460,8 @@ func redactQuery(query string, record *config.DivergenceStore) string {
 // notRecorded are the request header fields a replay sets itself.
 var notRecorded = map[string]bool{
 	"Host": true, "Content-Length": true, "Transfer-Encoding": true, "Forwarded": true, "X-Real-Ip": true,
-	"Traceparent": true, "Tracestate": true, http.CanonicalHeaderKey(headerShadow): true,
-	http.CanonicalHeaderKey(headerDryRun): true, http.CanonicalHeaderKey(headerRequestID): true,
+	"Traceparent": true, "Tracestate": true, http.CanonicalHeaderKey(ShadowHeader): true,
+	http.CanonicalHeaderKey(DryRunHeader): true, http.CanonicalHeaderKey(headerRequestID): true,
 }
 
 // recordBody is a recorded request's body as text, base64 when it is not
@@ -565,7 +570,12 @@ func (c *compareState) report(now time.Time) (ComparisonCounts, []FieldVerdict) 
 	byField := map[string]*FieldVerdict{}
 	verdicts := make([]FieldVerdict, 0, len(c.fields))
 	for name, f := range c.fields {
-		v := FieldVerdict{Field: name, Raw: f.raw, Noise: f.noise, Verdict: VerdictMatch.String(), Kinds: slices.Clone(f.kinds)}
+		v := FieldVerdict{Field: name, Raw: f.raw, Noise: f.noise, Verdict: VerdictMatch.String()}
+		for _, k := range f.kinds {
+			if k.raw > 0 {
+				v.Kinds = append(v.Kinds, k.kind)
+			}
+		}
 		if !f.firstSeen.IsZero() {
 			first, last := f.firstSeen, f.lastSeen
 			v.FirstSeen, v.LastSeen = &first, &last

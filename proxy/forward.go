@@ -27,11 +27,13 @@ import (
 	"github.com/strangler-proxy/strangler/router"
 )
 
-// Headers strangler reads or sets.
+// Headers strangler reads or sets. Every shadow, noise probe and replay
+// carries ShadowHeader; a write shadowed or replayed to newpath carries
+// DryRunHeader too.
 const (
 	headerRequestID = "X-Request-Id"
-	headerShadow    = "X-Strangler-Shadow"
-	headerDryRun    = "X-Strangler-Dry-Run"
+	ShadowHeader    = "X-Strangler-Shadow"
+	DryRunHeader    = "X-Strangler-Dry-Run"
 )
 
 // exchange is one client request's journey through the proxy: from the
@@ -339,7 +341,7 @@ func (x *exchange) canFallback() bool {
 	if x.backend != router.Newpath || x.bound == nil || !x.bound.cfg.Fallback || x.fallback != "" || x.overridden {
 		return false
 	}
-	return safeMethod(b2s(x.ctx.Method())) && x.body == nil
+	return SafeMethod(b2s(x.ctx.Method())) && x.body == nil
 }
 
 func (x *exchange) fallBack(reason string) {
@@ -572,8 +574,8 @@ func buildOutbound(out *fasthttp.Request, in *fasthttp.RequestHeader, u *upstrea
 	// Headers that steer strangler itself never travel upstream from a
 	// client: a forged dry-run header would make newpath skip a real write.
 	h.Del(id.override)
-	h.Del(headerShadow)
-	h.Del(headerDryRun)
+	h.Del(ShadowHeader)
+	h.Del(DryRunHeader)
 	// The client's expectation is the proxy's to meet (fasthttp sends
 	// its 100 Continue); the body goes upstream without waiting for one.
 	h.Del("Expect")

@@ -254,7 +254,7 @@ func (p *Proxy) activate(snap *config.Snapshot, pv *Provisioned) {
 		st.routes[i] = br
 		rt.cmp.mu.Lock()
 		rt.cmp.samples.resize(cfg.DivergenceStore.SamplesPerRoute)
-		rt.cmp.z, rt.cmp.probeNoise = zFor(rc.Compare.Confidence), rc.Compare.NoisePercent > 0
+		rt.cmp.z, rt.cmp.probeNoise = zScore(rc.Compare.Confidence), rc.Compare.NoisePercent > 0
 		if span := verdictWindowOf(rc); rt.cmp.window.span() != span {
 			rt.cmp.window.reset(span)
 		}
@@ -302,7 +302,7 @@ func (p *Proxy) runtimeFor(name string) *routeRuntime {
 	if !ok {
 		rt = &routeRuntime{name: name, metrics: p.metrics.forRoute(name), win: newWindow(defaultWindow)}
 		rt.cmp.window.reset(defaultWindow)
-		rt.cmp.z = zFor(0.99)
+		rt.cmp.z = zScore(0.99)
 		p.routes[name] = rt
 	}
 	return rt

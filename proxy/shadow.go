@@ -50,7 +50,10 @@ func outcomeIndex(outcome string) int {
 	panic("unknown shadow outcome " + outcome)
 }
 
-func safeMethod(method string) bool {
+// SafeMethod reports whether method is one strangler sends to both
+// sides (GET, HEAD, OPTIONS); other methods reach only newpath, as dry
+// runs, when shadowed or replayed.
+func SafeMethod(method string) bool {
 	return method == fasthttp.MethodGet || method == fasthttp.MethodHead || method == fasthttp.MethodOptions
 }
 
@@ -188,7 +191,7 @@ func (p *Proxy) planShadow(x *exchange) string {
 	rt := x.bound.rt
 	target := x.backend.Other()
 	method := string(req.Header.Method())
-	safe := safeMethod(method)
+	safe := SafeMethod(method)
 	// Legacy never receives a shadowed write; newpath only as a dry run.
 	if !safe && (target != router.Newpath || !rc.Shadow.DryRun) {
 		rt.skip(target, outcomeSkippedUnsafe)
@@ -248,9 +251,9 @@ func (p *Proxy) planShadow(x *exchange) string {
 func (job *shadowJob) prepare(in *fasthttp.RequestHeader, b router.Backend, dryRun bool) *fasthttp.Request {
 	out := fasthttp.AcquireRequest()
 	buildOutbound(out, in, job.upstream[b], &job.id)
-	out.Header.Set(headerShadow, "1")
+	out.Header.Set(ShadowHeader, "1")
 	if dryRun {
-		out.Header.Set(headerDryRun, "1")
+		out.Header.Set(DryRunHeader, "1")
 	}
 	if len(job.body) > 0 {
 		out.SetBodyRaw(job.body)

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -63,7 +62,7 @@ func verdictNamed(name string) Verdict {
 // the proxy's field verdicts, which strangler replay applies too. A route
 // that does not probe (probing false) calls every difference real.
 func VerdictOf(raw, compared, noise, probes int64, confidence float64, probing bool) Verdict {
-	return verdictOf(raw, compared, noise, probes, zFor(confidence), probing)
+	return verdictOf(raw, compared, noise, probes, zScore(confidence), probing)
 }
 
 // zScore is the one-sided standard normal quantile of confidence, 0.5 <
@@ -256,8 +255,9 @@ func (c *compareState) verdict(k fieldKind) Verdict {
 	if v != VerdictUndecided {
 		return v
 	}
-	if f := c.lifetime[k]; f != nil {
-		v = verdictOf(f.raw, c.compared, f.noise, c.probes, c.z, c.probing())
+	if f := c.fields[k.field]; f != nil {
+		n := f.counted(k.kind)
+		v = verdictOf(n.raw, c.compared, n.noise, c.probes, c.z, c.probing())
 	}
 	return v
 }
@@ -285,19 +285,6 @@ func (c *compareState) undecided(now time.Time) []string {
 		out = append(out[:5], fmt.Sprintf("and %d more", len(out)-5))
 	}
 	return out
-}
-
-// verdictCache keeps zScore's answers: a route's confidence rarely
-// changes, and the quantile costs a logarithm or two.
-var verdictCache sync.Map // float64 → float64
-
-func zFor(confidence float64) float64 {
-	if z, ok := verdictCache.Load(confidence); ok {
-		return z.(float64)
-	}
-	z := zScore(confidence)
-	verdictCache.Store(confidence, z)
-	return z
 }
 
 // verdictCollector exports strangler_field_verdict, judged at scrape time

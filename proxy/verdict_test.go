@@ -3,6 +3,10 @@ package proxy
 import (
 	"math"
 	"math/rand/v2"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -26,7 +30,7 @@ type judged struct {
 func newJudged(noisePercent float64, window time.Duration) *judged {
 	m := newMetrics(prometheus.NewRegistry(), "test")
 	rt := &routeRuntime{name: "r", metrics: m.forRoute("r")}
-	rt.cmp.z, rt.cmp.probeNoise = zFor(0.99), noisePercent > 0
+	rt.cmp.z, rt.cmp.probeNoise = zScore(0.99), noisePercent > 0
 	rt.cmp.window.reset(window)
 	return &judged{rt: rt, m: m, now: time.Date(2026, 12, 3, 0, 0, 0, 0, time.UTC)}
 }
@@ -286,5 +290,43 @@ func TestStoppingProbesKeepsNoiseKnown(t *testing.T) {
 	j.rt.cmp.probeNoise = false // noise_percent: 0, as a reload sets it
 	if r := j.compare(servedAt, nil, false); r != resultNoise {
 		t.Errorf("after the probes stopped: %s; want noise", results[r])
+	}
+}
+
+// The README's table of how many comparisons it takes to call a real
+// difference real is what the verdicts do: at each count they are real,
+// and 1% fewer comparisons are not yet enough.
+func TestREADMEVerdictTable(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := regexp.MustCompile(`(?m)^\| ([0-9.]+)% \| ([0-9,]+)(?: comparisons)? \(([0-9,]+)(?: probes)?\) \| ([0-9,]+) \(([0-9,]+)\) \|$`)
+	rows := row.FindAllStringSubmatch(string(readme), -1)
+	if len(rows) != 6 {
+		t.Fatalf("found %d rows of the verdict table in README.md; want 6", len(rows))
+	}
+	number := func(s string) int64 {
+		n, err := strconv.ParseInt(strings.ReplaceAll(s, ",", ""), 10, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	z := zScore(0.99)
+	for _, r := range rows {
+		rate, _ := strconv.ParseFloat(r[1], 64)
+		for i, noisePercent := range []float64{10, 20} {
+			n, m := number(r[2+2*i]), number(r[3+2*i])
+			if want := int64(float64(n) * noisePercent / 100); m != want {
+				t.Errorf("%s%% at noise_percent %v: %d probes for %d comparisons; want %d", r[1], noisePercent, m, n, want)
+			}
+			real := func(n int64) bool {
+				return verdictOf(int64(rate/100*float64(n)), n, 0, int64(float64(n)*noisePercent/100), z, true) == VerdictReal
+			}
+			if !real(n) || real(n*99/100) {
+				t.Errorf("%s%% at noise_percent %v: real at %d: %v, at 1%% fewer: %v; want real there and not before", r[1], noisePercent, n, real(n), real(n*99/100))
+			}
+		}
 	}
 }

@@ -108,17 +108,6 @@ func (r *Report) Errors() int {
 	return n
 }
 
-// The headers replays add: every replayed request says it is one, as the
-// proxy's shadows do, and a write goes to newpath as a dry run only.
-const (
-	headerShadow = "X-Strangler-Shadow"
-	headerDryRun = "X-Strangler-Dry-Run"
-)
-
-func safeMethod(m string) bool {
-	return m == http.MethodGet || m == http.MethodHead || m == http.MethodOptions
-}
-
 // Run replays records: a safe request to both sides (and to legacy Noise
 // more times), a write to newpath only, as a dry run, compared with the
 // legacy answer recorded with it; legacy never receives a replayed write.
@@ -201,12 +190,10 @@ type comparerKey struct {
 // replayed is a record's raw outcome, before the noise verdicts of its
 // route are known.
 type replayed struct {
-	err      string
-	all      []diff.Difference // legacy against newpath: the route's raw counts, as the proxy's
-	raw      []diff.Difference // the same less this request's own noise
-	noise    map[fieldKind]int // how many of its probes differed, by field and kind
-	probes   int
-	compared bool
+	err    string            // why it could not be replayed; "" when it was compared
+	raw    []diff.Difference // legacy against newpath
+	noise  map[fieldKind]int // how many of its probes differed, by field and kind
+	probes int
 }
 
 // fieldKind is what verdicts are per, as the proxy's are: a field that is
@@ -268,7 +255,7 @@ func (r *replayer) replay(ctx context.Context, s *proxy.Sample) replayed {
 		}
 		body = b
 	}
-	if !safeMethod(s.Method) {
+	if !proxy.SafeMethod(s.Method) {
 		// Never to legacy; to newpath as a dry run, against what legacy
 		// answered when it was recorded.
 		if !s.BodiesKept || s.BodiesCut {
@@ -287,7 +274,7 @@ func (r *replayer) replay(ctx context.Context, s *proxy.Sample) replayed {
 		if err != nil {
 			return replayed{err: "compare: " + err.Error()}
 		}
-		return replayed{all: raw, raw: raw, compared: true}
+		return replayed{raw: raw}
 	}
 
 	var legacy, newpath diff.Response
@@ -310,7 +297,7 @@ func (r *replayer) replay(ctx context.Context, s *proxy.Sample) replayed {
 	if err != nil {
 		return replayed{err: "compare: " + err.Error()}
 	}
-	out := replayed{compared: true, noise: map[fieldKind]int{}}
+	out := replayed{raw: raw, noise: map[fieldKind]int{}}
 	for range r.opts.Noise {
 		again, err := r.send(ctx, r.opts.Legacy, s, body, false)
 		if err != nil {
@@ -327,12 +314,6 @@ func (r *replayer) replay(ctx context.Context, s *proxy.Sample) replayed {
 				seen[k] = true
 				out.noise[k]++
 			}
-		}
-	}
-	out.all = raw
-	for _, d := range raw {
-		if out.noise[fieldKind{d.Path, d.Kind}] == 0 {
-			out.raw = append(out.raw, d)
 		}
 	}
 	return out
@@ -359,9 +340,9 @@ func (r *replayer) send(ctx context.Context, base string, s *proxy.Sample, body 
 			}
 		}
 	}
-	req.Header.Set(headerShadow, "1")
+	req.Header.Set(proxy.ShadowHeader, "1")
 	if dryRun {
-		req.Header.Set(headerDryRun, "1")
+		req.Header.Set(proxy.DryRunHeader, "1")
 	}
 	if s.RequestID != "" {
 		req.Header.Set("X-Request-Id", s.RequestID+"-replay")
@@ -400,7 +381,7 @@ func (r *replayer) report(records []proxy.Sample) *Report {
 			c = &counts{raw: map[fieldKind]int64{}, noise: map[fieldKind]int64{}}
 			byRoute[records[i].Route] = c
 		}
-		if !res.compared {
+		if res.err != "" {
 			continue
 		}
 		c.compared++
@@ -412,7 +393,7 @@ func (r *replayer) report(records []proxy.Sample) *Report {
 		// proxy counts them: masked counts would make the raw rate look
 		// smaller than the noise's.
 		seen := map[fieldKind]bool{}
-		for _, d := range res.all {
+		for _, d := range res.raw {
 			if k := (fieldKind{d.Path, d.Kind}); !seen[k] {
 				seen[k] = true
 				c.raw[k]++
@@ -442,9 +423,12 @@ func (r *replayer) report(records []proxy.Sample) *Report {
 			rep.Results[i] = out
 			continue
 		}
+		// Real now: not seen by this request's own probes, nor noisy on
+		// the route.
 		seen := map[string]bool{}
 		for _, d := range res.raw {
-			if !seen[d.Path] && !noisy(s.Route, fieldKind{d.Path, d.Kind}) {
+			k := fieldKind{d.Path, d.Kind}
+			if !seen[d.Path] && res.noise[k] == 0 && !noisy(s.Route, k) {
 				seen[d.Path] = true
 				out.Fields = append(out.Fields, d.Path)
 			}
