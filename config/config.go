@@ -147,6 +147,10 @@ type Shadow struct {
 	MaxBodyBytes int64 `mapstructure:"max_body_bytes" json:"max_body_bytes"`
 	// Timeout bounds one shadow call, detached from the client.
 	Timeout Duration `mapstructure:"timeout" json:"timeout"`
+	// PipelineDepth is the most shadow calls of safe requests without a
+	// body that share one upstream connection at once, pipelined; fewer
+	// share it when the upstream answers slowly. 1 turns pipelining off.
+	PipelineDepth int `mapstructure:"pipeline_depth" json:"pipeline_depth"`
 }
 
 // DivergenceStore configures divergence samples.

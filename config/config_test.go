@@ -47,6 +47,7 @@ func TestMinimalConfigGetsEveryDefault(t *testing.T) {
 		{"shadow.max_in_flight", cfg.Shadow.MaxInFlight, 256},
 		{"shadow.max_body_bytes", cfg.Shadow.MaxBodyBytes, int64(1 << 20)},
 		{"shadow.timeout", cfg.Shadow.Timeout, Duration(5 * time.Second)},
+		{"shadow.pipeline_depth", cfg.Shadow.PipelineDepth, 16},
 		{"divergence_store.samples_per_route", cfg.DivergenceStore.SamplesPerRoute, 100},
 		{"divergence_store.sample_body_bytes", cfg.DivergenceStore.SampleBodyBytes, 65536},
 		{"divergence_store.retention", cfg.DivergenceStore.Retention, Duration(7 * 24 * time.Hour)},
@@ -340,6 +341,24 @@ func TestSampleBodyBytesBounds(t *testing.T) {
 			t.Errorf("sample_body_bytes %s: %v; want valid", value, err)
 		case want != "" && (err == nil || !strings.Contains(err.Error(), want)):
 			t.Errorf("sample_body_bytes %s: err = %v; want %q", value, err, want)
+		}
+	}
+}
+
+func TestPipelineDepthBounds(t *testing.T) {
+	base := "upstreams:\n  legacy: { url: \"http://127.0.0.1:1\" }\n  newpath: { url: \"http://127.0.0.1:2\" }\n"
+	for value, want := range map[string]string{
+		"1":  "",
+		"64": "",
+		"0":  "shadow.pipeline_depth: must be 1 (no pipelining) to 64, got 0",
+		"65": "shadow.pipeline_depth: must be 1 (no pipelining) to 64, got 65",
+	} {
+		_, err := Parse([]byte(base + "shadow: { pipeline_depth: " + value + " }\n"))
+		switch {
+		case want == "" && err != nil:
+			t.Errorf("pipeline_depth %s: %v; want valid", value, err)
+		case want != "" && (err == nil || !strings.Contains(err.Error(), want)):
+			t.Errorf("pipeline_depth %s: err = %v; want %q", value, err, want)
 		}
 	}
 }

@@ -41,6 +41,7 @@ func defaults() map[string]any {
 		"overrides.header":                   "X-Strangler-Backend",
 		"overrides.trusted_cidrs":            []string{"127.0.0.0/8"},
 		"shadow.max_in_flight":               256,
+		"shadow.pipeline_depth":              16,
 		"shadow.max_body_bytes":              1 << 20,
 		"shadow.timeout":                     "5s",
 		"divergence_store.database_url":      "",

@@ -51,6 +51,10 @@ var (
 	registeredAtRE = regexp.MustCompile(` \(registered at [^)]*\)`)
 )
 
+// maxPipelineDepth bounds shadow.pipeline_depth: deeper pipelines save
+// no more system calls, and hold more calls behind a slow one.
+const maxPipelineDepth = 64
+
 const labelMatcher = `[a-zA-Z_][a-zA-Z0-9_]*\s*(=~|!~|!=|=)\s*"([^"\\]|\\.)*"`
 
 // labelMatcherPartsRE splits one label matcher into its operator and its
@@ -93,6 +97,9 @@ func (c *Config) validate() []FieldError {
 	}
 	if c.Shadow.Timeout <= 0 {
 		add("shadow.timeout", "must be positive")
+	}
+	if d := c.Shadow.PipelineDepth; d < 1 || d > maxPipelineDepth {
+		add("shadow.pipeline_depth", "must be 1 (no pipelining) to %d, got %d", maxPipelineDepth, d)
 	}
 
 	if u := c.DivergenceStore.DatabaseURL; u != "" {

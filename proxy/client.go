@@ -52,6 +52,7 @@ var (
 type client struct {
 	mu     sync.Mutex
 	idle   map[dialKey][]*upstreamConn
+	pipes  map[dialKey]*pipeline
 	closed bool
 }
 
@@ -71,7 +72,23 @@ type upstreamConn struct {
 }
 
 func newClient() *client {
-	return &client{idle: map[dialKey][]*upstreamConn{}}
+	return &client{idle: map[dialKey][]*upstreamConn{}, pipes: map[dialKey]*pipeline{}}
+}
+
+// pipeline returns the pipelined connections to key, whose calls all end
+// when stop is done; nil once the client is closed.
+func (c *client) pipeline(key dialKey, stop context.Context) *pipeline {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil
+	}
+	pl := c.pipes[key]
+	if pl == nil {
+		pl = newPipeline(c, key, stop)
+		c.pipes[key] = pl
+	}
+	return pl
 }
 
 // call is one upstream exchange's options.
@@ -315,6 +332,10 @@ func (c *client) closeIdle() {
 		}
 		delete(c.idle, key)
 	}
+	for key, pl := range c.pipes {
+		pl.retire()
+		delete(c.pipes, key)
+	}
 }
 
 // closeIdleTo closes the idle connections to key: a reload dropped it.
@@ -325,6 +346,10 @@ func (c *client) closeIdleTo(key dialKey) {
 		conn.Close()
 	}
 	delete(c.idle, key)
+	if pl := c.pipes[key]; pl != nil {
+		pl.retire()
+		delete(c.pipes, key)
+	}
 }
 
 // isStale reports whether err is what a reused connection the upstream had

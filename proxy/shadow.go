@@ -95,6 +95,14 @@ type shadowJob struct {
 	primaryRes captured
 	shadowRes  captured
 	noiseRes   captured
+
+	// A pipelined shadow call (pipeline.go): its call, its answer and
+	// span until it is over, and whether it is.
+	proxy    *Proxy
+	pc       pipeCall
+	ans      *fasthttp.Response
+	span     trace.Span
+	answered bool
 }
 
 var shadowJobs = sync.Pool{New: func() any { return new(shadowJob) }}
@@ -242,8 +250,54 @@ func (p *Proxy) planShadow(x *exchange) string {
 	}
 	x.job = job
 	p.shadows.Add(1)
-	p.workers.dispatch(job)
+	if pl := p.pipelineFor(job, cfg.PipelineDepth); pl != nil {
+		p.sendPipelined(job, pl, cfg.PipelineDepth)
+	} else {
+		p.workers.dispatch(job)
+	}
 	return "shadowed"
+}
+
+// pipelineFor returns the pipeline job's shadow call goes on, or nil when
+// it is made on its worker: pipelining is off (depth 1), the job also
+// probes noise (the two calls go out together), or the request has a
+// body or asks to close.
+func (p *Proxy) pipelineFor(job *shadowJob, depth int) *pipeline {
+	if depth <= 1 || job.noise || job.body != nil || job.out.ConnectionClose() {
+		return nil
+	}
+	return p.client.pipeline(job.upstream[job.target].key, p.stopShadows)
+}
+
+// sendPipelined queues job's shadow call on pl; pipeDone takes it from
+// there.
+func (p *Proxy) sendPipelined(job *shadowJob, pl *pipeline, depth int) {
+	job.proxy = p
+	job.shadowRes.body = getBuffer()
+	job.ans = fasthttp.AcquireResponse()
+	job.ans.SkipBody = job.method == fasthttp.MethodHead
+	job.span = p.startShadowSpan(job, job.out, job.target, roleShadow)
+	job.pc = pipeCall{req: job.out, res: job.ans, body: job.shadowRes.body, max: job.maxBody,
+		deadline: time.Now().Add(job.timeout), timeout: job.upstream[job.target].timeout, then: job}
+	pl.send(&job.pc, depth)
+}
+
+// pipeDone is told, on the pipeline's reader, that job's shadow call is
+// over. The comparison runs there when the primary is done too, as it
+// usually is by then; else a worker waits for the primary.
+func (job *shadowJob) pipeDone(c *pipeCall) {
+	p := job.proxy
+	p.callDone(job, job.target, roleShadow, &job.shadowRes, job.ans, c.complete, c.err, c.latency, job.span)
+	fasthttp.ReleaseResponse(job.ans)
+	job.ans, job.span = nil, nil
+	p.countShadow(job)
+	job.answered = true
+	select {
+	case <-job.primaryDone:
+		p.runShadow(job)
+	default:
+		p.workers.dispatch(job)
+	}
 }
 
 // prepare builds job's request to backend b from in, as the primary's is,
@@ -336,46 +390,63 @@ func (p *Proxy) releaseShadow() {
 // compares. It ends within about twice shadow.timeout, or at once when
 // the proxy drains shadows on shutdown.
 func (p *Proxy) runShadow(job *shadowJob) {
-	defer p.shadows.Done()
-	defer p.releaseShadow()
-	defer job.done()
-	defer job.probe.Wait() // a panic must not release what the probe still uses
-	defer p.releaseBody(job.bodyCharge)
-	// A defect in comparing one odd response must not take the proxy down.
-	defer func() {
-		if r := recover(); r != nil {
-			job.route.rt.count(resultError)
-			p.logger.Error("comparison panicked", "route", job.route.rt.name, "request_id", job.id.requestID, "panic", fmt.Sprint(r))
-		}
-	}()
-	deadline := time.Now().Add(job.timeout)
-
-	var noiseRes *captured
-	if job.noise {
-		noiseRes = &job.noiseRes
-		job.probe.Go(func() { p.call(deadline, job, job.noiseOut, router.Legacy, roleNoise, &job.noiseRes) })
+	defer p.endShadow(job)
+	if !job.answered {
+		p.shadowCalls(job)
 	}
-	shadowRes := &job.shadowRes
-	p.call(deadline, job, job.out, job.target, roleShadow, shadowRes)
-	job.probe.Wait()
 	rt := job.route.rt
-	rt.metrics.shadow[job.target][outcomeIndex(shadowRes.outcome)].Inc()
-	if noiseRes != nil {
-		rt.metrics.noiseProbes.Inc()
-	}
-
 	// The primary may still be streaming to a slow client.
 	if !p.waitPrimary(job) {
 		rt.count(resultSkipped)
 		return
 	}
-	result := p.compare(job, shadowRes, noiseRes)
+	var noiseRes *captured
+	if job.noise {
+		noiseRes = &job.noiseRes
+	}
+	result := p.compare(job, &job.shadowRes, noiseRes)
 	rt.count(result)
 	p.recordComparison(job.route, result)
 	if p.tracing {
 		_, span := p.tracer.Start(job.id.traceCtx, "compare", trace.WithAttributes(
 			attribute.String("route", rt.name), attribute.String("result", results[result])))
 		span.End()
+	}
+}
+
+// endShadow lets go of what job holds, once its comparison is over: its
+// body, its slot, its part of the job. A defect in comparing one odd
+// response must not take the proxy down: a panic is recovered here.
+func (p *Proxy) endShadow(job *shadowJob) {
+	if r := recover(); r != nil {
+		job.route.rt.count(resultError)
+		p.logger.Error("comparison panicked", "route", job.route.rt.name, "request_id", job.id.requestID, "panic", fmt.Sprint(r))
+	}
+	p.releaseBody(job.bodyCharge)
+	job.probe.Wait() // a panic must not release what the probe still uses
+	job.done()
+	p.releaseShadow()
+	p.shadows.Done()
+}
+
+// shadowCalls makes job's calls on its worker: the shadow, and for a
+// noise probe legacy again, at once.
+func (p *Proxy) shadowCalls(job *shadowJob) {
+	deadline := time.Now().Add(job.timeout)
+	if job.noise {
+		job.probe.Go(func() { p.call(deadline, job, job.noiseOut, router.Legacy, roleNoise, &job.noiseRes) })
+	}
+	p.call(deadline, job, job.out, job.target, roleShadow, &job.shadowRes)
+	job.probe.Wait()
+	p.countShadow(job)
+}
+
+// countShadow counts job's shadow outcome, and its noise probe.
+func (p *Proxy) countShadow(job *shadowJob) {
+	rt := job.route.rt
+	rt.metrics.shadow[job.target][outcomeIndex(job.shadowRes.outcome)].Inc()
+	if job.noise {
+		rt.metrics.noiseProbes.Inc()
 	}
 }
 
@@ -405,38 +476,46 @@ func (p *Proxy) call(deadline time.Time, job *shadowJob, out *fasthttp.Request, 
 	res.body = getBuffer()
 	ans := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseResponse(ans)
-	if job.method == fasthttp.MethodHead {
-		ans.SkipBody = true
-	}
-	// The shadow belongs to the request's trace, and links to its span so
-	// tools that follow links find it from the request too.
-	request := trace.Link{SpanContext: trace.SpanContextFromContext(job.id.traceCtx)}
-	_, span := p.startClientSpan(job.id.traceCtx, requestCarrier{&out.Header}, b.String(), roles[role], request)
-
+	ans.SkipBody = job.method == fasthttp.MethodHead
+	span := p.startShadowSpan(job, out, b, role)
 	start := time.Now()
 	timeout := min(time.Until(deadline), u.timeout)
-	var err error
-	res.complete, err = p.client.fetch(out, ans, &call{key: u.key, timeout: timeout, caller: p.shadowCaller}, res.body, job.maxBody, deadline, p.stopShadows)
+	complete, err := p.client.fetch(out, ans, &call{key: u.key, timeout: timeout, caller: p.shadowCaller}, res.body, job.maxBody, deadline, p.stopShadows)
+	p.callDone(job, b, role, res, ans, complete, err, time.Since(start), span)
+}
+
+// startShadowSpan starts the span of job's call out to b. The call
+// belongs to the request's trace, and links to its span so tools that
+// follow links find it from the request too.
+func (p *Proxy) startShadowSpan(job *shadowJob, out *fasthttp.Request, b router.Backend, role int) trace.Span {
+	if !p.tracing {
+		return nil
+	}
+	request := trace.Link{SpanContext: trace.SpanContextFromContext(job.id.traceCtx)}
+	_, span := p.startClientSpan(job.id.traceCtx, requestCarrier{&out.Header}, b.String(), roles[role], request)
+	return span
+}
+
+// callDone records a shadow or noise call to b that took latency: its
+// answer ans (or err) into res, the latency, the span, and the call in
+// the route's window.
+func (p *Proxy) callDone(job *shadowJob, b router.Backend, role int, res *captured, ans *fasthttp.Response, complete bool, err error, latency time.Duration, span trace.Span) {
+	res.complete = complete
+	res.outcome = outcomeSent
 	if err == nil {
 		res.status = ans.StatusCode()
 		res.keepHeader(&ans.Header, job.route.headerKeys)
-	}
-	latency := time.Since(start)
-	job.route.rt.metrics.upstream[b][role].Observe(latency.Seconds())
-	defer func() {
-		endSpan(span, res.status, res.err)
-		p.recordCall(job.route, b, latency, res.err != nil || res.status >= 500)
-	}()
-	if err != nil {
+	} else {
 		res.err = err
 		res.outcome = outcomeFailed
 		var ne net.Error
 		if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
 			res.outcome = outcomeTimeout
 		}
-		return
 	}
-	res.outcome = outcomeSent
+	job.route.rt.metrics.upstream[b][role].Observe(latency.Seconds())
+	endSpan(span, res.status, res.err)
+	p.recordCall(job.route, b, latency, res.err != nil || res.status >= 500)
 }
 
 // shadowWorkers runs shadow jobs on goroutines kept between jobs: a
