@@ -47,6 +47,7 @@ type options struct {
 	slowRate             int
 	shadowMaxInFlight    int
 	slowMaxInFlight      int
+	pipelineDepth        int
 	peerWorkers          int
 	readyTimeout         time.Duration
 	keep                 bool
@@ -73,6 +74,7 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	fs.IntVar(&o.slowRate, "slow-rate", 0, "requests a second to pace the slow-newpath rows and the soak at (0: saturating, like every row)")
 	fs.IntVar(&o.shadowMaxInFlight, "shadow-max-in-flight", 1024, "shadow.max_in_flight of the strangler rows on the fast newpath (raised so that drops cannot flatter the shadow row)")
 	fs.IntVar(&o.slowMaxInFlight, "slow-max-in-flight", 256, "shadow.max_in_flight of the slow-newpath rows and the soak (the config default)")
+	fs.IntVar(&o.pipelineDepth, "pipeline-depth", 16, "shadow.pipeline_depth of the strangler rows (the config default; 1: no pipelining)")
 	fs.IntVar(&o.peerWorkers, "peer-workers", 1, "nginx worker_processes and HAProxy nbthread")
 	fs.DurationVar(&o.readyTimeout, "ready-timeout", 20*time.Second, "how long a started process may take to answer")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temp dir (configs, logs, wrk reports, /metrics scrapes); it is always kept on failure")
@@ -124,6 +126,7 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 		{o.slowRate >= 0, "-slow-rate must not be negative"},
 		{o.shadowMaxInFlight >= 1 && o.slowMaxInFlight >= 1, "-shadow-max-in-flight and -slow-max-in-flight must be at least 1"},
 		{o.peerWorkers >= 1, "-peer-workers must be at least 1"},
+		{o.pipelineDepth >= 1 && o.pipelineDepth <= 64, "-pipeline-depth must be 1 to 64"},
 	} {
 		if !c.ok {
 			bad = append(bad, c.what)

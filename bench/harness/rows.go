@@ -210,7 +210,7 @@ func checkConfig(argv ...string) error {
 // stranglerConfig is what templates/strangler.yaml.tmpl needs.
 type stranglerConfig struct {
 	Listen, Admin, Legacy, Newpath, Route string
-	MaxInFlight                           int
+	MaxInFlight, PipelineDepth            int
 	Weight, ShadowPercent                 float64
 }
 
@@ -227,7 +227,7 @@ func (b *bench) startStrangler(ctx context.Context, key, newpath string, maxInFl
 	}
 	conf := b.file(key + ".yaml")
 	cfg := stranglerConfig{Listen: addr, Admin: admin, Legacy: b.legacy, Newpath: newpath, Route: benchRoute,
-		MaxInFlight: maxInFlight, Weight: cl.weight, ShadowPercent: cl.shadowPercent}
+		MaxInFlight: maxInFlight, PipelineDepth: b.opt.pipelineDepth, Weight: cl.weight, ShadowPercent: cl.shadowPercent}
 	if err := b.render("strangler.yaml.tmpl", conf, cfg); err != nil {
 		return nil, err
 	}
