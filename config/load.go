@@ -65,6 +65,7 @@ func defaults() map[string]any {
 // map before decoding.
 func routeDefaults() map[string]any {
 	return map[string]any{
+		"to":       DefaultUpstream,
 		"weight":   0,
 		"fallback": true,
 		"shadow":   map[string]any{"percent": 0, "dry_run": false},
@@ -78,6 +79,13 @@ func routeDefaults() map[string]any {
 			"verdict_window": "0s",
 		},
 	}
+}
+
+// upstreamDefaults are an upstream's values when its mapping leaves them
+// out. viper's defaults cover legacy and newpath, the names it knows; the
+// other new services get theirs merged into the raw map, as routes do.
+func upstreamDefaults() map[string]any {
+	return map[string]any{"url": "", "timeout": "30s", "preserve_host": true}
 }
 
 // guardDefaults are a guard's values when its mapping leaves them out
@@ -173,6 +181,13 @@ func Parse(data []byte) (*Config, error) {
 	raw := v.AllSettings()
 	restoreRuleKeys(data, raw)
 	var errs []FieldError
+	if upstreams, ok := raw["upstreams"].(map[string]any); ok {
+		for _, u := range upstreams {
+			if m, ok := u.(map[string]any); ok {
+				mergeDefaults(m, upstreamDefaults())
+			}
+		}
+	}
 	if routes, ok := raw["routes"]; ok {
 		list, ok := routes.([]any)
 		if !ok {
@@ -310,6 +325,14 @@ func unknownKeys(raw any, t reflect.Type, path string) []FieldError {
 				continue
 			}
 			errs = append(errs, unknownKeys(v, ft, p)...)
+		}
+	case reflect.Map:
+		m, ok := raw.(map[string]any)
+		if !ok {
+			return nil
+		}
+		for k, v := range m {
+			errs = append(errs, unknownKeys(v, t.Elem(), joinPath(path, k))...)
 		}
 	case reflect.Slice:
 		list, ok := raw.([]any)

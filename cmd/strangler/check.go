@@ -50,7 +50,7 @@ func check(stdout, stderr io.Writer, path string) error {
 		fmt.Fprintf(stderr, "%s: warning: %s\n", path, w.Error())
 	}
 	fmt.Fprintf(stdout, "listen %s, admin %s, legacy %s, newpath %s, sticky %s\n\n",
-		cfg.Listen, cfg.Admin.Listen, config.Redact(cfg.Upstreams.Legacy.URL), config.Redact(cfg.Upstreams.Newpath.URL), cfg.Sticky.Key)
+		cfg.Listen, cfg.Admin.Listen, config.Redact(cfg.Upstreams.Legacy().URL), config.Redact(cfg.Upstreams.Newpath().URL), cfg.Sticky.Key)
 	printRoutes(stdout, cfg)
 	return nil
 }
