@@ -85,7 +85,7 @@ func (p *Proxy) serveReady(w http.ResponseWriter, r *http.Request, timeout time.
 		return
 	default:
 	}
-	if err := p.probeUpstream(r.Context(), st, router.Legacy, timeout); err != nil {
+	if err := p.probeUpstream(r.Context(), config.LegacyUpstream, st.upstream[router.Legacy], timeout); err != nil {
 		unavailable("legacy is unreachable: " + config.Redact(err.Error()))
 		return
 	}

@@ -188,7 +188,7 @@ func (p *Proxy) planShadow(x *exchange) string {
 	if len(req.Header.Peek("Upgrade")) > 0 {
 		return "off" // a protocol switch (WebSocket) is a stream, not an answer to compare
 	}
-	rt := x.bound.rt
+	rt := x.bound // its skip and count have the route's series
 	target := x.backend.Other()
 	method := string(req.Header.Method())
 	safe := SafeMethod(method)
@@ -230,7 +230,7 @@ func (p *Proxy) planShadow(x *exchange) string {
 	job.record = &x.st.cfg.DivergenceStore
 	job.capture = p.capture != nil && rc.Capture.Percent > 0 && rand.Float64()*100 < rc.Capture.Percent
 	job.body, job.bodyCharge = body, charge
-	job.id, job.upstream = x.id.clone(), x.st.upstream
+	job.id, job.upstream = x.id.clone(), x.bound.upstream
 	job.maxBody, job.timeout = cfg.MaxBodyBytes, time.Duration(cfg.Timeout)
 	job.sampleBody = x.st.cfg.DivergenceStore.SampleBodyBytes
 	job.primaryDone = make(chan struct{})
@@ -344,7 +344,7 @@ func (p *Proxy) runShadow(job *shadowJob) {
 	// A defect in comparing one odd response must not take the proxy down.
 	defer func() {
 		if r := recover(); r != nil {
-			job.route.rt.count(resultError)
+			job.route.count(resultError)
 			p.logger.Error("comparison panicked", "route", job.route.rt.name, "request_id", job.id.requestID, "panic", fmt.Sprint(r))
 		}
 	}()
@@ -359,18 +359,18 @@ func (p *Proxy) runShadow(job *shadowJob) {
 	p.call(deadline, job, job.out, job.target, roleShadow, shadowRes)
 	job.probe.Wait()
 	rt := job.route.rt
-	rt.metrics.shadow[job.target][outcomeIndex(shadowRes.outcome)].Inc()
+	job.route.metrics.shadow[job.target][outcomeIndex(shadowRes.outcome)].Inc()
 	if noiseRes != nil {
-		rt.metrics.noiseProbes.Inc()
+		job.route.metrics.noiseProbes.Inc()
 	}
 
 	// The primary may still be streaming to a slow client.
 	if !p.waitPrimary(job) {
-		rt.count(resultSkipped)
+		job.route.count(resultSkipped)
 		return
 	}
 	result := p.compare(job, shadowRes, noiseRes)
-	rt.count(result)
+	job.route.count(result)
 	p.recordComparison(job.route, result)
 	if p.tracing {
 		_, span := p.tracer.Start(job.id.traceCtx, "compare", trace.WithAttributes(
@@ -422,7 +422,7 @@ func (p *Proxy) call(deadline time.Time, job *shadowJob, out *fasthttp.Request, 
 		res.keepHeader(&ans.Header, job.route.headerKeys)
 	}
 	latency := time.Since(start)
-	job.route.rt.metrics.upstream[b][role].Observe(latency.Seconds())
+	job.route.metrics.upstream[b][role].Observe(latency.Seconds())
 	defer func() {
 		endSpan(span, res.status, res.err)
 		p.recordCall(job.route, b, latency, res.err != nil || res.status >= 500)
