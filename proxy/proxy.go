@@ -96,11 +96,11 @@ type Proxy struct {
 
 // state is everything a request needs, built once per configuration.
 type state struct {
-	snap     *config.Snapshot
-	cfg      *config.Config
-	table    *router.Table
-	routes   []*boundRoute // index-aligned with cfg.Routes
-	unmatch  *routeMetrics
+	snap    *config.Snapshot
+	cfg     *config.Config
+	table   *router.Table
+	routes  []*boundRoute // index-aligned with cfg.Routes
+	unmatch *routeMetrics
 	// upstream is the pair of unmatched requests: legacy, and newpath
 	// for the series they export at 0.
 	upstream [2]*upstream
