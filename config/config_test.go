@@ -464,6 +464,12 @@ func TestNamedUpstreams(t *testing.T) {
 		t.Errorf("billing = %+v; want the defaults, timeout 30s and preserve_host true", *b)
 	}
 
+	// A value that does not decode is named by its key, once.
+	_, err = Parse([]byte(withUpstream(services, `billing: { url: "http://127.0.0.1:1", timeout: soon }`)))
+	if want := `upstreams.billing.timeout: expected a duration such as "5s", got "soon"`; err == nil || err.Error() != want {
+		t.Errorf("err = %v; want only %q", err, want)
+	}
+
 	for _, tt := range []struct{ name, yaml, want string }{
 		{"unknown", minimal + "    to: payments\n" + "  - { name: b, match: \"GET /b\" }\n" + "  - { name: c, match: \"GET /c\", to: payments }\n",
 			`routes[2].to: unknown upstream "payments" (have: newpath)`},

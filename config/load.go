@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"reflect"
+	"regexp"
 	"sort"
 	"strings"
 	"syscall"
@@ -222,10 +223,13 @@ func Parse(data []byte) (*Config, error) {
 		errs = append(errs, decodeProblems(err)...)
 	}
 	// Validate the decoded part too, so one pass reports every problem; a
-	// key that failed to decode is not reported a second time.
+	// key that failed to decode, or one of whose keys did, is not
+	// reported a second time.
 	reported := map[string]bool{}
 	for _, fe := range errs {
-		reported[fe.Path] = true
+		for p := fe.Path; p != ""; p = parentPath(p) {
+			reported[p] = true
+		}
 	}
 	for _, fe := range cfg.validate() {
 		if !reported[fe.Path] {
@@ -346,12 +350,26 @@ func unknownKeys(raw any, t reflect.Type, path string) []FieldError {
 	return errs
 }
 
+// parentPath is the key that holds path: upstreams.legacy for
+// upstreams.legacy.timeout, routes for routes[1]; "" at the top.
+func parentPath(path string) string {
+	if i := strings.LastIndexAny(path, ".["); i > 0 {
+		return path[:i]
+	}
+	return ""
+}
+
 func joinPath(path, key string) string {
 	if path == "" {
 		return key
 	}
 	return path + "." + key
 }
+
+// upstreamKeyRE is how the decoder names an upstream, a key of a map:
+// upstreams[payments]. The file, and every other error, says
+// upstreams.payments.
+var upstreamKeyRE = regexp.MustCompile(`^upstreams\[([^\]]*)\]`)
 
 // decodeProblems turns the decoder's joined errors into one FieldError each.
 func decodeProblems(err error) []FieldError {
@@ -368,7 +386,7 @@ func decodeProblems(err error) []FieldError {
 				walk(e.Unwrap())
 				return
 			}
-			out = append(out, FieldError{Path: e.Name(), Problem: typeProblem(e.Unwrap())})
+			out = append(out, FieldError{Path: upstreamKeyRE.ReplaceAllString(e.Name(), "upstreams.$1"), Problem: typeProblem(e.Unwrap())})
 		default:
 			if inner := errors.Unwrap(err); inner != nil {
 				walk(inner)

@@ -160,7 +160,9 @@ func (c *Config) checkUpstreams(add func(path, format string, args ...any)) {
 	}
 	for _, name := range []string{LegacyUpstream, DefaultUpstream} {
 		if c.Upstreams[name] == nil {
-			add("upstreams."+name+".url", "required")
+			// Its entry did not decode (the decoder said why), or the file
+			// set it to null.
+			add("upstreams."+name, "must be a mapping with a url")
 			// An empty one, so that what reads the config need not check.
 			c.Upstreams[name] = &Upstream{}
 			continue

@@ -272,15 +272,19 @@ func (p *Proxy) activate(snap *config.Snapshot, pv *Provisioned) {
 			upstream: [2]*upstream{router.Legacy: st.upstream[router.Legacy], router.Newpath: st.upstreams[rc.To]},
 			metrics:  p.metrics.forRoute(rc.Name, rc.To)}
 		st.routes[i] = br
-		if prev := previous[rc.Name]; prev != nil && prev.To != rc.To {
-			// The series of the service the route moved away from would
-			// stay at their last values for ever.
+		prev := previous[rc.Name]
+		// A route moved to another service starts its windows afresh: the
+		// old service's errors, latency and differences say nothing of
+		// the new one's. The series of the old one would stay at their
+		// last values for ever.
+		moved := prev != nil && prev.To != rc.To
+		if moved {
 			p.metrics.forgetUpstream(rc.Name, prev.To)
 		}
 		rt.cmp.mu.Lock()
 		rt.cmp.samples.resize(cfg.DivergenceStore.SamplesPerRoute)
 		rt.cmp.z, rt.cmp.probeNoise = zScore(rc.Compare.Confidence), rc.Compare.NoisePercent > 0
-		if span := verdictWindowOf(rc); rt.cmp.window.span() != span {
+		if span := verdictWindowOf(rc); rt.cmp.window.span() != span || moved {
 			rt.cmp.window.reset(span)
 		}
 		rt.cmp.mu.Unlock()
@@ -291,8 +295,7 @@ func (p *Proxy) activate(snap *config.Snapshot, pv *Provisioned) {
 			guarded = 1
 		}
 		p.metrics.guardConfigured.WithLabelValues(rc.Name).Set(guarded)
-		prev := previous[rc.Name]
-		if prev == nil || windowOf(prev) != windowOf(rc) {
+		if prev == nil || windowOf(prev) != windowOf(rc) || moved {
 			rt.win.reset(windowOf(rc))
 		}
 		// A changed weight is how ops re-arm a tripped guard from the YAML;

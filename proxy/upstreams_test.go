@@ -236,8 +236,15 @@ routes:
 		"  newpath: { url: \"{{newpath}}\" }\n  payments: { url: \"{{payments}}\" }\n", 1)
 	moved = strings.Replace(moved, "weight: 100 }", "weight: 100, to: payments }", 1)
 	h.writeConfig(strings.ReplaceAll(moved, "{{payments}}", payments.url))
+	if _, ok := h.routeState("get-c").Readiness.P99Seconds["newpath"]; !ok {
+		t.Fatal("get-c's window has no newpath latency after newpath served it")
+	}
 	if err := h.reloader.Reload(); err != nil {
 		t.Fatalf("reload adding payments: %v", err)
+	}
+	// What newpath did says nothing of payments: the window starts afresh.
+	if p99, ok := h.routeState("get-c").Readiness.P99Seconds["newpath"]; ok {
+		t.Errorf("get-c's window kept newpath's p99 %v after the route moved to payments; want it emptied", p99)
 	}
 	if got := servedBy(); got != "payments" {
 		t.Errorf("after the reload /c is served by %q; want payments", got)
