@@ -247,10 +247,7 @@ func (p *Proxy) begin(ctx *fasthttp.RequestCtx) *exchange {
 // and the call in the route's window, where the guard sees it.
 func (x *exchange) attempt() error {
 	p := x.proxy
-	u := x.st.upstream[x.backend]
-	if x.bound != nil {
-		u = x.bound.upstream[x.backend]
-	}
+	u := x.upstream()
 	if x.out == nil {
 		x.out, x.res = fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 	} else {
@@ -292,6 +289,15 @@ func (x *exchange) attempt() error {
 	}
 	x.conn = conn
 	return nil
+}
+
+// upstream is the upstream x.backend names for x: the route's pair's, or
+// for an unmatched request the state's.
+func (x *exchange) upstream() *upstream {
+	if x.bound != nil {
+		return x.bound.upstream[x.backend]
+	}
+	return x.st.upstream[x.backend]
 }
 
 // giveUp tells a call waiting for its answer that the client left. It
@@ -493,7 +499,7 @@ func (x *exchange) answerError(err error) {
 		var reason string
 		reason, x.status = classify(err)
 		x.proxy.logger.Warn("upstream error",
-			"request_id", x.id.requestID, "route", x.route, "backend", x.backend.String(),
+			"request_id", x.id.requestID, "route", x.route, "backend", x.backend.String(), "upstream", x.upstream().name,
 			"reason", reason, "error", config.Redact(err.Error()))
 		res.SetBodyString(fasthttp.StatusMessage(x.status) + "\n")
 	}
