@@ -24,7 +24,9 @@ type Config struct {
 	Listen string `mapstructure:"listen" json:"listen"`
 	// Admin configures the admin listener (/metrics, /healthz, /admin/*).
 	Admin Admin `mapstructure:"admin" json:"admin"`
-	// Upstreams are the two backends traffic is split between.
+	// Upstreams are the backends by name: legacy, the side traffic moves
+	// from, and the new services routes move it to (newpath, the
+	// default, and any others a route names with to).
 	Upstreams Upstreams `mapstructure:"upstreams" json:"upstreams"`
 	// Sticky selects the request attribute that pins a user to a backend.
 	Sticky Sticky `mapstructure:"sticky" json:"sticky"`
@@ -71,10 +73,35 @@ type Admin struct {
 	TokenEnv string `mapstructure:"token_env" json:"token_env"`
 }
 
-// Upstreams holds the two backends.
-type Upstreams struct {
-	Legacy  Upstream `mapstructure:"legacy" json:"legacy"`
-	Newpath Upstream `mapstructure:"newpath" json:"newpath"`
+// Upstreams holds the backends by name. LegacyUpstream and
+// DefaultUpstream are required; any other name ([a-z0-9-]+) is one more
+// new service, which routes pick with to.
+type Upstreams map[string]*Upstream
+
+// The names of the two upstreams every configuration has: legacy, and the
+// new service a route without to moves its traffic to.
+const (
+	LegacyUpstream  = "legacy"
+	DefaultUpstream = "newpath"
+)
+
+// Legacy returns the legacy upstream.
+func (u Upstreams) Legacy() *Upstream { return u[LegacyUpstream] }
+
+// Newpath returns the default new service, DefaultUpstream.
+func (u Upstreams) Newpath() *Upstream { return u[DefaultUpstream] }
+
+// NewServices returns the names of the upstreams routes may move traffic
+// to, every one but legacy, sorted.
+func (u Upstreams) NewServices() []string {
+	names := make([]string, 0, len(u))
+	for name := range u {
+		if name != LegacyUpstream {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	return names
 }
 
 // Upstream is one backend.
@@ -242,6 +269,10 @@ type Route struct {
 	Name string `mapstructure:"name" json:"name"`
 	// Match is a net/http.ServeMux pattern such as "GET /orders/{id}".
 	Match string `mapstructure:"match" json:"match"`
+	// To names the new service (an upstream other than legacy) that
+	// serves the route's newpath side: its weight, its shadows and its
+	// comparisons. Default: newpath.
+	To string `mapstructure:"to" json:"to"`
 	// Weight is the percent of the route's traffic served by newpath,
 	// 0..100 with at most two decimals.
 	Weight float64 `mapstructure:"weight" json:"weight"`

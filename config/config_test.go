@@ -38,8 +38,8 @@ func TestMinimalConfigGetsEveryDefault(t *testing.T) {
 		{"listen", cfg.Listen, "127.0.0.1:8080"},
 		{"admin.listen", cfg.Admin.Listen, "127.0.0.1:9090"},
 		{"admin.token_env", cfg.Admin.TokenEnv, "STRANGLER_ADMIN_TOKEN"},
-		{"upstreams.legacy.timeout", cfg.Upstreams.Legacy.Timeout, Duration(30 * time.Second)},
-		{"upstreams.newpath.preserve_host", cfg.Upstreams.Newpath.PreserveHost, true},
+		{"upstreams.legacy.timeout", cfg.Upstreams.Legacy().Timeout, Duration(30 * time.Second)},
+		{"upstreams.newpath.preserve_host", cfg.Upstreams.Newpath().PreserveHost, true},
 		{"sticky.key", cfg.Sticky.Key, "none"},
 		{"sticky.salt", cfg.Sticky.Salt, "strangler"},
 		{"overrides.header", cfg.Overrides.Header, "X-Strangler-Backend"},
@@ -61,7 +61,7 @@ func TestMinimalConfigGetsEveryDefault(t *testing.T) {
 		{"routes[0].shadow.percent", cfg.Routes[0].Shadow.Percent, 0.0},
 		{"routes[0].compare.headers", strings.Join(cfg.Routes[0].Compare.Headers, ","), "content-type"},
 		{"routes[0].guard", cfg.Routes[0].Guard == nil, true},
-		{"newpath parsed path", cfg.Upstreams.Newpath.ParsedURL().Path, "/api"},
+		{"newpath parsed path", cfg.Upstreams.Newpath().ParsedURL().Path, "/api"},
 	}
 	for _, c := range checks {
 		if c.got != c.want {
@@ -93,10 +93,10 @@ func TestEnvironmentOverrides(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Listen != "0.0.0.0:8081" || cfg.Upstreams.Legacy.URL != "http://legacy.internal:80" ||
+	if cfg.Listen != "0.0.0.0:8081" || cfg.Upstreams.Legacy().URL != "http://legacy.internal:80" ||
 		cfg.Shadow.MaxInFlight != 12 || cfg.Log.Access {
 		t.Errorf("env overrides not applied: listen %q legacy %q max_in_flight %d access %v",
-			cfg.Listen, cfg.Upstreams.Legacy.URL, cfg.Shadow.MaxInFlight, cfg.Log.Access)
+			cfg.Listen, cfg.Upstreams.Legacy().URL, cfg.Shadow.MaxInFlight, cfg.Log.Access)
 	}
 	t.Setenv("STRANGLER_SHADOW_MAX_IN_FLIGHT", "lots")
 	_, err = Parse([]byte(minimal))
@@ -440,4 +440,92 @@ func TestCaptureConfig(t *testing.T) {
 	if err := rl.Reload(); err == nil || !strings.Contains(err.Error(), "capture: changed") {
 		t.Errorf("reload with another capture.file: %v; want it refused", err)
 	}
+}
+
+const services = `
+upstreams:
+  legacy: { url: "http://127.0.0.1:9001" }
+  newpath: { url: "http://127.0.0.1:9002" }
+  payments-v2: { url: "http://127.0.0.1:9003/pay", timeout: 2s, preserve_host: false }
+routes:
+  - { name: get-order, match: "GET /orders/{id}" }
+  - { name: charge, match: "POST /payments", to: payments-v2 }
+`
+
+// Named upstreams are new services routes pick with to; newpath stays
+// the default, and every reference is checked by name.
+func TestNamedUpstreams(t *testing.T) {
+	cfg, err := Parse([]byte(services))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Upstreams.NewServices(); !slices.Equal(got, []string{"newpath", "payments-v2"}) {
+		t.Errorf("NewServices() = %q; want newpath, payments-v2", got)
+	}
+	pay := cfg.Upstreams["payments-v2"]
+	if pay.Timeout != Duration(2*time.Second) || pay.PreserveHost || pay.ParsedURL().Path != "/pay" {
+		t.Errorf("payments-v2 = %+v; want timeout 2s, preserve_host false, path /pay", *pay)
+	}
+	if got := [2]string{cfg.Routes[0].To, cfg.Routes[1].To}; got != [2]string{"newpath", "payments-v2"} {
+		t.Errorf("routes' to = %q; want newpath (the default) and payments-v2", got)
+	}
+	if w := cfg.Warnings(); len(w) != 0 {
+		t.Errorf("warnings = %v; want none, every upstream is used", w)
+	}
+
+	// An upstream's own keys get the defaults newpath's get.
+	cfg, err = Parse([]byte(withUpstream(services, `billing: { url: "http://127.0.0.1:9004" }`) +
+		"  - { name: refund, match: \"POST /refunds\", to: billing }\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := cfg.Upstreams["billing"]; b.Timeout != Duration(30*time.Second) || !b.PreserveHost {
+		t.Errorf("billing = %+v; want the defaults, timeout 30s and preserve_host true", *b)
+	}
+
+	// A value that does not decode is named by its key, once.
+	_, err = Parse([]byte(withUpstream(services, `billing: { url: "http://127.0.0.1:1", timeout: soon }`)))
+	if want := `upstreams.billing.timeout: expected a duration such as "5s", got "soon"`; err == nil || err.Error() != want {
+		t.Errorf("err = %v; want only %q", err, want)
+	}
+
+	for _, tt := range []struct{ name, yaml, want string }{
+		{"unknown", minimal + "    to: payments\n" + "  - { name: b, match: \"GET /b\" }\n" + "  - { name: c, match: \"GET /c\", to: payments }\n",
+			`routes[2].to: unknown upstream "payments" (have: newpath)`},
+		{"unknown lists the names", services + "  - { name: c, match: \"GET /c\", to: payments }\n",
+			`routes[2].to: unknown upstream "payments" (have: newpath, payments-v2)`},
+		{"legacy", services + "  - { name: c, match: \"GET /c\", to: legacy }\n",
+			"routes[2].to: legacy is the side traffic moves from"},
+		{"bad name", withUpstream(services, `pay_v3: { url: "http://127.0.0.1:1" }`),
+			`upstreams.pay_v3: upstream name "pay_v3" must match [a-z0-9-]+`},
+		{"no url", withUpstream(services, "billing: { timeout: 1s }"), "upstreams.billing.url: required"},
+		{"unknown key", withUpstream(services, `billing: { url: "http://127.0.0.1:1", tmeout: 1s }`), "upstreams.billing.tmeout: unknown key"},
+		{"newpath still required", "upstreams:\n  legacy: { url: \"http://127.0.0.1:1\" }\n  payments: { url: \"http://127.0.0.1:2\" }\nroutes:\n  - { name: a, match: \"GET /a\", to: payments }\n",
+			"upstreams.newpath.url: required"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(tt.yaml))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("err = %v; want it to contain %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// An upstream no route uses is valid, and strangler check warns of it.
+func TestUnusedUpstreamWarns(t *testing.T) {
+	cfg, err := Parse([]byte(withUpstream(minimal, `billing: { url: "http://127.0.0.1:9004" }`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := FieldError{Path: "upstreams.billing", Problem: "no route sends traffic to it (to: billing)"}
+	if w := cfg.Warnings(); !slices.Contains(w, want) {
+		t.Errorf("warnings = %v; want %v", w, want)
+	}
+}
+
+// withUpstream adds an upstream entry, one line of YAML, to a config's
+// upstreams mapping.
+func withUpstream(yaml, entry string) string {
+	return strings.Replace(yaml, "upstreams:\n", "upstreams:\n  "+entry+"\n", 1)
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"reflect"
+	"regexp"
 	"sort"
 	"strings"
 	"syscall"
@@ -66,6 +67,7 @@ func defaults() map[string]any {
 // map before decoding.
 func routeDefaults() map[string]any {
 	return map[string]any{
+		"to":       DefaultUpstream,
 		"weight":   0,
 		"fallback": true,
 		"shadow":   map[string]any{"percent": 0, "dry_run": false},
@@ -79,6 +81,13 @@ func routeDefaults() map[string]any {
 			"verdict_window": "0s",
 		},
 	}
+}
+
+// upstreamDefaults are an upstream's values when its mapping leaves them
+// out. viper's defaults cover legacy and newpath, the names it knows; the
+// other new services get theirs merged into the raw map, as routes do.
+func upstreamDefaults() map[string]any {
+	return map[string]any{"url": "", "timeout": "30s", "preserve_host": true}
 }
 
 // guardDefaults are a guard's values when its mapping leaves them out
@@ -174,6 +183,13 @@ func Parse(data []byte) (*Config, error) {
 	raw := v.AllSettings()
 	restoreRuleKeys(data, raw)
 	var errs []FieldError
+	if upstreams, ok := raw["upstreams"].(map[string]any); ok {
+		for _, u := range upstreams {
+			if m, ok := u.(map[string]any); ok {
+				mergeDefaults(m, upstreamDefaults())
+			}
+		}
+	}
 	if routes, ok := raw["routes"]; ok {
 		list, ok := routes.([]any)
 		if !ok {
@@ -208,10 +224,13 @@ func Parse(data []byte) (*Config, error) {
 		errs = append(errs, decodeProblems(err)...)
 	}
 	// Validate the decoded part too, so one pass reports every problem; a
-	// key that failed to decode is not reported a second time.
+	// key that failed to decode, or one of whose keys did, is not
+	// reported a second time.
 	reported := map[string]bool{}
 	for _, fe := range errs {
-		reported[fe.Path] = true
+		for p := fe.Path; p != ""; p = parentPath(p) {
+			reported[p] = true
+		}
 	}
 	for _, fe := range cfg.validate() {
 		if !reported[fe.Path] {
@@ -312,6 +331,14 @@ func unknownKeys(raw any, t reflect.Type, path string) []FieldError {
 			}
 			errs = append(errs, unknownKeys(v, ft, p)...)
 		}
+	case reflect.Map:
+		m, ok := raw.(map[string]any)
+		if !ok {
+			return nil
+		}
+		for k, v := range m {
+			errs = append(errs, unknownKeys(v, t.Elem(), joinPath(path, k))...)
+		}
 	case reflect.Slice:
 		list, ok := raw.([]any)
 		if !ok {
@@ -324,12 +351,26 @@ func unknownKeys(raw any, t reflect.Type, path string) []FieldError {
 	return errs
 }
 
+// parentPath is the key that holds path: upstreams.legacy for
+// upstreams.legacy.timeout, routes for routes[1]; "" at the top.
+func parentPath(path string) string {
+	if i := strings.LastIndexAny(path, ".["); i > 0 {
+		return path[:i]
+	}
+	return ""
+}
+
 func joinPath(path, key string) string {
 	if path == "" {
 		return key
 	}
 	return path + "." + key
 }
+
+// upstreamKeyRE is how the decoder names an upstream, a key of a map:
+// upstreams[payments]. The file, and every other error, says
+// upstreams.payments.
+var upstreamKeyRE = regexp.MustCompile(`^upstreams\[([^\]]*)\]`)
 
 // decodeProblems turns the decoder's joined errors into one FieldError each.
 func decodeProblems(err error) []FieldError {
@@ -346,7 +387,7 @@ func decodeProblems(err error) []FieldError {
 				walk(e.Unwrap())
 				return
 			}
-			out = append(out, FieldError{Path: e.Name(), Problem: typeProblem(e.Unwrap())})
+			out = append(out, FieldError{Path: upstreamKeyRE.ReplaceAllString(e.Name(), "upstreams.$1"), Problem: typeProblem(e.Unwrap())})
 		default:
 			if inner := errors.Unwrap(err); inner != nil {
 				walk(inner)

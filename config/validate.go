@@ -75,8 +75,7 @@ func (c *Config) validate() []FieldError {
 		add("admin.token_env", "%q is not an environment variable name", c.Admin.TokenEnv)
 	}
 
-	checkUpstream(add, "upstreams.legacy", &c.Upstreams.Legacy)
-	checkUpstream(add, "upstreams.newpath", &c.Upstreams.Newpath)
+	c.checkUpstreams(add)
 
 	c.Sticky.kind, c.Sticky.name = parseSticky(add, c.Sticky.Key)
 
@@ -156,7 +155,69 @@ func (c *Config) validate() []FieldError {
 	}
 
 	c.validateRoutes(add)
+	c.warnUnusedUpstreams()
 	return errs
+}
+
+// checkUpstreams checks every upstream, legacy and newpath first: they are
+// required, and named in the errors even when the file leaves them out.
+func (c *Config) checkUpstreams(add func(path, format string, args ...any)) {
+	if c.Upstreams == nil {
+		c.Upstreams = Upstreams{}
+	}
+	for _, name := range []string{LegacyUpstream, DefaultUpstream} {
+		if c.Upstreams[name] == nil {
+			// Its entry did not decode (the decoder said why), or the file
+			// set it to null.
+			add("upstreams."+name, "must be a mapping with a url")
+			// An empty one, so that what reads the config need not check.
+			c.Upstreams[name] = &Upstream{}
+			continue
+		}
+		checkUpstream(add, "upstreams."+name, c.Upstreams[name])
+	}
+	for _, name := range c.Upstreams.NewServices() {
+		if name == DefaultUpstream {
+			continue
+		}
+		p := "upstreams." + name
+		if !routeNameRE.MatchString(name) {
+			add(p, "upstream name %q must match [a-z0-9-]+", name)
+		}
+		if c.Upstreams[name] == nil {
+			add(p, "must be a mapping with a url")
+			c.Upstreams[name] = &Upstream{}
+			continue
+		}
+		checkUpstream(add, p, c.Upstreams[name])
+	}
+}
+
+// checkRouteUpstream checks the new service a route moves its traffic to.
+func (c *Config) checkRouteUpstream(add func(path, format string, args ...any), path string, r *Route) {
+	switch {
+	case r.To == LegacyUpstream:
+		add(path, "legacy is the side traffic moves from; name the new service that serves the route (have: %s)",
+			strings.Join(c.Upstreams.NewServices(), ", "))
+	case c.Upstreams[r.To] == nil:
+		add(path, "unknown upstream %q (have: %s)", r.To, strings.Join(c.Upstreams.NewServices(), ", "))
+	}
+}
+
+// warnUnusedUpstreams warns of a named new service no route moves traffic
+// to: valid (it may be about to be used), but often a typo on either side.
+// newpath is left out: it is required whether or not a route uses it.
+func (c *Config) warnUnusedUpstreams() {
+	used := map[string]bool{}
+	for i := range c.Routes {
+		used[c.Routes[i].To] = true
+	}
+	for _, name := range c.Upstreams.NewServices() {
+		if name != DefaultUpstream && !used[name] {
+			c.warnings = append(c.warnings, FieldError{Path: "upstreams." + name,
+				Problem: fmt.Sprintf("no route sends traffic to it (to: %s)", name)})
+		}
+	}
 }
 
 func (c *Config) validateRoutes(add func(path, format string, args ...any)) {
@@ -189,6 +250,7 @@ func (c *Config) validateRoutes(add func(path, format string, args ...any)) {
 				add(p+".match", "%v", err)
 			}
 		}
+		c.checkRouteUpstream(add, p+".to", r)
 		checkPercent(add, p+".weight", r.Weight)
 		r.weightBasisPoints = int(math.Round(r.Weight * 100))
 		if math.Abs(r.Weight*100-float64(r.weightBasisPoints)) > 1e-6 {

@@ -85,7 +85,7 @@ func (p *Proxy) serveReady(w http.ResponseWriter, r *http.Request, timeout time.
 		return
 	default:
 	}
-	if err := p.probeUpstream(r.Context(), st, router.Legacy, timeout); err != nil {
+	if err := p.probeUpstream(r.Context(), config.LegacyUpstream, st.upstream[router.Legacy], timeout); err != nil {
 		unavailable("legacy is unreachable: " + config.Redact(err.Error()))
 		return
 	}
@@ -129,8 +129,11 @@ func serveConfig(w http.ResponseWriter, src ConfigSource) {
 
 // routeView is one route of /admin/routes.
 type routeView struct {
-	Name            string    `json:"name"`
-	Match           string    `json:"match"`
+	Name  string `json:"name"`
+	Match string `json:"match"`
+	// To is the upstream that serves the route's newpath side, a key of
+	// the answer's upstreams.
+	To              string    `json:"to"`
 	Weight          float64   `json:"weight"`
 	EffectiveWeight float64   `json:"effective_weight"`
 	Guard           GuardView `json:"guard"`
@@ -147,8 +150,8 @@ type routeView struct {
 }
 
 // serveRoutes answers every route's state, and the last reachability probe
-// of each upstream: a newpath that is down is the reason its routes fall
-// back.
+// of each upstream by name: a new service that is down is the reason the
+// routes whose to names it fall back.
 func (p *Proxy) serveRoutes(w http.ResponseWriter, r *http.Request) {
 	st := p.state.Load()
 	views := make([]routeView, 0, len(st.routes))
@@ -163,6 +166,7 @@ func (p *Proxy) routeView(br *boundRoute) routeView {
 	return routeView{
 		Name:            br.cfg.Name,
 		Match:           br.cfg.Match,
+		To:              br.cfg.To,
 		Weight:          br.cfg.Weight,
 		EffectiveWeight: float64(br.rt.effectiveBasisPoints.Load()) / 100,
 		Guard:           br.guardView(),

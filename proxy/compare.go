@@ -127,14 +127,15 @@ func (f *fieldCount) kindIndex(kind diff.Kind) int {
 }
 
 // skip counts a request selected for shadowing whose shadow never ran.
-func (rt *routeRuntime) skip(target router.Backend, outcome string) {
-	rt.metrics.shadow[target][outcomeIndex(outcome)].Inc()
-	rt.count(resultSkipped)
+func (br *boundRoute) skip(target router.Backend, outcome string) {
+	br.metrics.shadow[target][outcomeIndex(outcome)].Inc()
+	br.count(resultSkipped)
 }
 
 // count counts a comparison result.
-func (rt *routeRuntime) count(result int) {
-	rt.metrics.comparisons[result].Inc()
+func (br *boundRoute) count(result int) {
+	br.metrics.comparisons[result].Inc()
+	rt := br.rt
 	rt.cmp.mu.Lock()
 	rt.cmp.results[result]++
 	rt.cmp.mu.Unlock()

@@ -101,7 +101,7 @@ func (id callIdentity) clone() callIdentity {
 
 // upstream is one backend of one state.
 type upstream struct {
-	backend router.Backend
+	name    string // its key under upstreams
 	cfg     *config.Upstream
 	key     dialKey
 	timeout time.Duration
@@ -111,10 +111,10 @@ type upstream struct {
 	baseQuery string
 }
 
-func newUpstream(b router.Backend, cfg *config.Upstream) *upstream {
+func newUpstream(name string, cfg *config.Upstream) *upstream {
 	target := cfg.ParsedURL()
 	return &upstream{
-		backend:   b,
+		name:      name,
 		cfg:       cfg,
 		key:       dialKeyOf(cfg),
 		timeout:   time.Duration(cfg.Timeout),
@@ -234,7 +234,7 @@ func (p *Proxy) begin(ctx *fasthttp.RequestCtx) *exchange {
 	}
 	if i, ok := st.table.Match(b2s(req.Header.Method()), b2s(req.Header.Host()), matchPath(ctx.URI())); ok {
 		br := st.routes[i]
-		x.bound, x.route, x.metrics = br, br.rt.name, br.rt.metrics
+		x.bound, x.route, x.metrics = br, br.rt.name, br.metrics
 		a := st.table.Assign(routed{req}, x.id.peer, int(br.rt.effectiveBasisPoints.Load()))
 		x.backend, x.overridden = a.Backend, a.Overridden
 		x.shadow = p.planShadow(x)
@@ -247,7 +247,7 @@ func (p *Proxy) begin(ctx *fasthttp.RequestCtx) *exchange {
 // and the call in the route's window, where the guard sees it.
 func (x *exchange) attempt() error {
 	p := x.proxy
-	u := x.st.upstream[x.backend]
+	u := x.upstream()
 	if x.out == nil {
 		x.out, x.res = fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 	} else {
@@ -265,7 +265,7 @@ func (x *exchange) attempt() error {
 	if x.ctx.IsHead() {
 		x.res.SkipBody = true
 	}
-	_, span := p.startClientSpan(x.traceCtx, requestCarrier{&x.out.Header}, u.backend.String(), roles[rolePrimary])
+	_, span := p.startClientSpan(x.traceCtx, requestCarrier{&x.out.Header}, x.backend.String(), roles[rolePrimary])
 	start := time.Now()
 	x.call = call{key: u.key, timeout: u.timeout, caller: x}
 	conn, err := p.client.do(x.out, x.res, &x.call)
@@ -289,6 +289,15 @@ func (x *exchange) attempt() error {
 	}
 	x.conn = conn
 	return nil
+}
+
+// upstream is the upstream x.backend names for x: the route's pair's, or
+// for an unmatched request the state's.
+func (x *exchange) upstream() *upstream {
+	if x.bound != nil {
+		return x.bound.upstream[x.backend]
+	}
+	return x.st.upstream[x.backend]
 }
 
 // giveUp tells a call waiting for its answer that the client left. It
@@ -490,7 +499,7 @@ func (x *exchange) answerError(err error) {
 		var reason string
 		reason, x.status = classify(err)
 		x.proxy.logger.Warn("upstream error",
-			"request_id", x.id.requestID, "route", x.route, "backend", x.backend.String(),
+			"request_id", x.id.requestID, "route", x.route, "backend", x.backend.String(), "upstream", x.upstream().name,
 			"reason", reason, "error", config.Redact(err.Error()))
 		res.SetBodyString(fasthttp.StatusMessage(x.status) + "\n")
 	}

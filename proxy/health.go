@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/strangler-proxy/strangler/config"
-	"github.com/strangler-proxy/strangler/router"
 )
 
 // defaultProbeInterval is how often Run dials each upstream when
@@ -30,62 +29,97 @@ type UpstreamHealth struct {
 	Error     string    `json:"error,omitempty"`
 }
 
-// upstreamHealth holds the last probe of each upstream, which
+// upstreamHealth holds the last probe of each upstream by name, which
 // strangler_upstream_up, /admin/routes and /readyz report.
 type upstreamHealth struct {
 	mu   sync.Mutex
-	last [2]UpstreamHealth // by router.Backend
+	last map[string]UpstreamHealth
+	// exported are the names strangler_upstream_up has a series of.
+	exported map[string]bool
 }
 
-// probeUpstream dials b's upstream in st and records the outcome, unless
-// a probe that started later has already recorded its own. The dial is
+// probeUpstream dials u, the upstream named name, and records the
+// outcome, unless a probe that started later has already recorded its
+// own, or a reload has removed the upstream meanwhile. The dial is
 // detached from ctx's cancellation: a caller that gives up must not
 // record the upstream as down.
-func (p *Proxy) probeUpstream(ctx context.Context, st *state, b router.Backend, timeout time.Duration) error {
-	u := st.upstream[b].cfg.ParsedURL()
+func (p *Proxy) probeUpstream(ctx context.Context, name string, u *upstream, timeout time.Duration) error {
+	target := u.cfg.ParsedURL()
 	started := p.now()
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()
-	err := dialCheck(ctx, u)
-	h := UpstreamHealth{URL: config.Redact(u.String()), Up: err == nil, CheckedAt: started}
+	err := dialCheck(ctx, target)
+	h := UpstreamHealth{URL: config.Redact(target.String()), Up: err == nil, CheckedAt: started}
 	if err != nil {
 		h.Error = config.Redact(err.Error())
 	}
 	p.health.mu.Lock()
 	defer p.health.mu.Unlock()
-	if p.health.last[b].CheckedAt.After(started) {
+	if p.health.last[name].CheckedAt.After(started) || p.state.Load().upstreams[name] == nil {
 		return err
 	}
-	p.health.last[b] = h
+	if p.health.last == nil {
+		p.health.last = map[string]UpstreamHealth{}
+	}
+	p.health.last[name] = h
 	up := 0.0
 	if h.Up {
 		up = 1
 	}
-	p.metrics.upstreamUp[b].Set(up)
+	p.metrics.upstreamUp.WithLabelValues(name).Set(up)
 	return err
 }
 
-// upstreamsHealth returns the last probe of each upstream by name.
-func (p *Proxy) upstreamsHealth() map[string]UpstreamHealth {
+// trackUpstreams exports strangler_upstream_up at 0 for each upstream of
+// st not probed yet, and forgets the upstreams a reload removed. activate
+// calls it after storing st, so that a probe of a removed upstream that
+// ends later records nothing (see probeUpstream).
+func (p *Proxy) trackUpstreams(st *state) {
 	p.health.mu.Lock()
 	defer p.health.mu.Unlock()
-	out := make(map[string]UpstreamHealth, len(backends))
-	for _, b := range backends {
-		out[b.String()] = p.health.last[b]
+	for name := range p.health.exported {
+		if st.upstreams[name] == nil {
+			delete(p.health.last, name)
+			delete(p.health.exported, name)
+			p.metrics.upstreamUp.DeleteLabelValues(name)
+		}
+	}
+	if p.health.exported == nil {
+		p.health.exported = map[string]bool{}
+	}
+	for name := range st.upstreams {
+		p.metrics.upstreamUp.WithLabelValues(name)
+		p.health.exported[name] = true
+	}
+}
+
+// upstreamsHealth returns the last probe of each upstream by name; one
+// not probed yet has its URL and a zero CheckedAt.
+func (p *Proxy) upstreamsHealth() map[string]UpstreamHealth {
+	st := p.state.Load()
+	p.health.mu.Lock()
+	defer p.health.mu.Unlock()
+	out := make(map[string]UpstreamHealth, len(st.upstreams))
+	for name, u := range st.upstreams {
+		h, ok := p.health.last[name]
+		if !ok {
+			h.URL = config.Redact(u.cfg.ParsedURL().String())
+		}
+		out[name] = h
 	}
 	return out
 }
 
-// runUpstreamProbes dials both upstreams every interval until ctx is done.
-// Run owns it.
+// runUpstreamProbes dials every upstream every interval until ctx is
+// done. Run owns it.
 func (p *Proxy) runUpstreamProbes(ctx context.Context, interval time.Duration) {
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for {
 		st := p.state.Load()
 		var wg sync.WaitGroup
-		for _, b := range backends {
-			wg.Go(func() { _ = p.probeUpstream(ctx, st, b, probeTimeout) })
+		for name, u := range st.upstreams {
+			wg.Go(func() { _ = p.probeUpstream(ctx, name, u, probeTimeout) })
 		}
 		wg.Wait()
 		select {

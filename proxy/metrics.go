@@ -5,6 +5,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/strangler-proxy/strangler/config"
 	"github.com/strangler-proxy/strangler/router"
 )
 
@@ -81,7 +82,7 @@ type metrics struct {
 	samplesDropped   prometheus.Counter
 	samplesPruned    prometheus.Counter
 	captures         *prometheus.CounterVec
-	upstreamUp       [2]prometheus.Gauge // by router.Backend
+	upstreamUp       *prometheus.GaugeVec // by upstream name
 }
 
 func newMetrics(reg prometheus.Registerer, version string) *metrics {
@@ -89,17 +90,17 @@ func newMetrics(reg prometheus.Registerer, version string) *metrics {
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "strangler_requests_total",
 			Help: "Client requests by route, serving backend and status class (error: no upstream answer).",
-		}, []string{"route", "backend", "code"}),
+		}, []string{"route", "backend", "upstream", "code"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "strangler_request_duration_seconds",
 			Help:    "Client request duration as the proxy saw it, to the end of the response body.",
 			Buckets: durationBuckets[:],
-		}, []string{"route", "backend"}),
+		}, []string{"route", "backend", "upstream"}),
 		upstream: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "strangler_upstream_request_duration_seconds",
 			Help:    "Upstream call duration by role: primary to the response headers; shadow and noise to the end of the (capped) body.",
 			Buckets: durationBuckets[:],
-		}, []string{"route", "backend", "role"}),
+		}, []string{"route", "backend", "upstream", "role"}),
 		fallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "strangler_fallbacks_total",
 			Help: "Safe-method requests assigned to newpath that legacy answered, by reason.",
@@ -115,7 +116,7 @@ func newMetrics(reg prometheus.Registerer, version string) *metrics {
 		shadowRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "strangler_shadow_requests_total",
 			Help: "Requests selected for shadowing by route, shadow target and outcome (exclusive).",
-		}, []string{"route", "target", "outcome"}),
+		}, []string{"route", "target", "upstream", "outcome"}),
 		shadowInFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "strangler_shadow_in_flight",
 			Help: "Shadow calls and comparisons in flight.",
@@ -164,13 +165,10 @@ func newMetrics(reg prometheus.Registerer, version string) *metrics {
 	for _, r := range []string{"written", "dropped", "failed"} {
 		m.captures.WithLabelValues(r)
 	}
-	upstreamUp := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+	m.upstreamUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "strangler_upstream_up",
 		Help: "Whether the upstream accepted a TCP connection at the last probe (1) or not (0); 0 before the first probe.",
 	}, []string{"upstream"})
-	for _, b := range backends {
-		m.upstreamUp[b] = upstreamUp.WithLabelValues(b.String())
-	}
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "strangler_build_info",
 		Help: "Build information; always 1.",
@@ -178,7 +176,7 @@ func newMetrics(reg prometheus.Registerer, version string) *metrics {
 	buildInfo.WithLabelValues(version, runtime.Version()).Set(1)
 	reg.MustRegister(m.requests, m.duration, m.upstream, m.fallbacks, m.weight, m.effective, buildInfo,
 		m.shadowRequests, m.shadowInFlight, m.comparisons, m.fieldDifferences, m.noiseDifferences, m.noiseProbes,
-		m.guardConfigured, m.guardTripped, m.guardTrips, m.samplesDropped, m.samplesPruned, m.captures, upstreamUp)
+		m.guardConfigured, m.guardTripped, m.guardTrips, m.samplesDropped, m.samplesPruned, m.captures, m.upstreamUp)
 	return m
 }
 
@@ -193,19 +191,27 @@ type routeMetrics struct {
 	noiseProbes prometheus.Counter
 }
 
-// forRoute resolves, and so exports at 0, every series of a route.
-func (m *metrics) forRoute(route string) *routeMetrics {
+// forRoute resolves, and so exports at 0, every series of a route whose
+// newpath side is the upstream named to. The upstream label repeats what
+// route and backend already decide, so it adds no series; it is there to
+// be read (which service answered) and aggregated (a service's load over
+// all its routes).
+func (m *metrics) forRoute(route, to string) *routeMetrics {
 	rm := &routeMetrics{}
 	for _, b := range backends {
-		for c, class := range codeClasses {
-			rm.requests[b][c] = m.requests.WithLabelValues(route, b.String(), class)
+		upstream := config.LegacyUpstream
+		if b == router.Newpath {
+			upstream = to
 		}
-		rm.duration[b] = m.duration.WithLabelValues(route, b.String())
+		for c, class := range codeClasses {
+			rm.requests[b][c] = m.requests.WithLabelValues(route, b.String(), upstream, class)
+		}
+		rm.duration[b] = m.duration.WithLabelValues(route, b.String(), upstream)
 		for r, role := range roles {
-			rm.upstream[b][r] = m.upstream.WithLabelValues(route, b.String(), role)
+			rm.upstream[b][r] = m.upstream.WithLabelValues(route, b.String(), upstream, role)
 		}
 		for o, outcome := range shadowOutcomes {
-			rm.shadow[b][o] = m.shadowRequests.WithLabelValues(route, b.String(), outcome)
+			rm.shadow[b][o] = m.shadowRequests.WithLabelValues(route, b.String(), upstream, outcome)
 		}
 	}
 	for r, result := range results {
@@ -224,6 +230,16 @@ func (m *metrics) forRoute(route string) *routeMetrics {
 		}
 	}
 	return rm
+}
+
+// forgetUpstream deletes a route's series of the new service named
+// upstream, once a reload pointed the route at another one.
+func (m *metrics) forgetUpstream(route, upstream string) {
+	l := prometheus.Labels{"route": route, "upstream": upstream}
+	m.requests.DeletePartialMatch(l)
+	m.duration.DeletePartialMatch(l)
+	m.upstream.DeletePartialMatch(l)
+	m.shadowRequests.DeletePartialMatch(l)
 }
 
 // forget deletes the series of a route that a reload removed.

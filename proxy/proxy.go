@@ -96,20 +96,30 @@ type Proxy struct {
 
 // state is everything a request needs, built once per configuration.
 type state struct {
-	snap     *config.Snapshot
-	cfg      *config.Config
-	table    *router.Table
-	routes   []*boundRoute // index-aligned with cfg.Routes
-	unmatch  *routeMetrics
+	snap    *config.Snapshot
+	cfg     *config.Config
+	table   *router.Table
+	routes  []*boundRoute // index-aligned with cfg.Routes
+	unmatch *routeMetrics
+	// upstream is the pair of unmatched requests: legacy, and newpath
+	// for the series they export at 0.
 	upstream [2]*upstream
-	trusted  []netip.Prefix
+	// upstreams are all of them by name, for the probes.
+	upstreams map[string]*upstream
+	trusted   []netip.Prefix
 }
 
 // boundRoute is a route's configuration of one state with its runtime,
 // which outlives reloads.
 type boundRoute struct {
-	cfg      *config.Route
-	rt       *routeRuntime
+	cfg *config.Route
+	rt  *routeRuntime
+	// upstream is the route's pair by router.Backend: legacy, and the
+	// new service its to names, resolved once per state so that a
+	// request does no lookup by name.
+	upstream [2]*upstream
+	// metrics are the route's series, labelled with those upstreams.
+	metrics  *routeMetrics
 	comparer *diff.Comparer
 	// headerKeys are the answer header fields comparer reads: all a
 	// shadow keeps of an answer's header.
@@ -119,8 +129,7 @@ type boundRoute struct {
 // routeRuntime is the state of a route that survives reloads, keyed by the
 // route's name.
 type routeRuntime struct {
-	name    string
-	metrics *routeMetrics
+	name string
 	// effectiveBasisPoints is the weight after guards.
 	effectiveBasisPoints atomic.Int64
 	cmp                  compareState
@@ -233,13 +242,22 @@ func (p *Proxy) activate(snap *config.Snapshot, pv *Provisioned) {
 
 	cfg := snap.Config
 	st := &state{
-		snap:    snap,
-		cfg:     cfg,
-		table:   pv.table,
-		routes:  make([]*boundRoute, len(cfg.Routes)),
-		unmatch: p.runtimeFor("unmatched").metrics,
-		trusted: cfg.TrustedProxyPrefixes(),
+		snap:      snap,
+		cfg:       cfg,
+		table:     pv.table,
+		routes:    make([]*boundRoute, len(cfg.Routes)),
+		upstreams: make(map[string]*upstream, len(cfg.Upstreams)),
+		trusted:   cfg.TrustedProxyPrefixes(),
 	}
+	used := map[dialKey]bool{}
+	for name, uc := range cfg.Upstreams {
+		u := newUpstream(name, uc)
+		st.upstreams[name] = u
+		used[u.key] = true
+	}
+	st.upstream = [2]*upstream{router.Legacy: st.upstreams[config.LegacyUpstream], router.Newpath: st.upstreams[config.DefaultUpstream]}
+	p.runtimeFor("unmatched")
+	st.unmatch = p.metrics.forRoute("unmatched", config.DefaultUpstream)
 	seen := map[string]bool{"unmatched": true}
 	previous := map[string]*config.Route{}
 	if old := p.state.Load(); old != nil {
@@ -250,12 +268,23 @@ func (p *Proxy) activate(snap *config.Snapshot, pv *Provisioned) {
 	for i := range cfg.Routes {
 		rc := &cfg.Routes[i]
 		rt := p.runtimeFor(rc.Name)
-		br := &boundRoute{cfg: rc, rt: rt, comparer: pv.comparers[i], headerKeys: pv.comparers[i].HeaderKeys()}
+		br := &boundRoute{cfg: rc, rt: rt, comparer: pv.comparers[i], headerKeys: pv.comparers[i].HeaderKeys(),
+			upstream: [2]*upstream{router.Legacy: st.upstream[router.Legacy], router.Newpath: st.upstreams[rc.To]},
+			metrics:  p.metrics.forRoute(rc.Name, rc.To)}
 		st.routes[i] = br
+		prev := previous[rc.Name]
+		// A route moved to another service starts its windows afresh: the
+		// old service's errors, latency and differences say nothing of
+		// the new one's. The series of the old one would stay at their
+		// last values for ever.
+		moved := prev != nil && prev.To != rc.To
+		if moved {
+			p.metrics.forgetUpstream(rc.Name, prev.To)
+		}
 		rt.cmp.mu.Lock()
 		rt.cmp.samples.resize(cfg.DivergenceStore.SamplesPerRoute)
 		rt.cmp.z, rt.cmp.probeNoise = zScore(rc.Compare.Confidence), rc.Compare.NoisePercent > 0
-		if span := verdictWindowOf(rc); rt.cmp.window.span() != span {
+		if span := verdictWindowOf(rc); rt.cmp.window.span() != span || moved {
 			rt.cmp.window.reset(span)
 		}
 		rt.cmp.mu.Unlock()
@@ -266,8 +295,7 @@ func (p *Proxy) activate(snap *config.Snapshot, pv *Provisioned) {
 			guarded = 1
 		}
 		p.metrics.guardConfigured.WithLabelValues(rc.Name).Set(guarded)
-		prev := previous[rc.Name]
-		if prev == nil || windowOf(prev) != windowOf(rc) {
+		if prev == nil || windowOf(prev) != windowOf(rc) || moved {
 			rt.win.reset(windowOf(rc))
 		}
 		// A changed weight is how ops re-arm a tripped guard from the YAML;
@@ -281,13 +309,8 @@ func (p *Proxy) activate(snap *config.Snapshot, pv *Provisioned) {
 			p.metrics.forget(name)
 		}
 	}
-	used := map[dialKey]bool{}
-	for _, b := range backends {
-		u := newUpstream(b, upstreamConfig(cfg, b))
-		st.upstream[b] = u
-		used[u.key] = true
-	}
 	p.state.Store(st)
+	p.trackUpstreams(st)
 	for k := range p.dials {
 		if !used[k] {
 			// In-flight calls to it finish; only idle connections go.
@@ -300,17 +323,10 @@ func (p *Proxy) activate(snap *config.Snapshot, pv *Provisioned) {
 func (p *Proxy) runtimeFor(name string) *routeRuntime {
 	rt, ok := p.routes[name]
 	if !ok {
-		rt = &routeRuntime{name: name, metrics: p.metrics.forRoute(name), win: newWindow(defaultWindow)}
+		rt = &routeRuntime{name: name, win: newWindow(defaultWindow)}
 		rt.cmp.window.reset(defaultWindow)
 		rt.cmp.z = zScore(0.99)
 		p.routes[name] = rt
 	}
 	return rt
-}
-
-func upstreamConfig(cfg *config.Config, b router.Backend) *config.Upstream {
-	if b == router.Newpath {
-		return &cfg.Upstreams.Newpath
-	}
-	return &cfg.Upstreams.Legacy
 }

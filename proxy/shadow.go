@@ -196,7 +196,7 @@ func (p *Proxy) planShadow(x *exchange) string {
 	if len(req.Header.Peek("Upgrade")) > 0 {
 		return "off" // a protocol switch (WebSocket) is a stream, not an answer to compare
 	}
-	rt := x.bound.rt
+	rt := x.bound // its skip and count have the route's series
 	target := x.backend.Other()
 	method := string(req.Header.Method())
 	safe := SafeMethod(method)
@@ -238,7 +238,7 @@ func (p *Proxy) planShadow(x *exchange) string {
 	job.record = &x.st.cfg.DivergenceStore
 	job.capture = p.capture != nil && rc.Capture.Percent > 0 && rand.Float64()*100 < rc.Capture.Percent
 	job.body, job.bodyCharge = body, charge
-	job.id, job.upstream = x.id.clone(), x.st.upstream
+	job.id, job.upstream = x.id.clone(), x.bound.upstream
 	job.maxBody, job.timeout = cfg.MaxBodyBytes, time.Duration(cfg.Timeout)
 	job.sampleBody = x.st.cfg.DivergenceStore.SampleBodyBytes
 	job.primaryDone = make(chan struct{})
@@ -394,10 +394,10 @@ func (p *Proxy) runShadow(job *shadowJob) {
 	if !job.answered {
 		p.shadowCalls(job)
 	}
-	rt := job.route.rt
+	br := job.route
 	// The primary may still be streaming to a slow client.
 	if !p.waitPrimary(job) {
-		rt.count(resultSkipped)
+		br.count(resultSkipped)
 		return
 	}
 	var noiseRes *captured
@@ -405,11 +405,11 @@ func (p *Proxy) runShadow(job *shadowJob) {
 		noiseRes = &job.noiseRes
 	}
 	result := p.compare(job, &job.shadowRes, noiseRes)
-	rt.count(result)
-	p.recordComparison(job.route, result)
+	br.count(result)
+	p.recordComparison(br, result)
 	if p.tracing {
 		_, span := p.tracer.Start(job.id.traceCtx, "compare", trace.WithAttributes(
-			attribute.String("route", rt.name), attribute.String("result", results[result])))
+			attribute.String("route", br.rt.name), attribute.String("result", results[result])))
 		span.End()
 	}
 }
@@ -419,7 +419,7 @@ func (p *Proxy) runShadow(job *shadowJob) {
 // response must not take the proxy down: a panic is recovered here.
 func (p *Proxy) endShadow(job *shadowJob) {
 	if r := recover(); r != nil {
-		job.route.rt.count(resultError)
+		job.route.count(resultError)
 		p.logger.Error("comparison panicked", "route", job.route.rt.name, "request_id", job.id.requestID, "panic", fmt.Sprint(r))
 	}
 	p.releaseBody(job.bodyCharge)
@@ -443,10 +443,10 @@ func (p *Proxy) shadowCalls(job *shadowJob) {
 
 // countShadow counts job's shadow outcome, and its noise probe.
 func (p *Proxy) countShadow(job *shadowJob) {
-	rt := job.route.rt
-	rt.metrics.shadow[job.target][outcomeIndex(job.shadowRes.outcome)].Inc()
+	m := job.route.metrics
+	m.shadow[job.target][outcomeIndex(job.shadowRes.outcome)].Inc()
 	if job.noise {
-		rt.metrics.noiseProbes.Inc()
+		m.noiseProbes.Inc()
 	}
 }
 
@@ -513,7 +513,7 @@ func (p *Proxy) callDone(job *shadowJob, b router.Backend, role int, res *captur
 			res.outcome = outcomeTimeout
 		}
 	}
-	job.route.rt.metrics.upstream[b][role].Observe(latency.Seconds())
+	job.route.metrics.upstream[b][role].Observe(latency.Seconds())
 	endSpan(span, res.status, res.err)
 	p.recordCall(job.route, b, latency, res.err != nil || res.status >= 500)
 }

@@ -29,7 +29,7 @@ type judged struct {
 // a verdict window of window at the default confidence.
 func newJudged(noisePercent float64, window time.Duration) *judged {
 	m := newMetrics(prometheus.NewRegistry(), "test")
-	rt := &routeRuntime{name: "r", metrics: m.forRoute("r")}
+	rt := &routeRuntime{name: "r"}
 	rt.cmp.z, rt.cmp.probeNoise = zScore(0.99), noisePercent > 0
 	rt.cmp.window.reset(window)
 	return &judged{rt: rt, m: m, now: time.Date(2026, 12, 3, 0, 0, 0, 0, time.UTC)}

@@ -49,23 +49,27 @@ func check(stdout, stderr io.Writer, path string) error {
 	for _, w := range cfg.Warnings() {
 		fmt.Fprintf(stderr, "%s: warning: %s\n", path, w.Error())
 	}
-	fmt.Fprintf(stdout, "listen %s, admin %s, legacy %s, newpath %s, sticky %s\n\n",
-		cfg.Listen, cfg.Admin.Listen, config.Redact(cfg.Upstreams.Legacy.URL), config.Redact(cfg.Upstreams.Newpath.URL), cfg.Sticky.Key)
+	upstreams := "legacy " + config.Redact(cfg.Upstreams.Legacy().URL)
+	for _, name := range cfg.Upstreams.NewServices() {
+		upstreams += ", " + name + " " + config.Redact(cfg.Upstreams[name].URL)
+	}
+	fmt.Fprintf(stdout, "listen %s, admin %s, %s, sticky %s\n\n",
+		cfg.Listen, cfg.Admin.Listen, upstreams, cfg.Sticky.Key)
 	printRoutes(stdout, cfg)
 	return nil
 }
 
 func printRoutes(w io.Writer, cfg *config.Config) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ROUTE\tMATCH\tWEIGHT\tSHADOW\tDRY-RUN\tFALLBACK\tGUARD")
+	fmt.Fprintln(tw, "ROUTE\tMATCH\tTO\tWEIGHT\tSHADOW\tDRY-RUN\tFALLBACK\tGUARD")
 	for _, r := range cfg.Routes {
 		guard := "-"
 		if g := r.Guard; g != nil {
 			guard = fmt.Sprintf("err>%g div>%g n>=%d/%s", g.MaxErrorRate, g.MaxDivergenceRate, g.MinSamples, g.Window)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%g%%\t%g%%\t%t\t%t\t%s\n",
-			r.Name, r.Match, r.Weight, r.Shadow.Percent, r.Shadow.DryRun, r.Fallback, guard)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%g%%\t%g%%\t%t\t%t\t%s\n",
+			r.Name, r.Match, r.To, r.Weight, r.Shadow.Percent, r.Shadow.DryRun, r.Fallback, guard)
 	}
-	fmt.Fprintf(tw, "(unmatched)\t*\tlegacy\t-\t-\t-\t-\n")
+	fmt.Fprintf(tw, "(unmatched)\t*\tlegacy\t-\t-\t-\t-\t-\n")
 	_ = tw.Flush()
 }

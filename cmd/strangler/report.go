@@ -73,6 +73,7 @@ type reportOptions struct {
 type routeReport struct {
 	Name            string          `json:"name"`
 	Match           string          `json:"match"`
+	To              string          `json:"to"`
 	Weight          float64         `json:"weight"`
 	EffectiveWeight float64         `json:"effective_weight"`
 	ShadowPercent   float64         `json:"shadow_percent"`
@@ -183,7 +184,7 @@ func gateFailures(routes []routeReport, required []string) []string {
 func printReport(w io.Writer, body *routesReport) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "UPSTREAM\tURL\tREACHABLE")
-	for _, name := range []string{"legacy", "newpath"} {
+	for _, name := range upstreamNames(body.Upstreams) {
 		u, ok := body.Upstreams[name]
 		state := "up"
 		switch {
@@ -198,17 +199,32 @@ func printReport(w io.Writer, body *routesReport) error {
 		return err
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintln(tw, "ROUTE\tWEIGHT\tEFFECTIVE\tGUARD\tCOMPARED\tMISMATCH\tNOISE\tERR LEGACY\tERR NEWPATH\tP99 LEGACY\tP99 NEWPATH\tVERDICT\tREASONS")
+	fmt.Fprintln(tw, "ROUTE\tUPSTREAM\tWEIGHT\tEFFECTIVE\tGUARD\tCOMPARED\tMISMATCH\tNOISE\tERR LEGACY\tERR NEWPATH\tP99 LEGACY\tP99 NEWPATH\tVERDICT\tREASONS")
 	for _, r := range body.Routes {
 		rd := r.Readiness
-		fmt.Fprintf(tw, "%s\t%g%%\t%g%%\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
-			r.Name, r.Weight, r.EffectiveWeight, r.Guard.State, rd.Comparisons,
+		fmt.Fprintf(tw, "%s\t%s\t%g%%\t%g%%\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
+			r.Name, r.To, r.Weight, r.EffectiveWeight, r.Guard.State, rd.Comparisons,
 			percent(rd.MismatchRate), percent(rd.NoiseRate),
 			percent(rd.ErrorRate["legacy"]), percent(rd.ErrorRate["newpath"]),
 			millis(rd.P99Seconds, "legacy"), millis(rd.P99Seconds, "newpath"),
 			rd.Verdict, strings.Join(rd.Reasons, "; "))
 	}
 	return tw.Flush()
+}
+
+// upstreamNames are the upstreams to list: legacy and newpath always, so
+// that one the proxy does not report shows as not probed, then the other
+// new services by name.
+func upstreamNames(upstreams map[string]proxy.UpstreamHealth) []string {
+	names := []string{"legacy", "newpath"}
+	var others []string
+	for name := range upstreams {
+		if !slices.Contains(names, name) {
+			others = append(others, name)
+		}
+	}
+	slices.Sort(others)
+	return append(names, others...)
 }
 
 func percent(v float64) string { return fmt.Sprintf("%.2f%%", 100*v) }

@@ -11,9 +11,12 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/strangler-proxy/strangler/proxy"
 )
 
 // gateConfig has three shadowed routes: newpath answers good as legacy
@@ -216,6 +219,37 @@ func TestReportUnreachableAdminFails(t *testing.T) {
 		if code != 2 || !strings.Contains(stderr, "read readiness") || stdout != "" {
 			t.Errorf("report %v against a closed port: exit %d, stdout %q, stderr %q; want 2 (nothing judged), no report, read readiness",
 				args, code, stdout, stderr)
+		}
+	}
+}
+
+// TestReportNamesEachRoutesService: the upstream table lists every
+// service the proxy probes, and each route row its to.
+func TestReportNamesEachRoutesService(t *testing.T) {
+	body := &routesReport{
+		Upstreams: map[string]proxy.UpstreamHealth{
+			"legacy":   {URL: "http://legacy:9001", Up: true, CheckedAt: time.Unix(1, 0)},
+			"newpath":  {URL: "http://orders:9002", Up: true, CheckedAt: time.Unix(1, 0)},
+			"payments": {URL: "http://payments:9003", Error: "connection refused", CheckedAt: time.Unix(1, 0)},
+		},
+		Routes: []routeReport{
+			{Name: "get-order", To: "newpath", Readiness: proxy.Readiness{Verdict: "ready"}},
+			{Name: "charge", To: "payments", Readiness: proxy.Readiness{Verdict: "insufficient_data"}},
+		},
+	}
+	var out bytes.Buffer
+	if err := printReport(&out, body); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(out.String(), "\n")
+	for _, want := range []string{
+		"payments http://payments:9003 DOWN: connection refused",
+		"ROUTE UPSTREAM WEIGHT",
+		"get-order newpath ",
+		"charge payments ",
+	} {
+		if !slices.ContainsFunc(lines, func(l string) bool { return strings.HasPrefix(strings.Join(strings.Fields(l), " ")+" ", want) }) {
+			t.Errorf("no line starting %q in:\n%s", want, out.String())
 		}
 	}
 }

@@ -95,7 +95,7 @@ func serve(ctx context.Context, path string, grace time.Duration, stderr io.Writ
 	}
 	logger.Info("strangler serving",
 		"version", buildVersion(), "config", path, "listen", ln.Addr().String(), "admin", adminLn.Addr().String(),
-		"legacy", config.Redact(cfg.Upstreams.Legacy.URL), "newpath", config.Redact(cfg.Upstreams.Newpath.URL), "routes", len(cfg.Routes))
+		"legacy", config.Redact(cfg.Upstreams.Legacy().URL), "newpath", config.Redact(cfg.Upstreams.Newpath().URL), "routes", len(cfg.Routes))
 	if ready != nil {
 		ready(ln.Addr().String(), adminLn.Addr().String())
 	}

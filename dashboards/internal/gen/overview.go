@@ -44,9 +44,9 @@ func toDivergence[B linkable[B]](b B) B {
 func trafficSplit(d *dashboard.DashboardBuilder) {
 	section(d, "Traffic split",
 		toDivergence(stacked("Requests by backend",
-			"Client requests per second per route, split by the backend that served them (SPEC §4). This is the split as it happened, fallbacks included.",
+			"Client requests per second per route, split by the backend that served them (SPEC §4), named by upstream: legacy, or the new service the route's to names. This is the split as it happened, fallbacks included.",
 			"reqps", 12, 8,
-			q(`sum by (route, backend) (rate(strangler_requests_total{route=~"$route"}[$__rate_interval]))`, "{{route}} → {{backend}}"))),
+			q(`sum by (route, backend, upstream) (rate(strangler_requests_total{route=~"$route"}[$__rate_interval]))`, "{{route}} → {{upstream}}"))),
 		toDivergence(share(graph("Share of requests served by newpath",
 			"Observed newpath share per route. It should sit near the effective weight; a gap means sticky keys are unevenly spread or fallbacks are sending newpath's traffic back to legacy.",
 			"percentunit", 12, 8,
@@ -63,6 +63,10 @@ func trafficSplit(d *dashboard.DashboardBuilder) {
 			"Safe requests assigned to newpath that legacy answered, by reason (connect error, timeout, 502/503/504). Any steady rate means newpath is unhealthy for this route.",
 			"reqps", 12, 8,
 			q(`sum by (route, reason) (rate(strangler_fallbacks_total{route=~"$route"}[$__rate_interval]))`, "{{route}} {{reason}}"))),
+		stacked("Requests by upstream",
+			"Client requests per second each upstream served, over the selected routes: a new service's load as its routes move to it (routes' to; README, Many services).",
+			"reqps", 24, 6,
+			q(`sum by (upstream) (rate(strangler_requests_total{route=~"$route"}[$__rate_interval]))`, "{{upstream}}")),
 	)
 }
 
@@ -77,24 +81,24 @@ func errorsAndLatency(d *dashboard.DashboardBuilder) {
 		toDivergence(limitLine(lines("Error rate by backend",
 			"Share of each backend's requests answered 5xx or not answered at all (code=error: connect refused → 502, timeout → 504). Compare the two lines of a route: newpath above legacy is what the guard's max_error_rate watches.",
 			"percentunit", 8, 8,
-			q(`sum by (route, backend) (rate(strangler_requests_total{route=~"$route",code=~"5xx|error"}[$__rate_interval])) / sum by (route, backend) (rate(strangler_requests_total{route=~"$route"}[$__rate_interval]))`, "{{route}} {{backend}}")).
+			q(`sum by (route, backend, upstream) (rate(strangler_requests_total{route=~"$route",code=~"5xx|error"}[$__rate_interval])) / sum by (route, backend, upstream) (rate(strangler_requests_total{route=~"$route"}[$__rate_interval]))`, "{{route}} {{upstream}}")).
 			Min(0), 0.02)),
 		toDivergence(lines("Latency p50 by backend",
 			"Median client-facing duration per route and serving backend, to the end of the response body.",
 			"s", 8, 8,
-			q(latency("0.5", "strangler_request_duration_seconds", "route, backend"), "{{route}} {{backend}}"))),
+			q(latency("0.5", "strangler_request_duration_seconds", "route, backend, upstream"), "{{route}} {{upstream}}"))),
 		toDivergence(lines("Latency p99 by backend",
 			"99th percentile client-facing duration per route and backend. Readiness wants newpath's p99 within 1.5× legacy's.",
 			"s", 8, 8,
-			q(latency("0.99", "strangler_request_duration_seconds", "route, backend"), "{{route}} {{backend}}"))),
+			q(latency("0.99", "strangler_request_duration_seconds", "route, backend, upstream"), "{{route}} {{upstream}}"))),
 		toDivergence(lines("Upstream p99 by role",
 			"99th percentile of upstream calls to their response headers, by backend and role: primary (serves the client), shadow (the other side, compared), noise (legacy asked twice). A slow shadow never delays the client; it fills the shadow queue instead.",
 			"s", 12, 8,
-			q(latency("0.99", "strangler_upstream_request_duration_seconds", "route, backend, role"), "{{route}} {{backend}} {{role}}"))),
+			q(latency("0.99", "strangler_upstream_request_duration_seconds", "route, backend, upstream, role"), "{{route}} {{upstream}} {{role}}"))),
 		toDivergence(stacked("Requests by status class",
 			"Client requests per second by route, backend and status class (error: no upstream answer).",
 			"reqps", 12, 8,
-			q(`sum by (route, backend, code) (rate(strangler_requests_total{route=~"$route"}[$__rate_interval]))`, "{{route}} {{backend}} {{code}}"))),
+			q(`sum by (route, backend, upstream, code) (rate(strangler_requests_total{route=~"$route"}[$__rate_interval]))`, "{{route}} {{upstream}} {{code}}"))),
 	)
 }
 
@@ -107,7 +111,7 @@ func shadowingAndComparison(d *dashboard.DashboardBuilder) {
 		toDivergence(stacked("Shadow outcomes",
 			"Requests selected for shadowing by target and outcome: sent, dropped_saturated (max_in_flight reached), dropped_body_too_large, skipped_unsafe, failed, timeout.",
 			"reqps", 12, 8,
-			q(`sum by (route, target, outcome) (rate(strangler_shadow_requests_total{route=~"$route"}[$__rate_interval]))`, "{{route}} → {{target}} {{outcome}}"))),
+			q(`sum by (route, target, upstream, outcome) (rate(strangler_shadow_requests_total{route=~"$route"}[$__rate_interval]))`, "{{route}} → {{upstream}} {{outcome}}"))),
 		lines("Shadows in flight",
 			"Shadow calls and comparisons running now, per proxy process (not per route). Near shadow.max_in_flight, new shadows are dropped as dropped_saturated.",
 			"short", 12, 8,
@@ -157,7 +161,7 @@ func guardsReadinessAndConfig(d *dashboard.DashboardBuilder) {
 			q(`sum by (result) (increase(strangler_config_reloads_total[$__rate_interval]))`, "{{result}}")).
 			OverrideByName("failure", fixedColor("red")),
 		states("Upstreams reachable",
-			"Whether each upstream accepted a TCP connection at the proxies' last probe (the lowest over the replicas). A newpath that is down does not make the proxy unready: legacy, and fallback, serve its routes. A legacy that is down does (/readyz answers 503).",
+			"Whether each upstream (legacy, newpath and every other new service) accepted a TCP connection at the proxies' last probe (the lowest over the replicas). A new service that is down does not make the proxy unready: legacy, and fallback, serve its routes. A legacy that is down does (/readyz answers 503).",
 			8, 5,
 			q(`min by (upstream) (strangler_upstream_up)`, "{{upstream}}"),
 			state{"DOWN", "red"}, state{"up", "green"}),
