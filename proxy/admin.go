@@ -134,10 +134,12 @@ type routeView struct {
 	Weight          float64   `json:"weight"`
 	EffectiveWeight float64   `json:"effective_weight"`
 	Guard           GuardView `json:"guard"`
-	Fallback        bool      `json:"fallback"`
-	ShadowPercent   float64   `json:"shadow_percent"`
-	DryRun          bool      `json:"dry_run"`
-	NoisePercent    float64   `json:"noise_percent"`
+	// Ramp is the route's ramp and where it is; absent without one.
+	Ramp          *RampView `json:"ramp,omitempty"`
+	Fallback      bool      `json:"fallback"`
+	ShadowPercent float64   `json:"shadow_percent"`
+	DryRun        bool      `json:"dry_run"`
+	NoisePercent  float64   `json:"noise_percent"`
 	// Comparisons counts results since the route was configured.
 	Comparisons ComparisonCounts `json:"comparisons"`
 	// Fields are the fields that ever differed, with their noise verdicts.
@@ -166,6 +168,7 @@ func (p *Proxy) routeView(br *boundRoute) routeView {
 		Weight:          br.cfg.Weight,
 		EffectiveWeight: float64(br.rt.effectiveBasisPoints.Load()) / 100,
 		Guard:           br.guardView(),
+		Ramp:            br.rampView(p.now()),
 		Fallback:        br.cfg.Fallback,
 		ShadowPercent:   br.cfg.Shadow.Percent,
 		DryRun:          br.cfg.Shadow.DryRun,
