@@ -189,6 +189,9 @@ func (p *Proxy) bindRamp(br *boundRoute, now time.Time) {
 	case rt.ramp == nil || rt.ramp.id != br.cfg.Ramp.ID():
 		rt.ramp = newRampRun(br, now)
 		p.rampMetrics.forRoute(rt.name, len(rt.ramp.steps))
+	default:
+		// The same ramp; its guard's source may have changed.
+		rt.ramp.settle = newRampRun(br, now).settle
 	}
 }
 
@@ -247,7 +250,9 @@ func (p *Proxy) tickRamp(ctx context.Context, br *boundRoute, now time.Time) {
 	for {
 		rt.guard.mu.Lock()
 		r := rt.ramp
-		if r == nil {
+		if r == nil || br.cfg.Ramp == nil || br.cfg.Ramp.ID() != r.id {
+			// br is of a state a reload replaced: the next round judges
+			// the new one.
 			rt.guard.mu.Unlock()
 			return
 		}
@@ -282,12 +287,28 @@ func (p *Proxy) tickRamp(ctx context.Context, br *boundRoute, now time.Time) {
 			rt.guard.mu.Unlock()
 			return
 		}
+		was := r.pos
 		r.ticks = k
 		r.pos = r.pos.next(len(r.steps), a)
-		if r.complete() {
-			p.logger.Info("ramp complete", "route", rt.name, "weight", float64(r.weight(br.cfg.WeightBasisPoints(), now))/100)
-		}
+		p.logRampTick(br, r, was, now)
 		rt.guard.mu.Unlock()
+	}
+}
+
+// logRampTick logs what a tick changed: a step climbed (at info), or a
+// pause beginning or changing its reason (at warn, with the detail).
+func (p *Proxy) logRampTick(br *boundRoute, r *rampRun, was rampPosition, now time.Time) {
+	name := br.rt.name
+	weight := float64(r.weight(br.cfg.WeightBasisPoints(), now)) / 100
+	switch pos := r.pos; {
+	case pos.index != was.index:
+		p.logger.Info("ramp climbed a step", "route", name, "step", pos.index+1, "steps", len(r.steps),
+			"weight", weight, "complete", r.complete())
+	case pos.paused && (!was.paused || was.reason != pos.reason):
+		p.logger.Warn("ramp paused", "route", name, "reason", pos.reason, "detail", pos.detail,
+			"step", pos.index+1, "steps", len(r.steps), "weight", weight)
+	case !pos.paused && was.paused:
+		p.logger.Info("ramp holds again", "route", name, "step", pos.index+1, "weight", weight)
 	}
 }
 
@@ -295,6 +316,9 @@ func (p *Proxy) tickRamp(ctx context.Context, br *boundRoute, now time.Time) {
 // position; a tripped guard keeps the weight at 0. rt.guard.mu is held.
 func (p *Proxy) applyRamp(br *boundRoute, r *rampRun, now time.Time) {
 	rt := br.rt
+	if rt.removed.Load() {
+		return // its series are gone, and must stay gone
+	}
 	if !rt.guard.tripped.Load() {
 		p.storeEffective(rt, r.weight(br.cfg.WeightBasisPoints(), now))
 	}

@@ -3,6 +3,7 @@ package proxy
 import (
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
@@ -117,5 +118,92 @@ routes:
 	want2, want3 := strconv.FormatInt(rampT0.Add(2*time.Minute).Unix(), 10)+".000", strconv.FormatInt(rampT0.Add(3*time.Minute).Unix(), 10)+".000"
 	if n := len(got); n != 5 || got[1] != want2 || got[2] != want2 || got[3] != want2 || got[4] != want3 {
 		t.Errorf("asked at %v; want 10:01, then 10:02 three times, then 10:03", got)
+	}
+}
+
+// TestRampAcrossReplicasFromARealPrometheus: two replicas whose ramps read
+// readiness from a real Prometheus climb together, tick by tick, on
+// traffic that makes the route ready only summed across them: each alone
+// has fewer comparisons than min_samples.
+func TestRampAcrossReplicasFromARealPrometheus(t *testing.T) {
+	prom := startPrometheus(t)
+	const every = 2 * time.Second
+	yaml := `
+sticky: { key: "header:X-User-Id" }
+routes:
+  - name: get-order
+    match: "GET /orders/{id}"
+    weight: 50
+    shadow: { percent: 100 }
+    guard:
+      max_error_rate: 0.5
+      max_divergence_rate: 0.5
+      min_samples: 20
+      window: 1m
+      source: prometheus
+      prometheus_url: %q
+      prometheus_matchers: 'job="strangler-test"'
+      prometheus_interval: 1500ms
+`
+	yaml = fmt.Sprintf(yaml, prom.url.String())
+	var replicas [2]*harness
+	var admins [2]*httptest.Server
+	for i := range replicas {
+		b := &rampBackends{}
+		h := newHarness(t, b.legacy(), b.newpath(), yaml)
+		admins[i] = httptest.NewServer(h.proxy.AdminHandler(AdminOptions{Gatherer: h.reg, Config: h.reloader}))
+		t.Cleanup(admins[i].Close)
+		replicas[i] = h
+	}
+	prom.scrape(t, admins[:]...)
+	// Scrapes before the traffic: increase() needs a sample before it.
+	eventually(t, 20*time.Second, "three scrapes of both replicas", func() bool {
+		return prom.value(`count(count_over_time(up{job="strangler-test"}[1m]) >= 3)`) == 2
+	})
+	for _, h := range replicas {
+		h.feed(12)
+	}
+	eventually(t, 20*time.Second, "both replicas' comparisons in prometheus", func() bool {
+		return prom.value(`sum(strangler_comparisons_total{job="strangler-test",route="get-order",result="match"})`) == 24
+	})
+	// The ramp arrives by a reload of both, starting a little later.
+	start := time.Now().Truncate(time.Second).Add(3 * time.Second)
+	for _, h := range replicas {
+		h.writeConfig(yaml + fmt.Sprintf("    ramp: { steps: [5, 10, 25, 50], every: %s, start: %q }\n", every, start.UTC().Format(time.RFC3339)))
+		if err := h.reloader.Reload(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, h := range replicas {
+		if v := h.routeState("get-order").Readiness.Verdict; v != "insufficient_data" {
+			t.Fatalf("replica %d alone is %s; the test needs each below min_samples", i, v)
+		}
+	}
+	// Each round judges both replicas at one instant: they must agree
+	// at every round, and climb to the last step as the ticks settle.
+	rounds := 0
+	eventually(t, 30*time.Second, "the fleet's ramp on its last step", func() bool {
+		now := time.Now()
+		var got [2]string
+		for i, h := range replicas {
+			h.proxy.tickRamps(t.Context(), now)
+			// Read at now too: /admin/routes would read the wall clock.
+			st := h.proxy.state.Load().routes[0].rampView(now)
+			got[i] = fmt.Sprintf("step %d paused %v %s", st.StepIndex, st.Paused, st.Reason)
+		}
+		rounds++
+		if got[0] != got[1] {
+			t.Fatalf("at %s: the replicas disagree: %q and %q", now.Format(time.StampMilli), got[0], got[1])
+		}
+		if strings.Contains(got[0], "paused true") && !strings.Contains(got[0], rampNotStarted) {
+			t.Fatalf("at %s: %q; want no pause: the fleet is ready", now.Format(time.StampMilli), got[0])
+		}
+		return got[0] == "step 3 paused false "
+	})
+	t.Logf("%d rounds", rounds)
+	for i, h := range replicas {
+		if st := h.routeState("get-order"); st.EffectiveWeight != 50 || !st.Ramp.Complete {
+			t.Errorf("replica %d: effective %v, complete %v; want 50 and complete", i, st.EffectiveWeight, st.Ramp.Complete)
+		}
 	}
 }
