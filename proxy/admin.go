@@ -134,18 +134,18 @@ type routeView struct {
 	Weight          float64   `json:"weight"`
 	EffectiveWeight float64   `json:"effective_weight"`
 	Guard           GuardView `json:"guard"`
-	// Ramp is the route's ramp and where it is; absent without one.
-	Ramp          *RampView `json:"ramp,omitempty"`
-	Fallback      bool      `json:"fallback"`
-	ShadowPercent float64   `json:"shadow_percent"`
-	DryRun        bool      `json:"dry_run"`
-	NoisePercent  float64   `json:"noise_percent"`
+	Fallback        bool      `json:"fallback"`
+	ShadowPercent   float64   `json:"shadow_percent"`
+	DryRun          bool      `json:"dry_run"`
+	NoisePercent    float64   `json:"noise_percent"`
 	// Comparisons counts results since the route was configured.
 	Comparisons ComparisonCounts `json:"comparisons"`
 	// Fields are the fields that ever differed, with their noise verdicts.
 	Fields []FieldVerdict `json:"fields"`
 	// Readiness is the promotion verdict over the route's window.
 	Readiness Readiness `json:"readiness"`
+	// Ramp is the route's ramp and where it is; absent without one.
+	Ramp *RampView `json:"ramp,omitempty"`
 }
 
 // serveRoutes answers every route's state, and the last reachability probe
@@ -168,7 +168,6 @@ func (p *Proxy) routeView(br *boundRoute) routeView {
 		Weight:          br.cfg.Weight,
 		EffectiveWeight: float64(br.rt.effectiveBasisPoints.Load()) / 100,
 		Guard:           br.guardView(),
-		Ramp:            br.rampView(p.now()),
 		Fallback:        br.cfg.Fallback,
 		ShadowPercent:   br.cfg.Shadow.Percent,
 		DryRun:          br.cfg.Shadow.DryRun,
@@ -176,6 +175,7 @@ func (p *Proxy) routeView(br *boundRoute) routeView {
 		Comparisons:     counts,
 		Fields:          fields,
 		Readiness:       readiness(br.cfg, br.rt.win.sum(p.now()), br.rt.cmp.undecided(p.now())),
+		Ramp:            br.rampView(p.now()),
 	}
 }
 

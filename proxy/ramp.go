@@ -217,6 +217,7 @@ func (p *Proxy) storeEffective(rt *routeRuntime, basisPoints int) {
 func (p *Proxy) runRamps(ctx context.Context) {
 	t := time.NewTicker(rampTickInterval)
 	defer t.Stop()
+	defer p.rampClient.CloseIdleConnections()
 	for {
 		select {
 		case <-ctx.Done():

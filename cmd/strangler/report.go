@@ -78,9 +78,9 @@ type routeReport struct {
 	ShadowPercent   float64         `json:"shadow_percent"`
 	DryRun          bool            `json:"dry_run"`
 	Guard           proxy.GuardView `json:"guard"`
+	Readiness       proxy.Readiness `json:"readiness"`
 	// Ramp is absent for a route without one.
-	Ramp      *proxy.RampView `json:"ramp,omitempty"`
-	Readiness proxy.Readiness `json:"readiness"`
+	Ramp *proxy.RampView `json:"ramp,omitempty"`
 }
 
 // routesReport is /admin/routes as report reads it, and report's JSON
