@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
@@ -439,4 +440,10 @@ func TestRampWaitsForItsStart(t *testing.T) {
 	clock.Set(rampT0)
 	h.proxy.tickRamps(t.Context(), clock.Now())
 	h.rampAt("at the start", 0, 5, "")
+
+	rec := httptest.NewRecorder()
+	h.proxy.AdminHandler(AdminOptions{Gatherer: h.reg, Config: h.reloader}).ServeHTTP(rec, httptest.NewRequest("GET", "/ui/routes/get-order", nil))
+	if want := "ramp 5% of [5, 10]"; !strings.Contains(rec.Body.String(), want) {
+		t.Errorf("the console's route page lacks %q:\n%s", want, rec.Body.String())
+	}
 }
