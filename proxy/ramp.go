@@ -248,6 +248,9 @@ func (p *Proxy) tickRamps(ctx context.Context, now time.Time) {
 // yet (Prometheus) stops the round; it is asked again at the next.
 func (p *Proxy) tickRamp(ctx context.Context, br *boundRoute, now time.Time) {
 	rt := br.rt
+	// A local answer is read at now, so it is the same for every tick due
+	// in this round (several after a suspended process): read it once.
+	var local *rampAnswer
 	for {
 		rt.guard.mu.Lock()
 		r := rt.ramp
@@ -268,8 +271,15 @@ func (p *Proxy) tickRamp(ctx context.Context, br *boundRoute, now time.Time) {
 		rt.guard.mu.Unlock()
 
 		a := rampAnswer{reason: rampGuardTripped, detail: guardTrippedDetail}
-		if !tripped {
+		switch {
+		case tripped:
+		case local != nil:
+			a = *local
+		default:
 			a = p.rampAnswer(ctx, br, r, r.tick(k), now)
+			if r.settle == 0 {
+				local = &a
+			}
 		}
 
 		rt.guard.mu.Lock()
