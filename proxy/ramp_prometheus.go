@@ -33,7 +33,11 @@ func (p *Proxy) prometheusReadiness(ctx context.Context, br *boundRoute, at time
 	if err != nil {
 		return Readiness{}, err
 	}
-	return readiness(br.cfg, countsFromSignals(signals), nil), nil
+	var undecided []string
+	if n := math.Round(signals["undecided"]); n > 0 {
+		undecided = []string{fmt.Sprintf("%.0f field verdicts across the replicas", n)}
+	}
+	return readiness(br.cfg, countsFromSignals(signals), undecided), nil
 }
 
 // readinessQuery is the PromQL of a route's readiness evidence over
@@ -41,7 +45,8 @@ func (p *Proxy) prometheusReadiness(ctx context.Context, br *boundRoute, at time
 // signal: compared, mismatches and noise (comparisons), calls_<backend>
 // and errors_<backend> (upstream answers, errors counted as the guard's
 // query counts them), and lat_<backend>_<le> (the cumulative upstream
-// latency buckets).
+// latency buckets), and undecided (the field verdicts still undecided on
+// some replica, as strangler_field_verdict says).
 func readinessQuery(route, matchers string, span time.Duration) string {
 	labels := fmt.Sprintf("route=%q", route)
 	if m := strings.TrimRight(strings.TrimSpace(matchers), ", \t"); m != "" {
@@ -59,6 +64,7 @@ func readinessQuery(route, matchers string, span time.Duration) string {
 		signal("compared", increase("strangler_comparisons_total", `,result=~"match|mismatch|noise"`)),
 		signal("mismatches", increase("strangler_comparisons_total", `,result="mismatch"`)),
 		signal("noise", increase("strangler_comparisons_total", `,result="noise"`)),
+		signal("undecided", "count(strangler_field_verdict{"+labels+"} == 2)"),
 	}
 	for _, b := range backends {
 		name := b.String()

@@ -100,24 +100,35 @@ routes:
 		t.Errorf("query %s; want the route's comparisons over its window", q)
 	}
 
-	// Prometheus is down: the tick of 10:02 waits, paused.
+	// A field undecided on some replica holds the fleet back.
+	prom.setAnswer(record(answerWith(http.StatusOK, promVector(append(readySignals(0), "undecided", "2")...))))
+	tick(2*time.Minute + 5*time.Second)
+	h.rampAt("undecided across the fleet", 1, 10, rampNotReady)
+	if r := h.routeState("get-order").Ramp.Reason; !strings.Contains(r, "verdicts still undecided: 2 field verdicts across the replicas") {
+		t.Errorf("reason %q; want the undecided verdicts", r)
+	}
+	mu.Lock()
+	times = times[:1] // the tick of 10:02 is judged; the rest of the test asks about later ones
+	mu.Unlock()
+
+	// Prometheus is down: the tick of 10:03 waits, paused.
 	prom.setAnswer(record(answerWith(http.StatusServiceUnavailable, `{"status":"error","errorType":"unavailable","error":"down"}`)))
-	tick(2*time.Minute + 10*time.Second)
+	tick(3*time.Minute + 10*time.Second)
 	h.rampAt("prometheus down", 1, 10, rampPrometheusUnavailable)
-	tick(2*time.Minute + 20*time.Second)
+	tick(3*time.Minute + 20*time.Second)
 	h.rampAt("still down", 1, 10, rampPrometheusUnavailable)
 	// Back, and the fleet's mismatch rate is above 0.05: not ready. The
 	// waiting tick and the next are judged, each at its own instant.
 	prom.setAnswer(record(answerWith(http.StatusOK, promVector(readySignals(10)...))))
-	tick(3*time.Minute + 5*time.Second)
+	tick(4*time.Minute + 5*time.Second)
 	h.rampAt("not ready by prometheus", 1, 10, rampNotReady)
 	if r := h.routeState("get-order").Ramp.Reason; !strings.Contains(r, "real mismatch rate 0.2500 > 0.05") {
 		t.Errorf("reason %q; want the fleet's mismatch rate", r)
 	}
 	got := asked()
-	want2, want3 := strconv.FormatInt(rampT0.Add(2*time.Minute).Unix(), 10)+".000", strconv.FormatInt(rampT0.Add(3*time.Minute).Unix(), 10)+".000"
-	if n := len(got); n != 5 || got[1] != want2 || got[2] != want2 || got[3] != want2 || got[4] != want3 {
-		t.Errorf("asked at %v; want 10:01, then 10:02 three times, then 10:03", got)
+	want3, want4 := strconv.FormatInt(rampT0.Add(3*time.Minute).Unix(), 10)+".000", strconv.FormatInt(rampT0.Add(4*time.Minute).Unix(), 10)+".000"
+	if n := len(got); n != 5 || got[1] != want3 || got[2] != want3 || got[3] != want3 || got[4] != want4 {
+		t.Errorf("asked at %v; want 10:01, then 10:03 three times, then 10:04", got)
 	}
 }
 
