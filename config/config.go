@@ -285,6 +285,9 @@ type Route struct {
 	Fallback bool `mapstructure:"fallback" json:"fallback"`
 	// Guard rolls the route back by itself; nil means no guard.
 	Guard *Guard `mapstructure:"guard" json:"guard,omitempty"`
+	// Ramp raises the route's effective weight step by step up to Weight
+	// while the route stays ready; nil means the weight applies at once.
+	Ramp *Ramp `mapstructure:"ramp" json:"ramp,omitempty"`
 	// Capture records compared requests of the route, whatever their
 	// result, for an offline parity suite (strangler replay).
 	Capture RouteCapture `mapstructure:"capture" json:"capture"`

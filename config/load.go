@@ -206,6 +206,9 @@ func Parse(data []byte) (*Config, error) {
 				if g, ok := m["guard"].(map[string]any); ok {
 					mergeDefaults(g, guardDefaults())
 				}
+				if rp, ok := m["ramp"].(map[string]any); ok {
+					mergeDefaults(rp, rampDefaults())
+				}
 			}
 		}
 	}

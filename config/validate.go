@@ -280,6 +280,9 @@ func (c *Config) validateRoutes(add func(path, format string, args ...any)) {
 		if r.Guard != nil {
 			checkGuard(add, p+".guard", r.Guard)
 		}
+		if r.Ramp != nil {
+			c.checkRamp(add, p+".ramp", r)
+		}
 	}
 }
 

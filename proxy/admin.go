@@ -147,6 +147,8 @@ type routeView struct {
 	Fields []FieldVerdict `json:"fields"`
 	// Readiness is the promotion verdict over the route's window.
 	Readiness Readiness `json:"readiness"`
+	// Ramp is the route's ramp and where it is; absent without one.
+	Ramp *RampView `json:"ramp,omitempty"`
 }
 
 // serveRoutes answers every route's state, and the last reachability probe
@@ -177,6 +179,7 @@ func (p *Proxy) routeView(br *boundRoute) routeView {
 		Comparisons:     counts,
 		Fields:          fields,
 		Readiness:       readiness(br.cfg, br.rt.win.sum(p.now()), br.rt.cmp.undecided(p.now())),
+		Ramp:            br.rampView(p.now()),
 	}
 }
 

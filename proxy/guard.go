@@ -51,7 +51,7 @@ type guardState struct {
 	// it read its evidence under.
 	rearms atomic.Uint64
 
-	mu        sync.Mutex // serializes trips and re-arms
+	mu        sync.Mutex // serializes trips, re-arms and ramp steps
 	reason    string
 	trippedAt time.Time
 	rearmedAt time.Time // zero until the first re-arm of a trip
@@ -175,6 +175,9 @@ func (p *Proxy) trip(br *boundRoute, now time.Time, rearms uint64, source, reaso
 	rt.effectiveBasisPoints.Store(0)
 	p.metrics.effective.WithLabelValues(rt.name).Set(0)
 	p.metrics.guardTripped.WithLabelValues(rt.name).Set(1)
+	if rt.ramp != nil {
+		p.rampMetrics.set(rt.name, rt.ramp, true, now)
+	}
 	rt.guard.mu.Unlock()
 	p.metrics.guardTrips.WithLabelValues(rt.name, reason).Inc()
 	p.logger.Error("guard tripped: route rolled back to legacy", "route", rt.name, "reason", reason, "detail", detail,
@@ -182,7 +185,7 @@ func (p *Proxy) trip(br *boundRoute, now time.Time, rearms uint64, source, reaso
 		"rearm", "change the route's weight in the config, or POST /admin/routes/"+rt.name+"/rearm")
 }
 
-// rearm applies the configured weight; with keepTrip (a reload that left
+// rearm applies the configured weight (or its ramp's step); with keepTrip (a reload that left
 // the weight alone) a tripped guard stays tripped. A tripped guard is lifted, and its
 // evidence starts afresh so the old evidence cannot trip it again at once:
 // the local window is emptied, and Prometheus is asked only about the time
@@ -201,10 +204,17 @@ func (p *Proxy) rearm(br *boundRoute, why string, keepTrip bool) {
 		rt.guard.rearms.Add(1)
 		rt.guard.rearmedAt = p.now()
 		rt.win.reset(windowOf(br.cfg))
+		if rt.ramp != nil {
+			// A ramp never jumps back to where it was: newpath just
+			// failed, so it climbs again from the first step.
+			rt.ramp.restartAt(rt.guard.rearmedAt)
+		}
 	}
-	rt.effectiveBasisPoints.Store(int64(br.cfg.WeightBasisPoints()))
-	p.metrics.effective.WithLabelValues(rt.name).Set(br.cfg.Weight / 100)
+	p.storeEffective(rt, br.weightInForce(p.now()))
 	p.metrics.guardTripped.WithLabelValues(rt.name).Set(0)
+	if rt.ramp != nil {
+		p.rampMetrics.set(rt.name, rt.ramp, false, p.now())
+	}
 	rt.guard.mu.Unlock()
 	if wasTripped {
 		p.logger.Warn("guard re-armed", "route", rt.name, "by", why, "weight", br.cfg.Weight)

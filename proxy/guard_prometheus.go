@@ -237,11 +237,17 @@ type promSample struct {
 // base and returns each sample's value by its signal label. NaN and
 // infinite values are left out: they are no evidence.
 func queryPrometheus(ctx context.Context, client *http.Client, base *url.URL, query string, timeout time.Duration) (map[string]float64, error) {
+	return queryPrometheusWith(ctx, client, base, url.Values{"query": {query}}, timeout)
+}
+
+// queryPrometheusWith is queryPrometheus with the query's form values
+// given (query, and time for an instant other than now).
+func queryPrometheusWith(ctx context.Context, client *http.Client, base *url.URL, form url.Values, timeout time.Duration) (map[string]float64, error) {
 	if base == nil {
 		return nil, errors.New("query prometheus: no prometheus_url")
 	}
 	endpoint := base.JoinPath("api/v1/query")
-	form := url.Values{"query": {query}, "timeout": {strconv.FormatFloat(timeout.Seconds(), 'f', -1, 64)}}
+	form.Set("timeout", strconv.FormatFloat(timeout.Seconds(), 'f', -1, 64))
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint.String(), strings.NewReader(form.Encode()))
 	if err != nil {
 		return nil, fmt.Errorf("query prometheus: %w", err)

@@ -68,6 +68,12 @@ func backendHandler(name string) http.Handler {
 // {{legacy}} and {{newpath}} replaced by the servers' URLs.
 func newHarness(t *testing.T, legacy, newpath http.Handler, yaml string) *harness {
 	t.Helper()
+	return newClockedHarness(t, nil, legacy, newpath, yaml)
+}
+
+// newClockedHarness is newHarness with the proxy's clock (nil: time.Now).
+func newClockedHarness(t *testing.T, now func() time.Time, legacy, newpath http.Handler, yaml string) *harness {
+	t.Helper()
 	if legacy == nil {
 		legacy = backendHandler("legacy")
 	}
@@ -91,7 +97,7 @@ func newHarness(t *testing.T, legacy, newpath http.Handler, yaml string) *harnes
 	h.spans = tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(h.spans))
 	// The probes run only in tests that call h.proxy.Run.
-	h.proxy, err = New(rl.Current(), Options{Registerer: h.reg, Logger: logger, AccessLog: h.logs, Version: "test", TracerProvider: tp, ProbeInterval: 10 * time.Millisecond})
+	h.proxy, err = New(rl.Current(), Options{Registerer: h.reg, Logger: logger, AccessLog: h.logs, Version: "test", TracerProvider: tp, ProbeInterval: 10 * time.Millisecond, Now: now})
 	if err != nil {
 		t.Fatalf("provision config: %v", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -57,6 +58,8 @@ type Options struct {
 type Proxy struct {
 	logger        *slog.Logger
 	metrics       *metrics
+	rampMetrics   *rampMetrics
+	rampClient    *http.Client // asks Prometheus about ramp ticks
 	now           func() time.Time
 	tracer        trace.Tracer
 	tracing       bool       // false with a no-op provider: no spans are made
@@ -135,6 +138,9 @@ type routeRuntime struct {
 	cmp                  compareState
 	win                  *window
 	guard                guardState
+	// ramp is the route's ramp in force, nil without one; guarded by
+	// guard.mu.
+	ramp *rampRun
 	// removed is set when a reload drops the route: work still in flight
 	// on it must not bring its metric series back.
 	removed atomic.Bool
@@ -180,6 +186,8 @@ func New(snap *config.Snapshot, opts Options) (*Proxy, error) {
 		reg = prometheus.NewRegistry()
 	}
 	p.metrics = newMetrics(reg, opts.Version)
+	p.rampMetrics = newRampMetrics(reg)
+	p.rampClient = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
 	reg.MustRegister(newVerdictCollector(p))
 	reg.MustRegister(readinessCollector{p: p, desc: prometheus.NewDesc("strangler_route_ready",
 		"Whether the route is ready for promotion (1) by the readiness rule over its window.", []string{"route"}, nil)})
@@ -202,7 +210,7 @@ func New(snap *config.Snapshot, opts Options) (*Proxy, error) {
 
 // Run runs the proxy's background work until ctx is done, and returns when
 // all of it has: the divergence store's writer, the upstream probes, and
-// the guards whose source is prometheus. Cancel ctx after the servers stopped and
+// the guards whose source is prometheus, and the ramps. Cancel ctx after the servers stopped and
 // DrainShadows returned, so the last samples are written.
 func (p *Proxy) Run(ctx context.Context) {
 	var wg sync.WaitGroup
@@ -214,6 +222,7 @@ func (p *Proxy) Run(ctx context.Context) {
 	}
 	wg.Go(func() { p.runPrometheusGuards(ctx) })
 	wg.Go(func() { p.runUpstreamProbes(ctx, p.probeInterval) })
+	wg.Go(func() { p.runRamps(ctx) })
 	if p.accessFlush > 0 {
 		wg.Go(func() { p.flushAccessLog(ctx) })
 	}
@@ -298,6 +307,7 @@ func (p *Proxy) activate(snap *config.Snapshot, pv *Provisioned) {
 		if prev == nil || windowOf(prev) != windowOf(rc) || moved {
 			rt.win.reset(windowOf(rc))
 		}
+		p.bindRamp(br, p.now())
 		// A changed weight is how ops re-arm a tripped guard from the YAML;
 		// otherwise a tripped guard keeps the effective weight at 0.
 		p.rearm(br, "config", prev != nil && prev.Weight == rc.Weight && rc.Guard != nil)
@@ -307,6 +317,7 @@ func (p *Proxy) activate(snap *config.Snapshot, pv *Provisioned) {
 			p.routes[name].removed.Store(true)
 			delete(p.routes, name)
 			p.metrics.forget(name)
+			p.rampMetrics.forget(name)
 		}
 	}
 	p.state.Store(st)

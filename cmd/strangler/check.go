@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -61,15 +63,31 @@ func check(stdout, stderr io.Writer, path string) error {
 
 func printRoutes(w io.Writer, cfg *config.Config) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ROUTE\tMATCH\tTO\tWEIGHT\tSHADOW\tDRY-RUN\tFALLBACK\tGUARD")
+	fmt.Fprintln(tw, "ROUTE\tMATCH\tTO\tWEIGHT\tSHADOW\tDRY-RUN\tFALLBACK\tGUARD\tRAMP")
 	for _, r := range cfg.Routes {
 		guard := "-"
 		if g := r.Guard; g != nil {
 			guard = fmt.Sprintf("err>%g div>%g n>=%d/%s", g.MaxErrorRate, g.MaxDivergenceRate, g.MinSamples, g.Window)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%g%%\t%g%%\t%t\t%t\t%s\n",
-			r.Name, r.Match, r.To, r.Weight, r.Shadow.Percent, r.Shadow.DryRun, r.Fallback, guard)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%g%%\t%g%%\t%t\t%t\t%s\t%s\n",
+			r.Name, r.Match, r.To, r.Weight, r.Shadow.Percent, r.Shadow.DryRun, r.Fallback, guard, rampPlan(r.Ramp))
 	}
 	fmt.Fprintf(tw, "(unmatched)\t*\tlegacy\t-\t-\t-\t-\t-\n")
 	_ = tw.Flush()
+}
+
+// rampPlan is a route's ramp in one cell: "1,5,10% every 10m0s (ready)".
+func rampPlan(r *config.Ramp) string {
+	if r == nil {
+		return "-"
+	}
+	steps := make([]string, len(r.Steps))
+	for i, v := range r.Steps {
+		steps[i] = strconv.FormatFloat(v, 'g', -1, 64)
+	}
+	plan := fmt.Sprintf("%s%% every %s (%s)", strings.Join(steps, ","), r.Every, r.Require)
+	if r.Start != "" {
+		plan += " from " + r.Start
+	}
+	return plan
 }

@@ -129,7 +129,7 @@ func TestCheckExampleConfig(t *testing.T) {
 	if stderr.Len() > 0 {
 		t.Errorf("the example config has warnings: %s", &stderr)
 	}
-	for _, want := range []string{"get-order", "GET /orders/{id}", "10%", "create-order"} {
+	for _, want := range []string{"get-order", "GET /orders/{id}", "10%", "create-order", "1,5,10% every 10m0s (ready)"} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("stdout = %q; want it to contain %q", &stdout, want)
 		}

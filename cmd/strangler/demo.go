@@ -111,7 +111,7 @@ type demoAddrs struct {
 
 // demoRoutes is the proxy config of the demo: every order endpoint, reads
 // at 50%, writes at 10%; list-orders' weight is the story's to edit, and
-// its guard the one the story trips.
+// its guard the one the story trips; cancel-order ramps up to its 10%.
 const demoRoutes = `
 listen: %q
 admin: { listen: %q }
@@ -145,6 +145,8 @@ routes:
   - name: cancel-order
     match: "POST /orders/{id}/cancel"
     weight: 10
+    # climbs to its weight by itself, a step every 10s (README, "Ramps")
+    ramp: { steps: [1, 2, 5, 10], every: 10s, require: none }
     shadow: { percent: 100, dry_run: true }
     compare: { ignore: ["/body/updated_at", "/body/served_at"] }
 `

@@ -125,6 +125,11 @@ func TestReportReadsTheAdminAPI(t *testing.T) {
 			t.Errorf("report lacks %q:\n%s", want, &report)
 		}
 	}
+	// cancel-order ramps; the other routes have none.
+	if !regexp.MustCompile(`cancel-order +newpath +10% +\d+% +none +\d+% \([1-4]/4\)`).MatchString(report.String()) ||
+		!regexp.MustCompile(`get-order +newpath +50% +50% +none +- `).MatchString(report.String()) {
+		t.Errorf("report lacks cancel-order's ramp, or shows one for get-order:\n%s", &report)
+	}
 	t.Logf("report:\n%s", &report)
 }
 

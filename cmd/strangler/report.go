@@ -80,6 +80,8 @@ type routeReport struct {
 	DryRun          bool            `json:"dry_run"`
 	Guard           proxy.GuardView `json:"guard"`
 	Readiness       proxy.Readiness `json:"readiness"`
+	// Ramp is absent for a route without one.
+	Ramp *proxy.RampView `json:"ramp,omitempty"`
 }
 
 // routesReport is /admin/routes as report reads it, and report's JSON
@@ -199,11 +201,11 @@ func printReport(w io.Writer, body *routesReport) error {
 		return err
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintln(tw, "ROUTE\tUPSTREAM\tWEIGHT\tEFFECTIVE\tGUARD\tCOMPARED\tMISMATCH\tNOISE\tERR LEGACY\tERR NEWPATH\tP99 LEGACY\tP99 NEWPATH\tVERDICT\tREASONS")
+	fmt.Fprintln(tw, "ROUTE\tUPSTREAM\tWEIGHT\tEFFECTIVE\tGUARD\tRAMP\tCOMPARED\tMISMATCH\tNOISE\tERR LEGACY\tERR NEWPATH\tP99 LEGACY\tP99 NEWPATH\tVERDICT\tREASONS")
 	for _, r := range body.Routes {
 		rd := r.Readiness
-		fmt.Fprintf(tw, "%s\t%s\t%g%%\t%g%%\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
-			r.Name, r.To, r.Weight, r.EffectiveWeight, r.Guard.State, rd.Comparisons,
+		fmt.Fprintf(tw, "%s\t%s\t%g%%\t%g%%\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
+			r.Name, r.To, r.Weight, r.EffectiveWeight, r.Guard.State, rampColumn(r.Ramp), rd.Comparisons,
 			percent(rd.MismatchRate), percent(rd.NoiseRate),
 			percent(rd.ErrorRate["legacy"]), percent(rd.ErrorRate["newpath"]),
 			millis(rd.P99Seconds, "legacy"), millis(rd.P99Seconds, "newpath"),
@@ -225,6 +227,26 @@ func upstreamNames(upstreams map[string]proxy.UpstreamHealth) []string {
 	}
 	slices.Sort(others)
 	return append(names, others...)
+}
+
+// rampColumn is a ramp in one cell: its step's weight and position, and
+// why it is paused ("25% (3/5), paused: not_ready"); "-" without one.
+func rampColumn(r *proxy.RampView) string {
+	if r == nil {
+		return "-"
+	}
+	cell := fmt.Sprintf("%g%% (%d/%d)", r.StepWeight, r.StepIndex+1, len(r.Steps))
+	switch {
+	case r.Paused:
+		// The readiness reasons have a column of their own.
+		reason, _, _ := strings.Cut(r.Reason, ":")
+		cell += ", paused: " + reason
+	case r.Complete:
+		cell += ", complete"
+	case r.NextStepAt != nil:
+		cell += ", next " + r.NextStepAt.UTC().Format(time.TimeOnly)
+	}
+	return cell
 }
 
 func percent(v float64) string { return fmt.Sprintf("%.2f%%", 100*v) }

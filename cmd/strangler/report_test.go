@@ -253,3 +253,27 @@ func TestReportNamesEachRoutesService(t *testing.T) {
 		}
 	}
 }
+
+func TestRampColumn(t *testing.T) {
+	next := time.Date(2026, 3, 2, 10, 20, 0, 0, time.UTC)
+	steps := []float64{1, 5, 25, 50, 100}
+	tests := []struct {
+		name string
+		ramp *proxy.RampView
+		want string
+	}{
+		{"no ramp", nil, "-"},
+		{"climbing", &proxy.RampView{Steps: steps, StepIndex: 2, StepWeight: 25, NextStepAt: &next}, "25% (3/5), next 10:20:00"},
+		{"paused", &proxy.RampView{Steps: steps, StepIndex: 2, StepWeight: 25, NextStepAt: &next, Paused: true,
+			Reason: "not_ready: insufficient_data: 3 comparisons in the last 2m0s, need 100"}, "25% (3/5), paused: not_ready"},
+		{"tripped", &proxy.RampView{Steps: steps, StepIndex: 1, StepWeight: 5, Paused: true, Reason: "guard_tripped: effective weight 0"}, "5% (2/5), paused: guard_tripped"},
+		{"complete", &proxy.RampView{Steps: steps, StepIndex: 4, StepWeight: 100, Complete: true}, "100% (5/5), complete"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := rampColumn(tt.ramp); got != tt.want {
+				t.Errorf("got %q; want %q", got, tt.want)
+			}
+		})
+	}
+}

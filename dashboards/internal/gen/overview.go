@@ -6,11 +6,11 @@ import (
 	"github.com/grafana/grafana-foundation-sdk/go/dashboard"
 )
 
-// Strangler / Overview: per route, the split, weights, errors, latency,
+// Strangler / Overview: per route, the split, weights, ramps, errors, latency,
 // comparisons, shadows, guards, readiness and config reloads.
 func overview() (dashboard.Dashboard, error) {
 	d := newBoard("strangler-overview", "Strangler / Overview",
-		"Per route: the traffic split, weights, errors and latency per backend, comparisons, shadowing, guards, readiness and config reloads.").
+		"Per route: the traffic split, weights, ramps, errors and latency per backend, comparisons, shadowing, guards, readiness and config reloads.").
 		Variables(append(append([]cog.Builder[dashboard.VariableModel]{prometheusVariable()}, scopeVariables(proxyScope)...), routeVariable())).
 		Annotation(promAnnotation("Config reloads", "blue",
 			`changes(strangler_config_last_reload_success_timestamp_seconds[2m]) > 0`,
@@ -19,6 +19,7 @@ func overview() (dashboard.Dashboard, error) {
 			`sum by (route, reason) (increase(strangler_guard_trips_total{route=~"$route"}[2m])) > 0`,
 			"guard tripped", "{{route}}: {{reason}}", "route,reason"))
 	trafficSplit(d)
+	ramps(d)
 	errorsAndLatency(d)
 	shadowingAndComparison(d)
 	guardsReadinessAndConfig(d)
