@@ -52,7 +52,7 @@ var (
 type client struct {
 	mu     sync.Mutex
 	idle   map[dialKey][]*upstreamConn
-	pipes  map[dialKey]*pipeline
+	pipes  map[pipeKey]*pipeline
 	closed bool
 }
 
@@ -72,21 +72,22 @@ type upstreamConn struct {
 }
 
 func newClient() *client {
-	return &client{idle: map[dialKey][]*upstreamConn{}, pipes: map[dialKey]*pipeline{}}
+	return &client{idle: map[dialKey][]*upstreamConn{}, pipes: map[pipeKey]*pipeline{}}
 }
 
-// pipeline returns the pipelined connections to key, whose calls all end
-// when stop is done; nil once the client is closed.
-func (c *client) pipeline(key dialKey, stop context.Context) *pipeline {
+// pipeline returns route's pipelined connections to key, whose calls all
+// end when stop is done; nil once the client is closed.
+func (c *client) pipeline(key dialKey, route string, stop context.Context) *pipeline {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
 		return nil
 	}
-	pl := c.pipes[key]
+	pk := pipeKey{key, route}
+	pl := c.pipes[pk]
 	if pl == nil {
 		pl = newPipeline(c, key, stop)
-		c.pipes[key] = pl
+		c.pipes[pk] = pl
 	}
 	return pl
 }
@@ -346,9 +347,11 @@ func (c *client) closeIdleTo(key dialKey) {
 		conn.Close()
 	}
 	delete(c.idle, key)
-	if pl := c.pipes[key]; pl != nil {
-		pl.retire()
-		delete(c.pipes, key)
+	for pk, pl := range c.pipes {
+		if pk.dial == key {
+			pl.retire()
+			delete(c.pipes, pk)
+		}
 	}
 }
 

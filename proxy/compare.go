@@ -145,6 +145,9 @@ func (br *boundRoute) count(result int) {
 // sample of a mismatch, and returns the result.
 func (p *Proxy) compare(job *shadowJob, shadowRes, noiseRes *captured) int {
 	rt := job.route.rt
+	if shadowRes.outcome == outcomeDroppedSaturated {
+		return resultSkipped // a pipelined call never sent in time
+	}
 	if job.fellBack || shadowRes.outcome != outcomeSent {
 		return resultError
 	}

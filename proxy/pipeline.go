@@ -12,21 +12,33 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
-// Shadow calls of safe requests without a body are pipelined (RFC 9112
-// §9.3.2): a connection carries several at once, each batch written with
-// one system call, and their answers, which come back in order, are read
-// together. A shadow has no client waiting for it, so what a queue costs
-// it is only latency, and the proxy and the upstream each save a write
-// and a read a call. A batch is what is queued while the connection is
-// busy writing the last; nothing waits to fill one.
+// Shadow calls of GET and OPTIONS requests without a body are pipelined
+// (RFC 9112 §9.3.2): a connection carries several at once, each batch
+// written with one system call, and their answers, which come back in
+// order, are read together. A shadow has no client waiting for it, so a
+// queue costs it only latency, and the proxy and the upstream each save a
+// write and a read a call. A batch is what was queued while the
+// connection was busy writing the last; nothing waits to fill one.
 //
 // A pipelined call waits for those ahead of it, which an upstream serves
-// one at a time. So a connection takes only as many calls as the
-// upstream's recent answers say fit in pipelineBudget: one at a time for
-// an upstream that answers in 2 s, up to shadow.pipeline_depth for one
-// that answers in a millisecond. Calls that find every connection full
-// get a connection of their own; there are never more connections than
-// calls (at most shadow.max_in_flight).
+// one at a time, so a connection takes a call only while that wait is
+// short:
+//   - each route has its own pipelines, so a slow endpoint never holds up
+//     another route's calls;
+//   - a connection takes as many calls as the route's recent answers say
+//     fit in pipelineBudget (one at a time until it has answered fast, and
+//     always one for an upstream that answers in 2 s), at most
+//     shadow.pipeline_depth;
+//   - a connection whose call in service is late (over lateAfter) takes
+//     no more until it answers;
+//   - an upstream that closes connections after a few answers is called
+//     one call a connection for a while.
+//
+// A call's shadow.timeout runs from when the upstream turns to it, so a
+// call never fails for the time it waited behind another: the guard
+// counts only what the upstream did. Calls that find every connection
+// full get a new one; there are never more connections than calls (at
+// most shadow.max_in_flight).
 const (
 	// pipelineBudget is the wait behind other calls a pipelined call may
 	// expect.
@@ -34,7 +46,22 @@ const (
 	// latencyWeight is the weight of the newest answer in a pipeline's
 	// moving average of answer latency, as a shift: 1/8.
 	latencyWeight = 3
+	// minAnswersPerConn is how many answers a connection must carry
+	// before the upstream closes it, for pipelining to go on: fewer, and
+	// calls go one a connection for serialFor.
+	minAnswersPerConn = 8
+	serialFor         = time.Minute
 )
+
+// lateAfter is how long a call may be in service before its connection
+// takes no more calls: twice the usual answer, and not under a
+// millisecond.
+func lateAfter(latency time.Duration) time.Duration { return max(2*latency, time.Millisecond) }
+
+// errExpired is a pipelined call that waited so long to be sent (its
+// connections broke, or calls ahead were late) that it no longer is: a
+// shadow dropped, not an answer of the upstream's.
+var errExpired = errors.New("pipelined call not sent in time")
 
 // errPipelineLost is a pipelined call whose connection broke before its
 // answer, for a second time: the first time it is sent again.
@@ -48,16 +75,18 @@ type pipeCall struct {
 	// body receives the answer's body, up to max bytes.
 	body *bytes.Buffer
 	max  int64
-	// deadline ends the call, header and body; timeout bounds the wait
-	// for the header once the upstream has turned to this call.
-	deadline time.Time
-	timeout  time.Duration
+	// timeout bounds the call from when the upstream turns to it (the
+	// previous answer on its connection is in, or it was sent) to the
+	// end of its answer; deadline bounds the header within it.
+	timeout, headerTimeout time.Duration
+	// expires is when the call is no longer worth sending.
+	expires time.Time
 	// then is told once the call is over, on the pipeline's goroutine.
 	then pipeWaiter
 
 	// Set by the pipeline.
 	retried  bool          // sent once more after its connection broke
-	latency  time.Duration // the upstream's time on it, less the wait behind others
+	latency  time.Duration // from when the upstream turned to it to its answer
 	complete bool          // the whole body fitted in max
 	err      error
 	sent     time.Time
@@ -66,7 +95,26 @@ type pipeCall struct {
 // pipeWaiter is told when its call is over.
 type pipeWaiter interface{ pipeDone(*pipeCall) }
 
-// pipeline is the pipelined connections to one upstream address.
+// reset empties what a try of call got, before it goes again.
+func (call *pipeCall) reset() {
+	call.body.Reset()
+	call.complete = false
+}
+
+// fail ends call with err.
+func (call *pipeCall) fail(err error) {
+	call.err = err
+	call.then.pipeDone(call)
+}
+
+// pipeKey is whose calls a pipeline carries: a route's, to one address.
+type pipeKey struct {
+	dial  dialKey
+	route string
+}
+
+// pipeline is the pipelined connections of one route to one upstream
+// address.
 type pipeline struct {
 	c    *client
 	key  dialKey
@@ -75,6 +123,9 @@ type pipeline struct {
 	// It starts at pipelineBudget: a connection takes one call at a time
 	// until the upstream has shown it is fast.
 	latency atomic.Int64
+	// serialUntil (Unix ns) is when calls may share connections again,
+	// after the upstream closed one early.
+	serialUntil atomic.Int64
 
 	mu      sync.Mutex
 	conns   []*pipeConn
@@ -88,7 +139,10 @@ func newPipeline(c *client, key dialKey, stop context.Context) *pipeline {
 }
 
 // depth is how many calls a connection takes at once, at most limit.
-func (pl *pipeline) depth(limit int) int {
+func (pl *pipeline) depth(limit int, now time.Time) int {
+	if now.UnixNano() < pl.serialUntil.Load() {
+		return 1
+	}
 	lat := max(pl.latency.Load(), 1)
 	return int(min(int64(limit), max(1, int64(pipelineBudget)/lat)))
 }
@@ -103,16 +157,21 @@ func (pl *pipeline) observe(d time.Duration) {
 // one. Its waiter is told when the call is over, maybe before send
 // returns.
 func (pl *pipeline) send(call *pipeCall, maxDepth int) {
-	if err := pl.stop.Err(); err != nil {
-		call.err = err
-		call.then.pipeDone(call)
+	now := time.Now()
+	switch {
+	case pl.stop.Err() != nil:
+		call.fail(pl.stop.Err())
+		return
+	case now.After(call.expires):
+		call.fail(errExpired)
 		return
 	}
-	depth := pl.depth(maxDepth)
+	depth := pl.depth(maxDepth, now)
+	late := lateAfter(time.Duration(pl.latency.Load()))
 	pl.mu.Lock()
 	var pc *pipeConn
 	for _, c := range pl.conns {
-		if c.pending < depth {
+		if c.pending < depth && (c.written == 0 || now.Sub(c.inService) < late) {
 			pc = c
 			break
 		}
@@ -120,15 +179,12 @@ func (pl *pipeline) send(call *pipeCall, maxDepth int) {
 	if pc == nil {
 		pc = &pipeConn{pl: pl, maxDepth: maxDepth, wake: make(chan struct{}, 1), batches: make(chan []*pipeCall, maxDepth)}
 		pl.conns = append(pl.conns, pc)
-		go pc.run(call.timeout)
+		go pc.run(min(call.expires.Sub(now), call.headerTimeout))
 	}
 	pc.pending++
 	pc.queue = append(pc.queue, call)
 	pl.mu.Unlock()
-	select {
-	case pc.wake <- struct{}{}:
-	default:
-	}
+	pc.poke()
 }
 
 // retire closes pl's connections as they fall idle; new calls go to a
@@ -151,11 +207,15 @@ type pipeConn struct {
 	conn     *upstreamConn
 	wake     chan struct{}    // the writer has work, or should look at dead
 	batches  chan []*pipeCall // written, to the reader, in order
-	pending  int              // under pl.mu: queued or written, not answered
-	queue    []*pipeCall      // under pl.mu: not yet written
-	dead     bool             // under pl.mu: takes no calls, and ends
-	idle     time.Time        // writer's: when the last batch was written
 	reader   sync.WaitGroup   // the reader has ended
+	idle     time.Time        // writer's: when the last batch was written
+
+	// Under pl.mu.
+	pending   int         // queued or written, not answered
+	written   int         // written, not answered
+	inService time.Time   // when the upstream turned to the oldest written call
+	queue     []*pipeCall // not yet written
+	dead      bool        // takes no calls, and ends
 }
 
 func (pc *pipeConn) poke() {
@@ -191,7 +251,7 @@ func (pc *pipeConn) run(dialTimeout time.Duration) {
 		case <-pc.wake:
 		case <-idle.C:
 		}
-		batch, ok := pc.take()
+		batch, alone, ok := pc.take()
 		if !ok {
 			return
 		}
@@ -199,60 +259,78 @@ func (pc *pipeConn) run(dialTimeout time.Duration) {
 			idle.Reset(idleConnTimeout)
 			continue
 		}
-		if time.Since(pc.idle) > staleCheckAfter && peerClosed(conn.Conn) {
-			// Closed by the upstream while idle: nothing was sent, so the
-			// calls go again.
+		// A connection idle for a while may have been closed by the
+		// upstream; nothing was sent on it, so the calls go elsewhere.
+		// (Only when no answer is awaited: the reader holds the socket.)
+		if alone && time.Since(pc.idle) > staleCheckAfter && peerClosed(conn.Conn) {
+			pc.unwrite(batch)
 			pc.die(errPipelineLost, true)
-			pc.batches <- batch
 			return
 		}
-		err := pc.write(batch)
-		pc.batches <- batch
-		if err != nil {
+		if err := pc.write(batch); err != nil {
 			pc.die(err, true)
+			pc.batches <- batch // the reader sends them again
 			return
 		}
+		pc.batches <- batch
 		pc.idle = time.Now()
 		idle.Reset(idleConnTimeout)
 	}
 }
 
-// take returns the calls queued for writing, and false when the
-// connection is to end: it died, or it is idle and retired or past
-// idleConnTimeout.
-func (pc *pipeConn) take() ([]*pipeCall, bool) {
+// take returns the calls queued for writing, whether no answer is awaited
+// besides theirs, and false when the connection is to end: it died, or
+// it is idle and retired or past idleConnTimeout.
+func (pc *pipeConn) take() (batch []*pipeCall, alone, ok bool) {
 	pl := pc.pl
 	pl.mu.Lock()
 	defer pl.mu.Unlock()
 	if pc.dead {
-		return nil, false
+		return nil, false, false
 	}
 	if len(pc.queue) == 0 {
 		if pc.pending == 0 && (pl.retired || time.Since(pc.idle) >= idleConnTimeout) {
 			pc.unlink()
-			return nil, false
+			return nil, false, false
 		}
-		return nil, true
+		return nil, false, true
 	}
 	// The reader holds a batch until its last answer: each is a slice of
 	// its own.
-	batch := pc.queue
-	pc.queue = nil
-	return batch, true
+	batch, pc.queue = pc.queue, nil
+	alone = pc.written == 0
+	return batch, alone, true
 }
 
-// write sends batch with one flush.
+// unwrite puts batch back at the head of the queue: it was not written.
+func (pc *pipeConn) unwrite(batch []*pipeCall) {
+	pc.pl.mu.Lock()
+	pc.queue = append(batch, pc.queue...)
+	pc.pl.mu.Unlock()
+}
+
+// write sends batch with one flush. The calls count as written from
+// the start: whatever of them reached the upstream may be answered.
 func (pc *pipeConn) write(batch []*pipeCall) error {
-	bw := pc.conn.bw
+	now := time.Now()
+	pl := pc.pl
+	pl.mu.Lock()
+	if pc.written == 0 {
+		pc.inService = now
+	}
+	pc.written += len(batch)
+	pl.mu.Unlock()
+	conn := pc.conn
+	_ = conn.SetWriteDeadline(now.Add(batch[0].timeout))
 	for _, call := range batch {
-		if err := call.req.Write(bw); err != nil {
+		if err := call.req.Write(conn.bw); err != nil {
 			return err
 		}
 	}
-	err := bw.Flush()
-	now := time.Now()
+	err := conn.bw.Flush()
+	sent := time.Now()
 	for _, call := range batch {
-		call.sent = now
+		call.sent = sent
 	}
 	return err
 }
@@ -261,70 +339,94 @@ func (pc *pipeConn) write(batch []*pipeCall) error {
 // each call's waiter.
 func (pc *pipeConn) read() {
 	defer pc.reader.Done()
-	var last time.Time // when the previous answer ended
+	var (
+		last     time.Time // when the previous answer ended
+		answered int       // answers on this connection
+		charged  bool      // a call spent its one retry on this connection's loss
+	)
+	// resend sends calls written but unanswered again. When the
+	// connection carried no answer at all, the first of them may be why:
+	// it spends its retry. The others were only behind it.
+	resend := func(calls []*pipeCall, err error) {
+		charge := answered == 0 && !charged
+		charged = true
+		pc.resend(calls, charge, err)
+	}
 	for batch := range pc.batches {
 		for i, call := range batch {
 			if pc.isDead() {
-				pc.requeue(batch[i:], errPipelineLost)
+				resend(batch[i:], errPipelineLost)
 				break
 			}
 			start := call.sent
 			if last.After(start) {
 				start = last // it waited behind the previous answer
 			}
-			reusable, err := pc.answer(call, start)
+			reusable, headerErr, err := pc.answer(call, start)
 			last = time.Now()
-			if err == nil {
-				call.latency = last.Sub(start)
+			call.latency = last.Sub(start)
+			switch {
+			case err == nil:
+				answered++
 				pc.pl.observe(call.latency)
 				pc.done(call)
 				if !reusable {
+					if answered < minAnswersPerConn && (call.res.ConnectionClose() || call.req.ConnectionClose()) {
+						pc.pl.serialUntil.Store(last.Add(serialFor).UnixNano())
+					}
 					pc.die(errPipelineLost, true)
 				}
-				continue
-			}
-			if call.retried || !isStale(err) {
+			case headerErr && isStale(err) && pc.pl.stop.Err() == nil:
+				// Nothing came back for it: the upstream closed the
+				// connection. It goes again, with those behind it.
+				pc.die(errPipelineLost, true)
+				resend(batch[i:i+1], err)
+			default:
+				pc.pl.observe(call.latency)
 				call.err = err
 				pc.done(call)
+				charged = true // those behind it are not at fault
 				pc.die(errPipelineLost, true)
-				continue
 			}
-			// Nothing came back for it: the upstream closed a connection
-			// it had kept alive. It goes again, with those behind it.
-			pc.die(errPipelineLost, true)
-			pc.requeue(batch[i:i+1], err)
 		}
 	}
 }
 
-// answer reads call's answer, which began no earlier than start, and
-// reports whether the connection can carry the next one.
-func (pc *pipeConn) answer(call *pipeCall, start time.Time) (bool, error) {
+// answer reads call's answer, which the upstream turned to at start, and
+// reports whether the connection can carry the next one, and whether an
+// error came before any of the answer did.
+func (pc *pipeConn) answer(call *pipeCall, start time.Time) (reusable, headerErr bool, err error) {
 	conn, res := pc.conn, call.res
-	header := call.deadline
-	if t := start.Add(call.timeout); t.Before(header) {
-		header = t
-	}
+	deadline := start.Add(call.timeout)
+	header := start.Add(min(call.timeout, call.headerTimeout))
 	_ = conn.SetReadDeadline(header)
+	// A stop or a death that set the deadline in the past before this
+	// call did must still end the read.
+	if err := pc.pl.stop.Err(); err != nil {
+		return false, false, err
+	}
+	if pc.isDead() {
+		return false, true, errPipelineLost
+	}
 	res.StreamBody = true
 	if err := res.Read(conn.br); err != nil {
 		if stop := pc.pl.stop.Err(); stop != nil {
-			return false, stop
+			return false, false, stop
 		}
 		if time.Now().After(header) {
-			return false, errTimeout
+			return false, false, errTimeout
 		}
-		return false, err
+		return false, conn.br.Buffered() == 0, err
 	}
 	if res.StatusCode() == fasthttp.StatusSwitchingProtocols {
-		return false, errSwitched
+		return false, false, errSwitched
 	}
-	complete, err := readBody(conn, res, call.body, call.max, call.deadline, pc.pl.stop)
+	complete, err := readBody(conn, res, call.body, call.max, deadline, pc.pl.stop)
 	if err != nil {
-		return false, err
+		return false, false, err
 	}
 	call.complete = complete
-	return complete && !res.ConnectionClose() && !call.req.ConnectionClose(), nil
+	return complete && !res.ConnectionClose() && !call.req.ConnectionClose(), false, nil
 }
 
 func (pc *pipeConn) isDead() bool {
@@ -333,12 +435,14 @@ func (pc *pipeConn) isDead() bool {
 	return pc.dead
 }
 
-// done ends call: it leaves the connection's count, and its waiter is
+// done ends call: it leaves the connection's counts, and its waiter is
 // told.
 func (pc *pipeConn) done(call *pipeCall) {
 	pl := pc.pl
 	pl.mu.Lock()
 	pc.pending--
+	pc.written--
+	pc.inService = time.Now()
 	idleRetired := pc.pending == 0 && pl.retired
 	pl.mu.Unlock()
 	if idleRetired {
@@ -356,7 +460,6 @@ func (pc *pipeConn) die(err error, retry bool) {
 		pl.mu.Unlock()
 		return
 	}
-	pc.dead = true
 	pc.unlink()
 	queued := pc.queue
 	pc.queue = nil
@@ -364,48 +467,47 @@ func (pc *pipeConn) die(err error, retry bool) {
 	pl.mu.Unlock()
 	pc.poke()
 	if pc.conn != nil {
-		// The reader may be waiting on it.
-		_ = pc.conn.SetReadDeadline(time.Unix(1, 0))
+		// The reader may be waiting on it, and the writer.
+		_ = pc.conn.SetDeadline(time.Unix(1, 0))
 	}
-	if stop := pc.pl.stop.Err(); stop != nil {
-		err = stop
+	if stop := pl.stop.Err(); stop != nil {
+		err, retry = stop, false
 	}
 	for _, call := range queued {
-		if retry && pc.pl.stop.Err() == nil {
-			pc.pl.send(call, pc.maxDepth) // never written: not a retry
+		if retry {
+			pl.send(call, pc.maxDepth) // never written: not a retry
 			continue
 		}
-		call.err = err
-		call.then.pipeDone(call)
+		call.fail(err)
 	}
 }
 
-// requeue takes calls, written but unanswered, off the connection and
-// sends them again, or fails them when they were sent again already.
-func (pc *pipeConn) requeue(calls []*pipeCall, err error) {
+// resend takes calls, written but unanswered, off the connection and
+// sends them again. With charge the first spends its one retry, and
+// fails with err when it had none left.
+func (pc *pipeConn) resend(calls []*pipeCall, charge bool, err error) {
 	pl := pc.pl
 	pl.mu.Lock()
 	pc.pending -= len(calls)
+	pc.written -= len(calls)
 	pl.mu.Unlock()
-	pc.resend(calls, err)
-}
-
-func (pc *pipeConn) resend(calls []*pipeCall, err error) {
-	for _, call := range calls {
-		if call.retried || pc.pl.stop.Err() != nil {
-			call.err = err
-			if stop := pc.pl.stop.Err(); stop != nil {
-				call.err = stop
-			}
-			call.then.pipeDone(call)
+	for i, call := range calls {
+		switch {
+		case pl.stop.Err() != nil:
+			call.fail(pl.stop.Err())
 			continue
+		case charge && i == 0 && call.retried:
+			call.fail(err)
+			continue
+		case charge && i == 0:
+			call.retried = true
 		}
-		call.retried = true
-		pc.pl.send(call, pc.maxDepth)
+		call.reset()
+		pl.send(call, pc.maxDepth)
 	}
 }
 
-// unlink removes pc from its pipeline; pl.mu is held.
+// unlink marks pc dead and removes it from its pipeline; pl.mu is held.
 func (pc *pipeConn) unlink() {
 	pc.dead = true
 	conns := pc.pl.conns

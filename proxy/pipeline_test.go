@@ -93,9 +93,21 @@ func pipeCalls(key dialKey, n int, timeout time.Duration, w waiter) []*pipeCall 
 		req.Header.SetRequestURI(fmt.Sprintf("/%d", i))
 		req.Header.SetHost(key.addr)
 		calls[i] = &pipeCall{req: req, res: fasthttp.AcquireResponse(), body: new(bytes.Buffer), max: 1 << 10,
-			deadline: time.Now().Add(timeout), timeout: timeout, then: w}
+			timeout: timeout, headerTimeout: timeout, expires: time.Now().Add(2 * timeout), then: w}
 	}
 	return calls
+}
+
+// stopWhileDone stops shadows while its call's waiter is told, as a
+// comparison running on the reader would be.
+type stopWhileDone struct {
+	w    waiter
+	stop context.CancelFunc
+}
+
+func (s stopWhileDone) pipeDone(c *pipeCall) {
+	s.stop()
+	s.w <- c
 }
 
 // await returns the n calls told done, or fails the test after a minute.
@@ -132,7 +144,7 @@ func fastPipeline(t *testing.T, u *rawUpstream) (*pipeline, context.CancelFunc) 
 	c := newClient()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(func() { cancel(); c.closeIdle() })
-	pl := c.pipeline(u.key(), ctx)
+	pl := c.pipeline(u.key(), "r", ctx)
 	pl.latency.Store(int64(time.Microsecond))
 	return pl, cancel
 }
@@ -181,7 +193,7 @@ func TestPipeline(t *testing.T) {
 		})
 		c := newClient()
 		t.Cleanup(c.closeIdle)
-		pl := c.pipeline(u.key(), context.Background()) // no answer seen: as slow as the budget
+		pl := c.pipeline(u.key(), "r", context.Background()) // no answer seen: as slow as the budget
 		w := make(waiter, 4)
 		for _, c := range pipeCalls(u.key(), 4, 10*time.Second, w) {
 			pl.send(c, 16)
@@ -194,19 +206,20 @@ func TestPipeline(t *testing.T) {
 
 	t.Run("the depth follows the answers' latency", func(t *testing.T) {
 		pl := newPipeline(newClient(), dialKey{}, context.Background())
-		if d := pl.depth(16); d != 1 {
+		now := time.Now()
+		if d := pl.depth(16, now); d != 1 {
 			t.Errorf("depth before any answer %d; want 1", d)
 		}
 		for range 100 {
 			pl.observe(100 * time.Microsecond)
 		}
-		if d := pl.depth(16); d != 16 {
+		if d := pl.depth(16, now); d != 16 {
 			t.Errorf("depth after 100 µs answers %d; want 16 (the limit)", d)
 		}
 		for range 100 {
 			pl.observe(2 * time.Second)
 		}
-		if d := pl.depth(16); d != 1 {
+		if d := pl.depth(16, now); d != 1 {
 			t.Errorf("depth after 2 s answers %d; want 1", d)
 		}
 	})
@@ -264,7 +277,7 @@ func TestPipeline(t *testing.T) {
 		pl, _ := fastPipeline(t, u)
 		w := make(waiter, 3)
 		calls := pipeCalls(u.key(), 3, 10*time.Second, w)
-		calls[0].deadline = time.Now().Add(200 * time.Millisecond)
+		calls[0].timeout = 200 * time.Millisecond
 		for _, c := range calls {
 			pl.send(c, 8)
 		}
@@ -283,6 +296,124 @@ func TestPipeline(t *testing.T) {
 		}
 		if timedOut != 1 {
 			t.Errorf("the unanswered call was told done %d times", timedOut)
+		}
+	})
+
+	t.Run("an answer cut short fails; it is never pieced together", func(t *testing.T) {
+		u := newRawUpstream(t, func(conn, n int, r *http.Request, w *bufio.Writer) bool {
+			if conn == 1 && n == 1 {
+				w.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nXXXX")
+				w.Flush()
+				return false // closes four bytes into ten
+			}
+			return echo(conn, n, r, w)
+		})
+		pl, _ := fastPipeline(t, u)
+		w := make(waiter, 4)
+		calls := pipeCalls(u.key(), 4, 10*time.Second, w)
+		for _, c := range calls {
+			pl.send(c, 8)
+		}
+		for _, c := range w.await(t, 4) {
+			if c == calls[0] {
+				if c.err == nil {
+					t.Errorf("the cut answer ended with no error, body %q", c.body.String())
+				}
+				continue
+			}
+			checkEchoes(t, []*pipeCall{c})
+		}
+	})
+
+	t.Run("an upstream closing after every answer still answers every call", func(t *testing.T) {
+		u := newRawUpstream(t, func(conn, n int, r *http.Request, w *bufio.Writer) bool {
+			fmt.Fprintf(w, "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s", len(r.URL.Path), r.URL.Path)
+			w.Flush()
+			return false
+		})
+		pl, _ := fastPipeline(t, u)
+		w := make(waiter, 8)
+		for _, c := range pipeCalls(u.key(), 8, 10*time.Second, w) {
+			pl.send(c, 8)
+		}
+		checkEchoes(t, w.await(t, 8))
+		if d := pl.depth(8, time.Now()); d != 1 {
+			t.Errorf("depth %d after the upstream closed every connection at once; want 1", d)
+		}
+	})
+
+	t.Run("a call not sent in time is dropped, never written", func(t *testing.T) {
+		u := newRawUpstream(t, echo)
+		pl, _ := fastPipeline(t, u)
+		w := make(waiter, 1)
+		call := pipeCalls(u.key(), 1, 10*time.Second, w)[0]
+		call.expires = time.Now().Add(-time.Second)
+		pl.send(call, 8)
+		if got := w.await(t, 1)[0]; !errors.Is(got.err, errExpired) {
+			t.Errorf("an expired call ended with %v; want errExpired", got.err)
+		}
+		if n := u.conns.Load(); n != 0 {
+			t.Errorf("%d connections for an expired call; want none", n)
+		}
+	})
+
+	t.Run("no call queues behind a late one", func(t *testing.T) {
+		release := make(chan struct{})
+		got := make(chan struct{})
+		u := newRawUpstream(t, func(conn, n int, r *http.Request, w *bufio.Writer) bool {
+			if r.URL.Path == "/0" {
+				close(got)
+				<-release // the upstream is stuck on this one
+			}
+			return echo(conn, n, r, w)
+		})
+		pl, _ := fastPipeline(t, u)
+		w := make(waiter, 16)
+		calls := pipeCalls(u.key(), 16, 10*time.Second, w)
+		pl.send(calls[0], 16)
+		<-got
+		eventually(t, 10*time.Second, "the call in service to be late", func() bool {
+			pl.mu.Lock()
+			defer pl.mu.Unlock()
+			return len(pl.conns) == 1 && pl.conns[0].written == 1 &&
+				time.Since(pl.conns[0].inService) > lateAfter(time.Duration(pl.latency.Load()))
+		})
+		for _, c := range calls[1:] {
+			pl.send(c, 16)
+		}
+		// Every call but the stuck one is answered while it is stuck.
+		checkEchoes(t, w.await(t, 15))
+		close(release)
+		checkEchoes(t, w.await(t, 1))
+	})
+
+	t.Run("each route has pipelines of its own", func(t *testing.T) {
+		c := newClient()
+		t.Cleanup(c.closeIdle)
+		key := dialKey{addr: "127.0.0.1:1"}
+		if c.pipeline(key, "a", context.Background()) == c.pipeline(key, "b", context.Background()) {
+			t.Error("two routes share a pipeline: a slow one would hold the other's calls up")
+		}
+	})
+
+	t.Run("stopping shadows ends calls behind one being compared", func(t *testing.T) {
+		u := newRawUpstream(t, func(conn, n int, r *http.Request, w *bufio.Writer) bool {
+			if n == 1 {
+				return echo(conn, n, r, w)
+			}
+			return true // never answers the rest
+		})
+		pl, cancel := fastPipeline(t, u)
+		w := make(waiter, 3)
+		calls := pipeCalls(u.key(), 3, time.Hour, w)
+		calls[0].then = stopWhileDone{w, cancel}
+		for _, c := range calls {
+			pl.send(c, 8)
+		}
+		for _, c := range w.await(t, 3) {
+			if c != calls[0] && !errors.Is(c.err, context.Canceled) {
+				t.Errorf("call %s ended with %v; want context.Canceled", c.req.URI().Path(), c.err)
+			}
 		}
 	})
 
@@ -306,7 +437,7 @@ func TestPipeline(t *testing.T) {
 		u := newRawUpstream(t, echo)
 		c := newClient()
 		t.Cleanup(c.closeIdle)
-		pl := c.pipeline(u.key(), context.Background())
+		pl := c.pipeline(u.key(), "r", context.Background())
 		w := make(waiter, 1)
 		pl.send(pipeCalls(u.key(), 1, 10*time.Second, w)[0], 8)
 		checkEchoes(t, w.await(t, 1))
@@ -316,7 +447,7 @@ func TestPipeline(t *testing.T) {
 			defer pl.mu.Unlock()
 			return len(pl.conns) == 0
 		})
-		if c.pipeline(u.key(), context.Background()) == pl {
+		if c.pipeline(u.key(), "r", context.Background()) == pl {
 			t.Error("a retired pipeline was handed out again")
 		}
 	})

@@ -260,13 +260,16 @@ func (p *Proxy) planShadow(x *exchange) string {
 
 // pipelineFor returns the pipeline job's shadow call goes on, or nil when
 // it is made on its worker: pipelining is off (depth 1), the job also
-// probes noise (the two calls go out together), or the request has a
-// body or asks to close.
+// probes noise (the two calls go out together), or the request is not a
+// GET or OPTIONS without a body (an answer to HEAD has no body to frame
+// it: a wrong one would be read as the next call's answer), or asks to
+// close.
 func (p *Proxy) pipelineFor(job *shadowJob, depth int) *pipeline {
-	if depth <= 1 || job.noise || job.body != nil || job.out.ConnectionClose() {
+	if depth <= 1 || job.noise || job.body != nil || job.out.ConnectionClose() ||
+		job.method != fasthttp.MethodGet && job.method != fasthttp.MethodOptions {
 		return nil
 	}
-	return p.client.pipeline(job.upstream[job.target].key, p.stopShadows)
+	return p.client.pipeline(job.upstream[job.target].key, job.route.rt.name, p.stopShadows)
 }
 
 // sendPipelined queues job's shadow call on pl; pipeDone takes it from
@@ -275,10 +278,10 @@ func (p *Proxy) sendPipelined(job *shadowJob, pl *pipeline, depth int) {
 	job.proxy = p
 	job.shadowRes.body = getBuffer()
 	job.ans = fasthttp.AcquireResponse()
-	job.ans.SkipBody = job.method == fasthttp.MethodHead
 	job.span = p.startShadowSpan(job, job.out, job.target, roleShadow)
 	job.pc = pipeCall{req: job.out, res: job.ans, body: job.shadowRes.body, max: job.maxBody,
-		deadline: time.Now().Add(job.timeout), timeout: job.upstream[job.target].timeout, then: job}
+		timeout: job.timeout, headerTimeout: job.upstream[job.target].timeout,
+		expires: time.Now().Add(2 * job.timeout), then: job}
 	pl.send(&job.pc, depth)
 }
 
@@ -287,7 +290,14 @@ func (p *Proxy) sendPipelined(job *shadowJob, pl *pipeline, depth int) {
 // usually is by then; else a worker waits for the primary.
 func (job *shadowJob) pipeDone(c *pipeCall) {
 	p := job.proxy
-	p.callDone(job, job.target, roleShadow, &job.shadowRes, job.ans, c.complete, c.err, c.latency, job.span)
+	if errors.Is(c.err, errExpired) {
+		// Never sent: dropped like a shadow over max_in_flight, not a
+		// failure of the upstream's.
+		job.shadowRes.outcome = outcomeDroppedSaturated
+		endSpan(job.span, 0, c.err)
+	} else {
+		p.callDone(job, job.target, roleShadow, &job.shadowRes, job.ans, c.complete, c.err, c.latency, job.span)
+	}
 	fasthttp.ReleaseResponse(job.ans)
 	job.ans, job.span = nil, nil
 	p.countShadow(job)
