@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -18,7 +19,9 @@ import (
 // order, are read together. A shadow has no client waiting for it, so a
 // queue costs it only latency, and the proxy and the upstream each save a
 // write and a read a call. A batch is what was queued while the
-// connection was busy writing the last; nothing waits to fill one.
+// connection was busy writing the last, and what the running request
+// goroutines queue when the writer yields to them once; nothing waits on
+// a timer to fill one.
 //
 // A pipelined call waits for those ahead of it, which an upstream serves
 // one at a time, so a connection takes a call only while that wait is
@@ -250,6 +253,12 @@ func (pc *pipeConn) run(dialTimeout time.Duration) {
 		select {
 		case <-pc.wake:
 		case <-idle.C:
+		}
+		if pc.pl.depth(pc.maxDepth, time.Now()) > 1 {
+			// Let the request goroutines that are running queue their
+			// calls first: under load a batch of several costs one write
+			// where each alone costs one; idle, this costs nothing.
+			runtime.Gosched()
 		}
 		batch, alone, ok := pc.take()
 		if !ok {
