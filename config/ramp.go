@@ -125,7 +125,13 @@ func (c *Config) checkRamp(add func(string, string, ...any), path string, rt *Ro
 func rampID(rt *Route) string {
 	r := rt.Ramp
 	var b strings.Builder
-	fmt.Fprintf(&b, "route=%s\nweight=%d\nevery=%d\nrequire=%s\nstart=", rt.Name, int(math.Round(rt.Weight*100)), int64(r.Every), r.Require)
+	to := rt.To
+	if to == "" {
+		to = DefaultUpstream
+	}
+	// A route moved to another service restarts its ramp: what the old
+	// one earned says nothing of the new one.
+	fmt.Fprintf(&b, "route=%s\nto=%s\nweight=%d\nevery=%d\nrequire=%s\nstart=", rt.Name, to, int(math.Round(rt.Weight*100)), int64(r.Every), r.Require)
 	if !r.start.IsZero() {
 		b.WriteString(strconv.FormatInt(r.start.UnixNano(), 10))
 	}

@@ -124,6 +124,7 @@ func TestRampIDFollowsWhatThePositionDependsOn(t *testing.T) {
 upstreams:
   legacy: { url: "http://127.0.0.1:9001" }
   newpath: { url: "http://127.0.0.1:9002" }
+  other: { url: "http://127.0.0.1:9003" }
 routes:
 ` + route))
 		if err != nil {
@@ -144,6 +145,7 @@ routes:
 	changed := []string{
 		`  - { name: b, match: "GET /a", weight: 50, ramp: { steps: [1, 5, 25], every: 10m } }`,
 		`  - { name: a, match: "GET /a", weight: 40, ramp: { steps: [1, 5, 25], every: 10m } }`,
+		`  - { name: a, match: "GET /a", weight: 50, to: other, ramp: { steps: [1, 5, 25], every: 10m } }`,
 		`  - { name: a, match: "GET /a", weight: 50, ramp: { steps: [1, 5, 26], every: 10m } }`,
 		`  - { name: a, match: "GET /a", weight: 50, ramp: { steps: [1, 5, 25], every: 5m } }`,
 		`  - { name: a, match: "GET /a", weight: 50, ramp: { steps: [1, 5, 25], every: 10m, require: none } }`,

@@ -81,7 +81,8 @@ func rampPositionAfter(steps int, answers []rampAnswer) rampPosition {
 // The grid is anchored at ramp.start when given, else at the Unix epoch,
 // so every process that takes the ramp up in the same interval counts
 // from the same tick. An explicit start after seen is the origin itself:
-// the ramp waits for it.
+// the ramp waits for it. (The first step may so be served for less than
+// an interval: a climb still needs the route ready at its tick.)
 func rampOrigin(start time.Time, every time.Duration, seen time.Time) time.Time {
 	anchor := start
 	if anchor.IsZero() {
@@ -248,9 +249,6 @@ func (p *Proxy) tickRamps(ctx context.Context, now time.Time) {
 // yet (Prometheus) stops the round; it is asked again at the next.
 func (p *Proxy) tickRamp(ctx context.Context, br *boundRoute, now time.Time) {
 	rt := br.rt
-	// A local answer is read at now, so it is the same for every tick due
-	// in this round (several after a suspended process): read it once.
-	var local *rampAnswer
 	for {
 		rt.guard.mu.Lock()
 		r := rt.ramp
@@ -260,8 +258,8 @@ func (p *Proxy) tickRamp(ctx context.Context, br *boundRoute, now time.Time) {
 			rt.guard.mu.Unlock()
 			return
 		}
-		restart, k := r.restart, r.ticks+1
-		due := r.started(now) && !r.complete() && k <= rampTicksDue(r.origin, r.every, now) && !now.Before(r.tick(k).Add(r.settle))
+		restart, k, dueTicks := r.restart, r.ticks+1, rampTicksDue(r.origin, r.every, now)
+		due := r.started(now) && !r.complete() && k <= dueTicks && !now.Before(r.tick(k).Add(r.settle))
 		tripped := rt.guard.tripped.Load()
 		if !due {
 			p.applyRamp(br, r, now)
@@ -273,13 +271,13 @@ func (p *Proxy) tickRamp(ctx context.Context, br *boundRoute, now time.Time) {
 		a := rampAnswer{reason: rampGuardTripped, detail: guardTrippedDetail}
 		switch {
 		case tripped:
-		case local != nil:
-			a = *local
+		case k < dueTicks && r.settle == 0 && r.require != config.RampRequireNone:
+			// Local readiness is read now, which says nothing of a tick
+			// that went by unjudged (the process was held up): only the
+			// latest climbs, the others hold.
+			a = rampAnswer{reason: rampNotReady, detail: "a tick went by unjudged; local readiness judges only the latest"}
 		default:
 			a = p.rampAnswer(ctx, br, r, r.tick(k), now)
-			if r.settle == 0 {
-				local = &a
-			}
 		}
 
 		rt.guard.mu.Lock()

@@ -367,6 +367,20 @@ func TestRampReplicasAgreeOnEveryTick(t *testing.T) {
 	})
 }
 
+// TestRampClimbsOneStepForTicksMissed: a process held up past several
+// ticks reads local readiness once, now, which says nothing of the ticks
+// that went by: it climbs one step, not one a tick.
+func TestRampClimbsOneStepForTicksMissed(t *testing.T) {
+	clock := &fakeClock{t: rampT0}
+	b := &rampBackends{}
+	h := newClockedHarness(t, clock.Now, b.legacy(), b.newpath(), fmt.Sprintf(rampedRoute, "{ steps: [5, 10, 25, 50], every: 1m }"))
+	clock.Set(rampT0.Add(3*time.Minute - time.Second))
+	h.feed(12)
+	clock.Set(rampT0.Add(3 * time.Minute)) // ticks 10:01, 10:02 and 10:03 are all due
+	h.proxy.tickRamps(t.Context(), clock.Now())
+	h.rampAt("three ticks judged at 10:03", 1, 10, "")
+}
+
 // TestRampAcrossReloads: a reload that leaves the ramp and the weight
 // alone keeps the ramp's step; one that changes the ramp restarts it from
 // its first step; one that removes it applies the weight at once.
