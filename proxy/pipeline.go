@@ -378,9 +378,11 @@ func (pc *pipeConn) read() {
 			case err == nil:
 				answered++
 				pc.pl.observe(call.latency)
+				// The call is its waiter's once done: read it before.
+				closed := call.res.ConnectionClose() || call.req.ConnectionClose()
 				pc.done(call)
 				if !reusable {
-					if answered < minAnswersPerConn && (call.res.ConnectionClose() || call.req.ConnectionClose()) {
+					if closed && answered < minAnswersPerConn {
 						pc.pl.serialUntil.Store(last.Add(serialFor).UnixNano())
 					}
 					pc.die(errPipelineLost, true)
