@@ -258,6 +258,8 @@ The story (--story=false for a quiet demo), watch it in the console:
   now    newpath spells a cancelled order's status "canceled", legacy "cancelled":
          a real divergence on get-order, with samples side by side
          http://%[1]s/ui/routes/get-order
+  now    cancel-order ramps by itself, 1 -> 2 -> 5 -> 10%%, a step every 10s
+         (its RAMP column in strangler report, the Ramps row of the overview)
   %-6[2]s newpath fails GET /orders for %[3]s: list-orders' guard trips, legacy serves it
   %-6[4]s ops lower list-orders' weight %[5]d -> %[6]d in the YAML: the reload re-arms the guard
 
