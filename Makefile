@@ -31,6 +31,10 @@ test: ## everything, with the race detector; installs what is missing
 	STRANGLER_REQUIRE_BROWSER=1 bash .ci/testdb.sh $(GO) test -race -count=1 -timeout 8m ./...
 	@# Every benchmark once, so that make bench cannot rot unseen.
 	bash .ci/testdb.sh $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 5m ./...
+	@# The image, built with buildah (installed when missing) and run with
+	@# podman where this machine can run containers; it skips, saying why,
+	@# where buildah cannot be installed or store images.
+	$(MAKE) image-test
 
 dashboards: ## writes dashboards/*.json from their Go definitions (dashboards/internal/gen)
 	$(GO) run ./dashboards/cmd/gen -dir dashboards
