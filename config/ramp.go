@@ -30,7 +30,7 @@ type Ramp struct {
 	// Start, an RFC 3339 instant, anchors the ticks. Give every replica
 	// the same start, a little in the future, and they climb in step
 	// without talking to each other. Empty: the moment the process first
-	// loads the ramp, aligned down to a multiple of every in Unix time.
+	// loads the ramp, aligned up to a multiple of every in Unix time.
 	Start string `mapstructure:"start" json:"start,omitempty"`
 
 	start           time.Time

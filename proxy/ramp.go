@@ -77,12 +77,13 @@ func rampPositionAfter(steps int, answers []rampAnswer) rampPosition {
 }
 
 // rampOrigin is the tick a ramp counts from when a process takes it up
-// (or restarts it) at seen: the last tick of its grid at or before seen.
-// The grid is anchored at ramp.start when given, else at the Unix epoch,
-// so every process that takes the ramp up in the same interval counts
-// from the same tick. An explicit start after seen is the origin itself:
-// the ramp waits for it. (The first step may so be served for less than
-// an interval: a climb still needs the route ready at its tick.)
+// (or restarts it) at seen: the first tick of its grid at or after seen,
+// so that the first step is served for a whole interval at least (a
+// re-arm a second before a tick must not climb a second later). The grid
+// is anchored at ramp.start when given, else at the Unix epoch, so every
+// process that takes the ramp up in the same interval counts from the
+// same tick. An explicit start after seen is the origin itself: the ramp
+// waits for it, serving nothing.
 func rampOrigin(start time.Time, every time.Duration, seen time.Time) time.Time {
 	anchor := start
 	if anchor.IsZero() {
@@ -91,7 +92,7 @@ func rampOrigin(start time.Time, every time.Duration, seen time.Time) time.Time 
 	if seen.Before(anchor) {
 		return anchor
 	}
-	return anchor.Add(seen.Sub(anchor) / every * every)
+	return anchor.Add((seen.Sub(anchor) + every - 1) / every * every)
 }
 
 // rampTicksDue is how many ticks after origin have come by now.
@@ -118,7 +119,8 @@ type rampRun struct {
 	settle time.Duration
 
 	origin  time.Time
-	ticks   int64 // ticks after origin judged
+	serves  time.Time // the first step is served from: the take-up, or a start ahead
+	ticks   int64     // ticks after origin judged
 	pos     rampPosition
 	restart uint64 // counts restarts: an answer read for an older origin is dropped
 }
@@ -140,12 +142,16 @@ func newRampRun(br *boundRoute, now time.Time) *rampRun {
 // of now: a new ramp, or a re-armed guard.
 func (r *rampRun) restartAt(now time.Time) {
 	r.origin = rampOrigin(r.start, r.every, now)
+	r.serves = now
+	if now.Before(r.start) {
+		r.serves = r.origin
+	}
 	r.ticks = 0
 	r.pos = rampPosition{}
 	r.restart++
 }
 
-func (r *rampRun) started(now time.Time) bool { return !now.Before(r.origin) }
+func (r *rampRun) started(now time.Time) bool { return !now.Before(r.serves) }
 
 func (r *rampRun) complete() bool { return r.pos.index == len(r.steps)-1 }
 

@@ -68,7 +68,7 @@ func TestRampReadsReadinessFromPrometheusAtTheTick(t *testing.T) {
 		}
 	}
 	prom.setAnswer(record(answerWith(http.StatusOK, promVector(readySignals(0)...))))
-	clock := &fakeClock{t: rampT0.Add(10 * time.Second)}
+	clock := &fakeClock{t: rampT0} // on a tick: the origin
 	h := newClockedHarness(t, clock.Now, nil, nil, fmt.Sprintf(`
 routes:
   - name: get-order

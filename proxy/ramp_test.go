@@ -104,11 +104,11 @@ func TestRampTicks(t *testing.T) {
 		now         string
 		wantTicksAt int64
 	}{
-		{"no start: aligned down in Unix time", none, 10 * time.Minute, "2026-03-02T10:07:31Z", "2026-03-02T10:00:00Z", "2026-03-02T10:29:59Z", 2},
+		{"no start: aligned up in Unix time", none, 10 * time.Minute, "2026-03-02T10:07:31Z", "2026-03-02T10:10:00Z", "2026-03-02T10:29:59Z", 1},
 		{"no start, seen on a tick", none, 10 * time.Minute, "2026-03-02T10:10:00Z", "2026-03-02T10:10:00Z", "2026-03-02T10:20:00Z", 1},
-		{"no start, an interval that does not divide an hour", none, 7 * time.Second, "1970-01-01T00:00:50Z", "1970-01-01T00:00:49Z", "1970-01-01T00:00:55.999Z", 0},
+		{"no start, an interval that does not divide an hour", none, 7 * time.Second, "1970-01-01T00:00:50Z", "1970-01-01T00:00:56Z", "1970-01-01T00:01:03Z", 1},
 		{"a start ahead: the start", at("2026-03-02T12:00:00Z"), 10 * time.Minute, "2026-03-02T10:07:31Z", "2026-03-02T12:00:00Z", "2026-03-02T11:59:59Z", 0},
-		{"a start behind: the grid's tick at or before", at("2026-03-02T09:03:00Z"), 10 * time.Minute, "2026-03-02T10:07:31Z", "2026-03-02T10:03:00Z", "2026-03-02T10:13:00Z", 1},
+		{"a start behind: the grid's tick at or after", at("2026-03-02T09:03:00Z"), 10 * time.Minute, "2026-03-02T10:07:31Z", "2026-03-02T10:13:00Z", "2026-03-02T10:23:00Z", 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -231,7 +231,7 @@ var rampT0 = time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC)
 // first step after the re-arm.
 func TestRampClimbsWhileReadyPausesWhileNotAndRestartsAfterATrip(t *testing.T) {
 	t.Setenv("STRANGLER_ADMIN_TOKEN", "s3cret")
-	clock := &fakeClock{t: rampT0.Add(10 * time.Second)}
+	clock := &fakeClock{t: rampT0} // on a tick: the origin
 	b := &rampBackends{}
 	h := newClockedHarness(t, clock.Now, b.legacy(), b.newpath(), fmt.Sprintf(rampedRoute, "{ steps: [5, 10, 25, 50], every: 1m }"))
 	tick := func(minute int) {
@@ -281,23 +281,26 @@ func TestRampClimbsWhileReadyPausesWhileNotAndRestartsAfterATrip(t *testing.T) {
 		t.Fatalf("rearm: %d %s", code, body)
 	}
 	h.rampAt("re-armed at 10:04:30", 0, 5, "")
-	if st := h.routeState("get-order").Ramp; !st.Start.Equal(rampT0.Add(4 * time.Minute)) {
-		t.Errorf("start after the re-arm %v; want 10:04:00", st.Start)
+	if st := h.routeState("get-order").Ramp; !st.Start.Equal(rampT0.Add(5 * time.Minute)) {
+		t.Errorf("start after the re-arm %v; want 10:05:00, the first tick after it", st.Start)
 	}
 	feedBefore(5)
 	tick(5)
-	h.rampAt("ready at 10:05", 1, 10, "")
+	h.rampAt("at 10:05, the re-arm's origin: a whole interval on the first step", 0, 5, "")
 	feedBefore(6)
 	tick(6)
-	h.rampAt("ready at 10:06", 2, 25, "")
+	h.rampAt("ready at 10:06", 1, 10, "")
 	feedBefore(7)
 	tick(7)
-	h.rampAt("ready at 10:07: the last step, under the weight's ceiling", 3, 40, "")
+	h.rampAt("ready at 10:07", 2, 25, "")
+	feedBefore(8)
+	tick(8)
+	h.rampAt("ready at 10:08: the last step, under the weight's ceiling", 3, 40, "")
 	st := h.routeState("get-order").Ramp
 	if !st.Complete || st.NextStepAt != nil || st.StepWeight != 50 {
 		t.Errorf("on the last step: complete %v, next step %v, step weight %v; want true, none, 50", st.Complete, st.NextStepAt, st.StepWeight)
 	}
-	tick(9) // nothing left to judge: no traffic does not pause it
+	tick(10) // nothing left to judge: no traffic does not pause it
 	h.rampAt("after the last step", 3, 40, "")
 }
 
@@ -360,7 +363,8 @@ func TestRampReplicasAgreeOnEveryTick(t *testing.T) {
 				h.proxy.tickRamps(t.Context(), clock.Now())
 				got = append(got, h.routeState("get-order").Ramp.StepIndex)
 			}
-			if want := min(minute, 4); got[0] != want || got[1] != want {
+			// Both count from 10:01, the first tick at or after they loaded.
+			if want := min(minute-1, 4); got[0] != want || got[1] != want {
 				t.Errorf("minute %d: steps %v; want both %d (time alone climbs)", minute, got, want)
 			}
 		}
@@ -385,7 +389,7 @@ func TestRampClimbsOneStepForTicksMissed(t *testing.T) {
 // alone keeps the ramp's step; one that changes the ramp restarts it from
 // its first step; one that removes it applies the weight at once.
 func TestRampAcrossReloads(t *testing.T) {
-	clock := &fakeClock{t: rampT0.Add(10 * time.Second)}
+	clock := &fakeClock{t: rampT0} // on a tick: the origin
 	h := newClockedHarness(t, clock.Now, nil, nil, fmt.Sprintf(rampedRoute, "{ steps: [5, 10, 25, 50], every: 1m, require: none }"))
 	reload := func(yaml string) {
 		t.Helper()
@@ -414,10 +418,10 @@ func TestRampAcrossReloads(t *testing.T) {
 	clock.Set(rampT0.Add(3*time.Minute + 20*time.Second))
 	reload(fmt.Sprintf(rampedRoute, "{ steps: [5, 10, 20, 30, 40], every: 1m, require: none }"))
 	h.rampAt("after the ramp changed", 0, 5, "")
-	if st := h.routeState("get-order").Ramp; !st.Start.Equal(rampT0.Add(3*time.Minute)) || st.ID == id {
-		t.Errorf("start %v id %s; want 10:03:00 and a new id", st.Start, st.ID)
+	if st := h.routeState("get-order").Ramp; !st.Start.Equal(rampT0.Add(4*time.Minute)) || st.ID == id {
+		t.Errorf("start %v id %s; want 10:04:00 (the first tick after the reload) and a new id", st.Start, st.ID)
 	}
-	clock.Set(rampT0.Add(4 * time.Minute))
+	clock.Set(rampT0.Add(5 * time.Minute))
 	h.proxy.tickRamps(t.Context(), clock.Now())
 	h.rampAt("its first tick", 1, 10, "")
 
