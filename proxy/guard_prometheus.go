@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/strangler-proxy/strangler/config"
+	"github.com/strangler-proxy/strangler/router"
 )
 
 // A guard whose source is prometheus judges its route on the sums of every
@@ -194,26 +195,55 @@ func (p *Proxy) checkPrometheusGuard(ctx context.Context, client *http.Client, b
 // A missing term of errors counts 0; a missing calls or compared means no
 // evidence, which never trips.
 func guardQuery(route, matchers string, span time.Duration) string {
+	q := newEvidenceQuery(route, matchers, span)
+	return strings.Join([]string{
+		signal("calls", q.increase("strangler_upstream_request_duration_seconds_count", `,backend="newpath"`)),
+		signal("errors", q.errors(router.Newpath)),
+		signal("compared", q.increase("strangler_comparisons_total", `,result=~"match|mismatch|noise"`)),
+		signal("mismatches", q.increase("strangler_comparisons_total", `,result="mismatch"`)),
+	}, " or ")
+}
+
+// evidenceQuery writes the PromQL terms of a route's evidence over a
+// span, each summed across the replicas its matchers select: the guard's
+// query and the ramps' readiness query are made of them.
+type evidenceQuery struct {
+	labels string // the route's matchers, and the guard's
+	rng    string // the span, as a range
+}
+
+func newEvidenceQuery(route, matchers string, span time.Duration) evidenceQuery {
 	labels := fmt.Sprintf("route=%q", route)
 	if m := strings.TrimRight(strings.TrimSpace(matchers), ", \t"); m != "" {
 		labels += "," + m
 	}
-	rng := strconv.FormatInt(span.Milliseconds(), 10) + "ms"
-	increase := func(metric, match string) string {
-		return "sum(increase(" + metric + "{" + labels + match + "}[" + rng + "]))"
+	return evidenceQuery{labels: labels, rng: strconv.FormatInt(span.Milliseconds(), 10) + "ms"}
+}
+
+// increase is metric's increase over the span, summed; match adds
+// matchers (",name=value").
+func (q evidenceQuery) increase(metric, match string) string {
+	return "sum(increase(" + metric + "{" + q.labels + match + "}[" + q.rng + "]))"
+}
+
+// errors is b's failures as the local window counts them: its 5xx and
+// unanswered requests as primary, for newpath those legacy answered
+// instead (every fallback is a newpath failure), and shadow calls to it
+// that failed or timed out. A missing term counts 0.
+func (q evidenceQuery) errors(b router.Backend) string {
+	name := b.String()
+	errs := orZero(q.increase("strangler_requests_total", `,backend="`+name+`",code=~"5xx|error"`))
+	if b == router.Newpath {
+		errs += " + " + orZero(q.increase("strangler_fallbacks_total", ""))
 	}
-	orZero := func(q string) string { return "(" + q + " or vector(0))" }
-	signal := func(name, q string) string {
-		return `label_replace(` + q + `, "signal", "` + name + `", "", "")`
-	}
-	return strings.Join([]string{
-		signal("calls", increase("strangler_upstream_request_duration_seconds_count", `,backend="newpath"`)),
-		signal("errors", orZero(increase("strangler_requests_total", `,backend="newpath",code=~"5xx|error"`))+
-			" + "+orZero(increase("strangler_fallbacks_total", ""))+
-			" + "+orZero(increase("strangler_shadow_requests_total", `,target="newpath",outcome=~"failed|timeout"`))),
-		signal("compared", increase("strangler_comparisons_total", `,result=~"match|mismatch|noise"`)),
-		signal("mismatches", increase("strangler_comparisons_total", `,result="mismatch"`)),
-	}, " or ")
+	return errs + " + " + orZero(q.increase("strangler_shadow_requests_total", `,target="`+name+`",outcome=~"failed|timeout"`))
+}
+
+func orZero(q string) string { return "(" + q + " or vector(0))" }
+
+// signal labels q's sample with the signal it answers.
+func signal(name, q string) string {
+	return `label_replace(` + q + `, "signal", "` + name + `", "", "")`
 }
 
 // promResponse is the envelope of Prometheus' HTTP API.

@@ -61,6 +61,10 @@ const (
 // millisecond.
 func lateAfter(latency time.Duration) time.Duration { return max(2*latency, time.Millisecond) }
 
+// errConnDead is the answer of a call whose connection died before the
+// reader turned to it: it was never read, and goes elsewhere.
+var errConnDead = errors.New("pipelined connection died")
+
 // errExpired is a pipelined call that waited so long to be sent (its
 // connections broke, or calls ahead were late) that it no longer is: a
 // shadow dropped, not an answer of the upstream's.
@@ -362,11 +366,8 @@ func (pc *pipeConn) read() {
 		pc.resend(calls, charge, err)
 	}
 	for batch := range pc.batches {
+	calls:
 		for i, call := range batch {
-			if pc.isDead() {
-				resend(batch[i:], errPipelineLost)
-				break
-			}
 			start := call.sent
 			if last.After(start) {
 				start = last // it waited behind the previous answer
@@ -375,6 +376,11 @@ func (pc *pipeConn) read() {
 			last = time.Now()
 			call.latency = last.Sub(start)
 			switch {
+			case err == errConnDead:
+				// It died behind an earlier call (or the writer's error):
+				// this call and those behind it go elsewhere.
+				resend(batch[i:], errPipelineLost)
+				break calls
 			case err == nil:
 				answered++
 				pc.pl.observe(call.latency)
@@ -417,7 +423,7 @@ func (pc *pipeConn) answer(call *pipeCall, start time.Time) (reusable, headerErr
 		return false, false, err
 	}
 	if pc.isDead() {
-		return false, true, errPipelineLost
+		return false, true, errConnDead
 	}
 	res.StreamBody = true
 	if err := res.Read(conn.br); err != nil {

@@ -122,8 +122,11 @@ type boundRoute struct {
 	// request does no lookup by name.
 	upstream [2]*upstream
 	// metrics are the route's series, labelled with those upstreams.
-	metrics  *routeMetrics
-	comparer *diff.Comparer
+	metrics *routeMetrics
+	// pipelines carry the route's pipelined shadow calls to each of them
+	// (pipeline.go).
+	pipelines [2]*pipeline
+	comparer  *diff.Comparer
 	// headerKeys are the answer header fields comparer reads: all a
 	// shadow keeps of an answer's header.
 	headerKeys []string
@@ -280,6 +283,9 @@ func (p *Proxy) activate(snap *config.Snapshot, pv *Provisioned) {
 		br := &boundRoute{cfg: rc, rt: rt, comparer: pv.comparers[i], headerKeys: pv.comparers[i].HeaderKeys(),
 			upstream: [2]*upstream{router.Legacy: st.upstream[router.Legacy], router.Newpath: st.upstreams[rc.To]},
 			metrics:  p.metrics.forRoute(rc.Name, rc.To)}
+		for b, u := range br.upstream {
+			br.pipelines[b] = p.client.pipeline(u.key, rc.Name, p.stopShadows)
+		}
 		st.routes[i] = br
 		prev := previous[rc.Name]
 		// A route moved to another service starts its windows afresh: the

@@ -9,8 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/strangler-proxy/strangler/router"
 )
 
 // A ramp whose route guards with source prometheus reads the route's
@@ -48,35 +46,19 @@ func (p *Proxy) prometheusReadiness(ctx context.Context, br *boundRoute, at time
 // latency buckets), and undecided (the field verdicts still undecided on
 // some replica, as strangler_field_verdict says).
 func readinessQuery(route, matchers string, span time.Duration) string {
-	labels := fmt.Sprintf("route=%q", route)
-	if m := strings.TrimRight(strings.TrimSpace(matchers), ", \t"); m != "" {
-		labels += "," + m
-	}
-	rng := strconv.FormatInt(span.Milliseconds(), 10) + "ms"
-	increase := func(metric, match string) string {
-		return "sum(increase(" + metric + "{" + labels + match + "}[" + rng + "]))"
-	}
-	orZero := func(q string) string { return "(" + q + " or vector(0))" }
-	signal := func(name, q string) string {
-		return `label_replace(` + q + `, "signal", "` + name + `", "", "")`
-	}
+	q := newEvidenceQuery(route, matchers, span)
 	parts := []string{
-		signal("compared", increase("strangler_comparisons_total", `,result=~"match|mismatch|noise"`)),
-		signal("mismatches", increase("strangler_comparisons_total", `,result="mismatch"`)),
-		signal("noise", increase("strangler_comparisons_total", `,result="noise"`)),
-		signal("undecided", "count(strangler_field_verdict{"+labels+"} == 2)"),
+		signal("compared", q.increase("strangler_comparisons_total", `,result=~"match|mismatch|noise"`)),
+		signal("mismatches", q.increase("strangler_comparisons_total", `,result="mismatch"`)),
+		signal("noise", q.increase("strangler_comparisons_total", `,result="noise"`)),
+		signal("undecided", "count(strangler_field_verdict{"+q.labels+"} == 2)"),
 	}
 	for _, b := range backends {
 		name := b.String()
 		parts = append(parts,
-			signal("calls_"+name, increase("strangler_upstream_request_duration_seconds_count", `,backend="`+name+`"`)))
-		errs := orZero(increase("strangler_requests_total", `,backend="`+name+`",code=~"5xx|error"`)) +
-			" + " + orZero(increase("strangler_shadow_requests_total", `,target="`+name+`",outcome=~"failed|timeout"`))
-		if b == router.Newpath {
-			errs += " + " + orZero(increase("strangler_fallbacks_total", ""))
-		}
-		parts = append(parts, signal("errors_"+name, errs),
-			`label_replace(sum by (le) (increase(strangler_upstream_request_duration_seconds_bucket{`+labels+`,backend="`+name+`"}[`+rng+`])), "signal", "lat_`+name+`_$1", "le", "(.*)")`)
+			signal("calls_"+name, q.increase("strangler_upstream_request_duration_seconds_count", `,backend="`+name+`"`)),
+			signal("errors_"+name, q.errors(b)),
+			`label_replace(sum by (le) (increase(strangler_upstream_request_duration_seconds_bucket{`+q.labels+`,backend="`+name+`"}[`+q.rng+`])), "signal", "lat_`+name+`_$1", "le", "(.*)")`)
 	}
 	return strings.Join(parts, " or ")
 }

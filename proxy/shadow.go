@@ -250,7 +250,7 @@ func (p *Proxy) planShadow(x *exchange) string {
 	}
 	x.job = job
 	p.shadows.Add(1)
-	if pl := p.pipelineFor(job, cfg.PipelineDepth); pl != nil {
+	if pl := job.pipeline(cfg.PipelineDepth); pl != nil {
 		p.sendPipelined(job, pl, cfg.PipelineDepth)
 	} else {
 		p.workers.dispatch(job)
@@ -258,18 +258,18 @@ func (p *Proxy) planShadow(x *exchange) string {
 	return "shadowed"
 }
 
-// pipelineFor returns the pipeline job's shadow call goes on, or nil when
+// pipeline returns the pipeline job's shadow call goes on, or nil when
 // it is made on its worker: pipelining is off (depth 1), the job also
 // probes noise (the two calls go out together), or the request is not a
 // GET or OPTIONS without a body (an answer to HEAD has no body to frame
 // it: a wrong one would be read as the next call's answer), or asks to
 // close.
-func (p *Proxy) pipelineFor(job *shadowJob, depth int) *pipeline {
+func (job *shadowJob) pipeline(depth int) *pipeline {
 	if depth <= 1 || job.noise || job.body != nil || job.out.ConnectionClose() ||
 		job.method != fasthttp.MethodGet && job.method != fasthttp.MethodOptions {
 		return nil
 	}
-	return p.client.pipeline(job.upstream[job.target].key, job.route.rt.name, p.stopShadows)
+	return job.route.pipelines[job.target]
 }
 
 // sendPipelined queues job's shadow call on pl; pipeDone takes it from
