@@ -103,13 +103,16 @@ type rowResult struct {
 	problems, notes []string
 }
 
-func (r *rowResult) measure(f func(wrkResult) float64) spread {
+// values is f of each round's sample, in round order.
+func (r *rowResult) values(f func(wrkResult) float64) []float64 {
 	v := make([]float64, len(r.samples))
 	for i, s := range r.samples {
 		v[i] = f(s)
 	}
-	return summarize(v)
+	return v
 }
+
+func (r *rowResult) measure(f func(wrkResult) float64) spread { return summarize(r.values(f)) }
 
 func rps(w wrkResult) float64   { return w.rps }
 func p50ms(w wrkResult) float64 { return float64(w.p50) / float64(time.Millisecond) }

@@ -20,7 +20,7 @@ func report(header string, rows []*rowResult, soak *slowShadowSoak, opt options)
 	fmt.Fprintf(&sb, "\n%s\n\n", header)
 	sb.WriteString(table(rows, byKey[rowNginxSplit], byKey[rowNginxMirror], opt.rounds > 1))
 
-	sb.WriteString("\nTargets (issue 11; ratios of the medians above):\n\n")
+	sb.WriteString("\nTargets (issue 11; the median over the rounds of the ratio within each round):\n\n")
 	for _, t := range targets(byKey, soak, opt) {
 		fmt.Fprintf(&sb, "- %s\n", t.line())
 	}
@@ -120,15 +120,19 @@ func markdownTable(cells [][]string) string {
 	return sb.String()
 }
 
-// targets are issue 11's goals for make bench, judged on the medians of the
-// rows in byKey (a missing row gives n/a) and on the soak (nil: not run).
+// targets are issue 11's goals for make bench, judged on the rows in byKey
+// (a missing row gives n/a), round by round, and on the soak (nil: not run).
 func targets(byKey map[string]*rowResult, soak *slowShadowSoak, opt options) []target {
-	// versus is the ratio of the medians of f of rows a and b.
+	// versus is the median of the paired ratios of f of rows a and b.
 	versus := func(label, a, b string, f func(wrkResult) float64, op string, limit float64) condition {
 		c := condition{label: label, op: op, limit: limit, unit: "×"}
 		ra, rb := byKey[a], byKey[b]
-		if ra != nil && rb != nil {
-			c.value, c.measured = ratio(ra.measure(f).median, rb.measure(f).median)
+		if ra == nil || rb == nil {
+			return c
+		}
+		if q, ok := pairedRatios(ra.values(f), rb.values(f)); ok {
+			c.value, c.measured = q.median, true
+			c.rounds, c.lowest, c.highest = len(ra.samples), q.min, q.max
 		}
 		return c
 	}

@@ -36,11 +36,35 @@ func ratio(a, b float64) (float64, bool) {
 	return a / b, true
 }
 
+// pairedRatios is the spread of a[i]/b[i], the ratio of two rows within
+// each round, and false unless both have the same positive number of
+// rounds with every b measured. The rows of a round run back to back, so
+// the two samples of a pair saw the same machine: a slow minute moves both
+// and drops out of their ratio, where it would move one median of a ratio
+// of medians and not the other.
+func pairedRatios(a, b []float64) (spread, bool) {
+	if len(a) == 0 || len(a) != len(b) {
+		return spread{}, false
+	}
+	q := make([]float64, len(a))
+	for i := range a {
+		var ok bool
+		if q[i], ok = ratio(a[i], b[i]); !ok {
+			return spread{}, false
+		}
+	}
+	return summarize(q), true
+}
+
 // A condition is one number a target is judged on, against its limit.
 type condition struct {
 	label    string  // what the value is, e.g. "req/s"
 	value    float64 // the measured value
 	measured bool    // false: a row it needs did not run
+	// rounds > 1: value is the median of that many paired ratios, which
+	// ranged from lowest to highest.
+	rounds          int
+	lowest, highest float64
 	op       string  // "≥", "≤" or "<": how value must compare with limit
 	limit    float64
 	unit     string // "×" for ratios, " MB", ...
@@ -65,11 +89,13 @@ func (c condition) String() string {
 	}
 	// Three decimals for ratios, so that a MISS by a hair (0.796× of a 0.8×
 	// target) does not print as the limit itself.
-	format := "%s %.1f%s (%s)"
-	if c.unit == "×" {
-		format = "%s %.3f%s (%s)"
+	if c.unit != "×" {
+		return fmt.Sprintf("%s %.1f%s (%s)", c.label, c.value, c.unit, limit)
 	}
-	return fmt.Sprintf(format, c.label, c.value, c.unit, limit)
+	if c.rounds > 1 {
+		return fmt.Sprintf("%s %.3f× (rounds %.3f–%.3f; %s)", c.label, c.value, c.lowest, c.highest, limit)
+	}
+	return fmt.Sprintf("%s %.3f× (%s)", c.label, c.value, limit)
 }
 
 // A target is a goal of issue 11 for one run: it passes when every one of

@@ -108,6 +108,27 @@ func testOptions() options {
 	return options{rounds: 3, soak: time.Minute, slowLatency: 2 * time.Second}
 }
 
+func TestPairedRatios(t *testing.T) {
+	// A slow second round halves both rows: their medians are 9000 and
+	// 3000 (3×), yet a is 2× b in every round.
+	got, ok := pairedRatios([]float64{10000, 5000, 9000}, []float64{5000, 2500, 3000})
+	if want := (spread{median: 2, min: 2, max: 3}); !ok || got != want {
+		t.Errorf("pairedRatios: got %+v, %v; want %+v, true", got, ok, want)
+	}
+	for _, c := range []struct {
+		name string
+		a, b []float64
+	}{
+		{"no rounds", nil, nil},
+		{"rounds differ", []float64{1, 2}, []float64{1}},
+		{"b not measured", []float64{1, 2}, []float64{1, 0}},
+	} {
+		if got, ok := pairedRatios(c.a, c.b); ok {
+			t.Errorf("%s: got %+v, true; want false", c.name, got)
+		}
+	}
+}
+
 func TestTargets(t *testing.T) {
 	byKey := map[string]*rowResult{
 		rowNginxSplit:      sampled(rowNginxSplit, "nginx split", [2]float64{16000, 4}, [2]float64{15000, 5}, [2]float64{14000, 6}),
@@ -121,8 +142,9 @@ func TestTargets(t *testing.T) {
 	soak := &slowShadowSoak{rssMB: 46.5}
 	got := targets(byKey, soak, testOptions())
 	want := []string{
-		// Medians: 11900/15000 and 7.5/5; the slow third round moves neither.
-		"MISS strangler split 10% vs nginx split_clients 10%: req/s 0.793× (target ≥ 0.8×), p99 1.500× (target ≤ 1.5×)",
+		// Paired by round: 13000/16000, 11900/15000 and 1000/14000; the
+		// slow third round is one ratio of three, and the median drops it.
+		"MISS strangler split 10% vs nginx split_clients 10%: req/s 0.793× (rounds 0.071–0.812; target ≥ 0.8×), p99 1.750× (rounds 1.500–15.000; target ≤ 1.5×)",
 		"MISS strangler shadow 100% + compare vs nginx mirror 100%: req/s 1.750× (target ≥ 2×); but the check of strangler shadow failed (see notes)",
 		"PASS client p99 with a 2s newpath, shadow 100% vs shadow off: p99 1.100× (target ≤ 1.1×)",
 		"PASS strangler VmRSS after 60s of shadow 100% to the 2s newpath: VmRSS 46.5 MB (target < 150 MB)",
