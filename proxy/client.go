@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -69,6 +70,82 @@ type upstreamConn struct {
 	br        *bufio.Reader
 	bw        *bufio.Writer
 	idleSince time.Time
+	// raw is the socket under a plain TCP connection, nil under TLS;
+	// out is the writer under bw, which can hold a request for raw to
+	// send (sendAwait).
+	raw syscall.RawConn
+	out *heldWriter
+	// readBy is the read deadline last set, zero for none: SetDeadline
+	// and SetReadDeadline keep it, on the goroutine making the call. A
+	// stop from elsewhere sets Conn's deadline instead, and the
+	// connection is then closed, never pooled.
+	readBy time.Time
+}
+
+func (c *upstreamConn) SetReadDeadline(t time.Time) error {
+	c.readBy = t
+	return c.Conn.SetReadDeadline(t)
+}
+
+func (c *upstreamConn) SetDeadline(t time.Time) error {
+	c.readBy = t
+	return c.Conn.SetDeadline(t)
+}
+
+// heldWriter is the writer under an upstream connection's bufio.Writer. A
+// request that fits the buffer reaches it in one piece, when bw is
+// flushed; while hold is set that piece is kept, not written, for
+// sendAwait to send.
+type heldWriter struct {
+	conn net.Conn
+	hold bool
+	held []byte // bw's buffer: valid until bw is written again
+}
+
+func (w *heldWriter) Write(b []byte) (int, error) {
+	if w.hold {
+		w.held = b
+		return len(b), nil
+	}
+	return w.conn.Write(b)
+}
+
+// errSentInPart is a request sendAwait could write only part of.
+var errSentInPart = errors.New("request sent in part")
+
+// sendAwait writes b, the end of a request, and waits until the answer
+// can be read or the read deadline passes. Sent from inside the wait
+// (syscall.RawConn.Read arms its poller before it calls the function),
+// no answer that comes at once is missed, and the read that would only
+// have found none yet is saved: one system call of about six per
+// proxied request. A socket that takes only part of b gets
+// errSentInPart and how much it took; then the caller writes the rest.
+func (c *upstreamConn) sendAwait(b []byte) (sent int, err error) {
+	rerr := c.raw.Read(func(fd uintptr) bool {
+		if err != nil || sent == len(b) {
+			return true // readable, or over
+		}
+		for {
+			n, werr := syscall.Write(int(fd), b[sent:])
+			if werr == syscall.EINTR {
+				continue
+			}
+			sent += max(n, 0)
+			switch {
+			case werr == syscall.EAGAIN || werr == nil && sent < len(b):
+				err = errSentInPart
+			case werr != nil:
+				err = &net.OpError{Op: "write", Net: "tcp", Addr: c.RemoteAddr(), Err: os.NewSyscallError("write", werr)}
+			}
+			return err != nil // sent: now wait for the answer
+		}
+	})
+	if err == nil && sent < len(b) {
+		// The wait ended before the function ran: the connection is
+		// closed, or its deadline passed.
+		err = rerr
+	}
+	return sent, err
 }
 
 func newClient() *client {
@@ -168,7 +245,7 @@ func readBody(conn *upstreamConn, res *fasthttp.Response, body *bytes.Buffer, ma
 		return err == nil, err
 	}
 	_ = conn.SetReadDeadline(deadline)
-	cancel := context.AfterFunc(stop, func() { _ = conn.SetReadDeadline(time.Unix(1, 0)) })
+	cancel := context.AfterFunc(stop, func() { _ = conn.Conn.SetReadDeadline(time.Unix(1, 0)) })
 	n, err := io.Copy(body, io.LimitReader(stream, max+1))
 	if !cancel() {
 		return false, context.Canceled // and the deadline is in the past
@@ -189,14 +266,25 @@ func roundTrip(conn *upstreamConn, req *fasthttp.Request, res *fasthttp.Response
 	if err := req.Write(conn.bw); err != nil {
 		return err
 	}
-	if err := conn.bw.Flush(); err != nil {
+	// What bw holds, the whole request unless it is large, is sent by
+	// waitFirstByte, from inside its wait.
+	var held []byte
+	if conn.raw != nil && conn.bw.Buffered() > 0 {
+		conn.out.hold = true
+		err := conn.bw.Flush()
+		conn.out.hold = false
+		held, conn.out.held = conn.out.held, nil
+		if err != nil {
+			return err
+		}
+	} else if err := conn.bw.Flush(); err != nil {
 		return err
 	}
 	// The timeout starts when the request is sent, as
 	// http.Transport.ResponseHeaderTimeout does: a slow client's upload is
 	// client_body_timeout's business.
 	deadline := time.Now().Add(cl.timeout)
-	if err := waitFirstByte(conn, deadline, cl.caller); err != nil {
+	if err := waitFirstByte(conn, held, deadline, cl.caller); err != nil {
 		return err
 	}
 	if head, _ := conn.br.Peek(conn.br.Buffered()); !bytes.Contains(head, []byte("\r\n\r\n")) {
@@ -230,17 +318,45 @@ func (timeoutError) Error() string   { return "upstream did not answer in time" 
 func (timeoutError) Timeout() bool   { return true }
 func (timeoutError) Temporary() bool { return true }
 
-// waitFirstByte waits for the answer to begin, until deadline, looking
-// every pollInterval at whether the caller gave up.
-func waitFirstByte(conn *upstreamConn, deadline time.Time, c caller) error {
+// sendHeld sends b, the rest of a request, with sendAwait: when it
+// returns the answer has begun, or the read deadline passed.
+func (c *upstreamConn) sendHeld(b []byte) error {
+	sent, err := c.sendAwait(b)
+	if sent < len(b) && (errors.Is(err, errSentInPart) || errors.Is(err, os.ErrDeadlineExceeded)) {
+		// The rest goes as any write does; a read deadline that passed
+		// first is no reason to leave it unsent.
+		_, err = c.Conn.Write(b[sent:])
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return nil // the wait for the answer goes on
+	}
+	return err
+}
+
+// waitFirstByte sends held, the rest of the request, and waits for the
+// answer to begin, until deadline, looking every pollInterval at whether
+// the caller gave up.
+func waitFirstByte(conn *upstreamConn, held []byte, deadline time.Time, c caller) error {
 	for {
+		now := time.Now()
 		slice := deadline
 		if c != nil {
-			if s := time.Now().Add(pollInterval); s.Before(slice) {
+			if s := now.Add(pollInterval); s.Before(slice) {
 				slice = s
 			}
 		}
-		_ = conn.SetReadDeadline(slice)
+		// A deadline the last call on this connection set, a moment ago,
+		// does as well and saves resetting the poller's timer: it ends
+		// no later than this one, and not much sooner.
+		if by := conn.readBy; by.After(slice) || by.Before(now.Add(pollInterval/2)) {
+			_ = conn.SetReadDeadline(slice)
+		}
+		if held != nil {
+			if err := conn.sendHeld(held); err != nil {
+				return err
+			}
+			held = nil
+		}
 		_, err := conn.br.Peek(1)
 		if err == nil {
 			return nil
@@ -314,12 +430,13 @@ func (c *client) conn(cl *call) (*upstreamConn, bool, error) {
 		_ = tc.SetDeadline(time.Time{})
 		nc = tc
 	}
-	return &upstreamConn{
-		Conn: nc,
-		key:  cl.key,
-		br:   bufio.NewReaderSize(nc, maxResponseHeaderBytes),
-		bw:   bufio.NewWriterSize(nc, 4<<10),
-	}, false, nil
+	uc := &upstreamConn{Conn: nc, key: cl.key, out: &heldWriter{conn: nc}}
+	uc.br = bufio.NewReaderSize(nc, maxResponseHeaderBytes)
+	uc.bw = bufio.NewWriterSize(uc.out, 4<<10)
+	if tc, ok := nc.(*net.TCPConn); ok {
+		uc.raw, _ = tc.SyscallConn()
+	}
+	return uc, false, nil
 }
 
 // closeIdle closes every idle connection, and those released later.

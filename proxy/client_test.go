@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -206,6 +207,149 @@ func TestClient(t *testing.T) {
 		defer c.closeIdle()
 		if _, _, _, err := shadowGet(t, c, srv, 100); !errors.Is(err, errSwitched) {
 			t.Errorf("err = %v; want the switch refused", err)
+		}
+	})
+}
+
+// dialRaw dials ln with c as a call would, and accepts the connection's
+// far end.
+func dialRaw(t *testing.T, c *client, ln net.Listener) (*upstreamConn, net.Conn) {
+	t.Helper()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		conn, err := ln.Accept()
+		if err != nil {
+			close(accepted)
+			return
+		}
+		accepted <- conn
+	}()
+	conn, _, err := c.conn(&call{key: dialKey{addr: ln.Addr().String()}, timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	far, ok := <-accepted
+	if !ok {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { conn.Close(); far.Close() })
+	if conn.raw == nil {
+		t.Fatal("a plain TCP connection has no raw socket")
+	}
+	return conn, far
+}
+
+// TestSendFromTheWait covers roundTrip's sending of a request from
+// inside the wait for its answer (upstreamConn.sendAwait), on real
+// sockets.
+func TestSendFromTheWait(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	const answer = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+	t.Run("an answer sent at once is not missed", func(t *testing.T) {
+		c := newClient()
+		conn, far := dialRaw(t, c, ln)
+		// The far end answers as soon as the request is in: often before
+		// the sender waits, which the poller must not lose.
+		go func() {
+			br := bufio.NewReader(far)
+			for range 200 {
+				if _, err := http.ReadRequest(br); err != nil {
+					return
+				}
+				io.WriteString(far, answer)
+			}
+		}()
+		for i := range 200 {
+			req, res := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+			req.Header.SetRequestURI("/n/" + strconv.Itoa(i))
+			req.Header.SetHost("x")
+			err := roundTrip(conn, req, res, &call{key: conn.key, timeout: 5 * time.Second})
+			if err == nil {
+				var body bytes.Buffer
+				_, err = readBody(conn, res, &body, 100, time.Now().Add(5*time.Second), context.Background())
+			}
+			fasthttp.ReleaseRequest(req)
+			fasthttp.ReleaseResponse(res)
+			if err != nil {
+				t.Fatalf("call %d: %v", i, err)
+			}
+		}
+	})
+	t.Run("a socket that takes part gets the rest as any write does", func(t *testing.T) {
+		c := newClient()
+		conn, far := dialRaw(t, c, ln)
+		// More than the socket buffers of both ends hold, while the far
+		// end reads nothing: one write cannot take it all.
+		big := bytes.Repeat([]byte("0123456789abcdef"), 2<<20)
+		_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		sent, err := conn.sendAwait(big)
+		if !errors.Is(err, errSentInPart) || sent == 0 || sent >= len(big) {
+			t.Fatalf("sendAwait of %d bytes: sent %d, %v; want part of it, errSentInPart", len(big), sent, err)
+		}
+		got := make(chan bool, 1)
+		go func() {
+			// The part sent, then all of big again from sendHeld, then
+			// the answer.
+			b := make([]byte, sent+len(big))
+			_, err := io.ReadFull(far, b)
+			io.WriteString(far, answer)
+			got <- err == nil && bytes.Equal(b[:sent], big[:sent]) && bytes.Equal(b[sent:], big)
+		}()
+		if err := conn.sendHeld(big); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.br.Peek(1); err != nil {
+			t.Fatal(err)
+		}
+		if !<-got {
+			t.Error("the far end did not read the bytes sent, in order")
+		}
+	})
+	t.Run("a read deadline that passed first leaves nothing unsent", func(t *testing.T) {
+		c := newClient()
+		conn, far := dialRaw(t, c, ln)
+		req := []byte("GET /late HTTP/1.1\r\nHost: x\r\n\r\n")
+		// As if the goroutine stalled past the deadline it kept.
+		_ = conn.Conn.SetReadDeadline(time.Unix(1, 0))
+		if sent, err := conn.sendAwait(req); sent != 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("sendAwait past its deadline: sent %d, %v; want 0, the deadline", sent, err)
+		}
+		conn.readBy = time.Now().Add(pollInterval) // stale: the poller's deadline has passed
+		got := make(chan string, 1)
+		go func() {
+			r, err := http.ReadRequest(bufio.NewReader(far))
+			if err != nil {
+				close(got)
+				return
+			}
+			io.WriteString(far, answer)
+			got <- r.URL.Path
+		}()
+		if err := waitFirstByte(conn, req, time.Now().Add(5*time.Second), nil); err != nil {
+			t.Fatal(err)
+		}
+		if path := <-got; path != "/late" {
+			t.Errorf("the far end got %q; want /late", path)
+		}
+	})
+	t.Run("a closed connection is stale, for a retry", func(t *testing.T) {
+		c := newClient()
+		conn, far := dialRaw(t, c, ln)
+		far.Close()
+		// The first write may still be taken; the one after the reset not.
+		var err error
+		for range 100 {
+			if err = waitFirstByte(conn, []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), time.Now().Add(5*time.Second), nil); err != nil {
+				break
+			}
+			conn.br.Reset(conn.Conn)
+		}
+		if !isStale(err) {
+			t.Errorf("err = %v; want one a retry follows", err)
 		}
 	})
 }

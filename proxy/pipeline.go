@@ -241,7 +241,7 @@ func (pc *pipeConn) run(dialTimeout time.Duration) {
 		return
 	}
 	pc.conn = conn
-	cancel := context.AfterFunc(pc.pl.stop, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	cancel := context.AfterFunc(pc.pl.stop, func() { _ = conn.Conn.SetDeadline(time.Unix(1, 0)) })
 	defer cancel()
 	pc.reader.Add(1)
 	go pc.read()
@@ -416,7 +416,7 @@ func (pc *pipeConn) answer(call *pipeCall, start time.Time) (reusable, headerErr
 	conn, res := pc.conn, call.res
 	deadline := start.Add(call.timeout)
 	header := start.Add(min(call.timeout, call.headerTimeout))
-	_ = conn.SetReadDeadline(header)
+	_ = conn.Conn.SetReadDeadline(header) // not readBy: the writer's goroutine may set it too
 	// A stop or a death that set the deadline in the past before this
 	// call did must still end the read.
 	if err := pc.pl.stop.Err(); err != nil {
@@ -485,7 +485,7 @@ func (pc *pipeConn) die(err error, retry bool) {
 	pc.poke()
 	if pc.conn != nil {
 		// The reader may be waiting on it, and the writer.
-		_ = pc.conn.SetDeadline(time.Unix(1, 0))
+		_ = pc.conn.Conn.SetDeadline(time.Unix(1, 0))
 	}
 	if stop := pl.stop.Err(); stop != nil {
 		err, retry = stop, false

@@ -65,9 +65,9 @@ type condition struct {
 	// ranged from lowest to highest.
 	rounds          int
 	lowest, highest float64
-	op       string  // "≥", "≤" or "<": how value must compare with limit
-	limit    float64
-	unit     string // "×" for ratios, " MB", ...
+	op              string // "≥", "≤" or "<": how value must compare with limit
+	limit           float64
+	unit            string // "×" for ratios, " MB", ...
 }
 
 func (c condition) met() bool {
