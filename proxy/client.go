@@ -73,8 +73,9 @@ type upstreamConn struct {
 	// raw is the socket under a plain TCP connection, nil under TLS;
 	// out is the writer under bw, which can hold a request for raw to
 	// send (sendAwait).
-	raw syscall.RawConn
-	out *heldWriter
+	raw     syscall.RawConn
+	out     *heldWriter
+	sending sendState
 	// readBy is the read deadline last set, zero for none: SetDeadline
 	// and SetReadDeadline keep it, on the goroutine making the call. A
 	// stop from elsewhere sets Conn's deadline instead, and the
@@ -121,31 +122,54 @@ var errSentInPart = errors.New("request sent in part")
 // proxied request. A socket that takes only part of b gets
 // errSentInPart and how much it took; then the caller writes the rest.
 func (c *upstreamConn) sendAwait(b []byte) (sent int, err error) {
-	rerr := c.raw.Read(func(fd uintptr) bool {
-		if err != nil || sent == len(b) {
-			return true // readable, or over
-		}
-		for {
-			n, werr := syscall.Write(int(fd), b[sent:])
-			if werr == syscall.EINTR {
-				continue
-			}
-			sent += max(n, 0)
-			switch {
-			case werr == syscall.EAGAIN || werr == nil && sent < len(b):
-				err = errSentInPart
-			case werr != nil:
-				err = &net.OpError{Op: "write", Net: "tcp", Addr: c.RemoteAddr(), Err: os.NewSyscallError("write", werr)}
-			}
-			return err != nil // sent: now wait for the answer
-		}
-	})
+	st := &c.sending
+	st.b, st.sent, st.err = b, 0, nil
+	if st.step == nil {
+		st.step = st.write // bound once: a closure per call would be garbage
+	}
+	rerr := c.raw.Read(st.step)
+	sent, err = st.sent, st.err
 	if err == nil && sent < len(b) {
 		// The wait ended before the function ran: the connection is
 		// closed, or its deadline passed.
 		err = rerr
 	}
+	if err != nil && !errors.Is(err, errSentInPart) && rerr == nil {
+		err = &net.OpError{Op: "write", Net: "tcp", Addr: c.RemoteAddr(), Err: err}
+	}
+	st.b = nil
 	return sent, err
+}
+
+// sendState is sendAwait's: what it writes, how much went, and the write
+// function syscall.RawConn.Read calls.
+type sendState struct {
+	b    []byte
+	sent int
+	err  error
+	step func(fd uintptr) bool
+}
+
+// write writes b on its first call and asks to wait for the answer; a
+// later call means the answer can be read.
+func (st *sendState) write(fd uintptr) bool {
+	if st.err != nil || st.sent == len(st.b) {
+		return true // readable, or over
+	}
+	for {
+		n, err := syscall.Write(int(fd), st.b[st.sent:])
+		if err == syscall.EINTR {
+			continue
+		}
+		st.sent += max(n, 0)
+		switch {
+		case err == syscall.EAGAIN || err == nil && st.sent < len(st.b):
+			st.err = errSentInPart
+		case err != nil:
+			st.err = os.NewSyscallError("write", err)
+		}
+		return st.err != nil // sent: now wait for the answer
+	}
 }
 
 func newClient() *client {
