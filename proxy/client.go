@@ -98,9 +98,10 @@ func (c *upstreamConn) SetDeadline(t time.Time) error {
 // flushed; while hold is set that piece is kept, not written, for
 // sendAwait to send.
 type heldWriter struct {
-	conn net.Conn
-	hold bool
-	held []byte // bw's buffer: valid until bw is written again
+	conn   net.Conn
+	hold   bool
+	held   []byte // bw's buffer: valid until bw is written again
+	passed bool   // bytes went straight to conn since the last reset
 }
 
 func (w *heldWriter) Write(b []byte) (int, error) {
@@ -108,6 +109,7 @@ func (w *heldWriter) Write(b []byte) (int, error) {
 		w.held = b
 		return len(b), nil
 	}
+	w.passed = true
 	return w.conn.Write(b)
 }
 
@@ -287,13 +289,16 @@ func readBody(conn *upstreamConn, res *fasthttp.Response, body *bytes.Buffer, ma
 // roundTrip writes req on conn and reads the answer's header. Interim 1xx
 // answers (100 Continue, 103 Early Hints) are skipped by the parser.
 func roundTrip(conn *upstreamConn, req *fasthttp.Request, res *fasthttp.Response, cl *call) error {
+	conn.out.passed = false
 	if err := req.Write(conn.bw); err != nil {
 		return err
 	}
-	// What bw holds, the whole request unless it is large, is sent by
-	// waitFirstByte, from inside its wait.
+	// A request that fits bw is sent by waitFirstByte, from inside its
+	// wait. Not one that went out in parts: the upstream may have
+	// answered the first (a 413 to a large body), and the wait, which
+	// forgets readiness from before it began, would not see that answer.
 	var held []byte
-	if conn.raw != nil && conn.bw.Buffered() > 0 {
+	if conn.raw != nil && !conn.out.passed && conn.bw.Buffered() > 0 {
 		conn.out.hold = true
 		err := conn.bw.Flush()
 		conn.out.hold = false
@@ -351,9 +356,6 @@ func (c *upstreamConn) sendHeld(b []byte) error {
 		// first is no reason to leave it unsent.
 		_, err = c.Conn.Write(b[sent:])
 	}
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		return nil // the wait for the answer goes on
-	}
 	return err
 }
 
@@ -389,7 +391,13 @@ func waitFirstByte(conn *upstreamConn, held []byte, deadline time.Time, c caller
 		if !errors.As(err, &ne) || !ne.Timeout() {
 			return err
 		}
-		if !time.Now().Before(deadline) {
+		now = time.Now()
+		if now.Before(conn.readBy) {
+			// The poller's deadline is not the one kept: re-arm it
+			// rather than wait on one that passed.
+			conn.readBy = time.Time{}
+		}
+		if !now.Before(deadline) {
 			return errTimeout
 		}
 		if c != nil {

@@ -282,9 +282,15 @@ func TestSendFromTheWait(t *testing.T) {
 	t.Run("a socket that takes part gets the rest as any write does", func(t *testing.T) {
 		c := newClient()
 		conn, far := dialRaw(t, c, ln)
-		// More than the socket buffers of both ends hold, while the far
-		// end reads nothing: one write cannot take it all.
-		big := bytes.Repeat([]byte("0123456789abcdef"), 2<<20)
+		// Far more than the socket buffers of both ends hold, while the
+		// far end reads nothing: one write cannot take it all.
+		if err := conn.Conn.(*net.TCPConn).SetWriteBuffer(64 << 10); err != nil {
+			t.Fatal(err)
+		}
+		if err := far.(*net.TCPConn).SetReadBuffer(64 << 10); err != nil {
+			t.Fatal(err)
+		}
+		big := bytes.Repeat([]byte("0123456789abcdef"), 64<<10)
 		_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 		sent, err := conn.sendAwait(big)
 		if !errors.Is(err, errSentInPart) || sent == 0 || sent >= len(big) {
@@ -336,6 +342,58 @@ func TestSendFromTheWait(t *testing.T) {
 			t.Errorf("the far end got %q; want /late", path)
 		}
 	})
+	t.Run("an answer to the first part of a large request is not missed", func(t *testing.T) {
+		c := newClient()
+		conn, far := dialRaw(t, c, ln)
+		answered := make(chan struct{})
+		go func() {
+			// Answer as soon as the header is in, as an upstream
+			// refusing a body too large does, then read the rest.
+			br := bufio.NewReader(far)
+			for {
+				line, err := br.ReadString('\n')
+				if err != nil {
+					return
+				}
+				if line == "\r\n" {
+					break
+				}
+			}
+			io.WriteString(far, "HTTP/1.1 413 Content Too Large\r\nContent-Length: 0\r\n\r\n")
+			close(answered)
+			io.Copy(io.Discard, br)
+		}()
+		// A body larger than bw, whose last bytes come only once the
+		// answer is in the proxy's socket and the poller has reported it:
+		// readiness a wait that begins later would not see again.
+		const first = 16 << 10
+		polled := make(chan struct{})
+		go func() {
+			<-answered
+			waited := false
+			conn.raw.Read(func(uintptr) bool {
+				defer func() { waited = true }()
+				return waited
+			})
+			close(polled)
+		}()
+		body := io.MultiReader(bytes.NewReader(make([]byte, first)), &afterReader{wait: polled, r: strings.NewReader("last bytes")})
+		req, res := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+		defer fasthttp.ReleaseRequest(req)
+		defer fasthttp.ReleaseResponse(res)
+		req.Header.SetMethod(fasthttp.MethodPost)
+		req.Header.SetRequestURI("/upload")
+		req.Header.SetHost("x")
+		req.SetBodyStream(body, first+len("last bytes"))
+		// No caller: a wait that missed the answer would last the whole
+		// timeout, and end in errTimeout.
+		if err := roundTrip(conn, req, res, &call{key: conn.key, timeout: 5 * time.Second}); err != nil {
+			t.Fatal(err)
+		}
+		if res.StatusCode() != fasthttp.StatusRequestEntityTooLarge {
+			t.Errorf("status %d; want 413", res.StatusCode())
+		}
+	})
 	t.Run("a closed connection is stale, for a retry", func(t *testing.T) {
 		c := newClient()
 		conn, far := dialRaw(t, c, ln)
@@ -352,4 +410,15 @@ func TestSendFromTheWait(t *testing.T) {
 			t.Errorf("err = %v; want one a retry follows", err)
 		}
 	})
+}
+
+// afterReader reads r once wait is closed.
+type afterReader struct {
+	wait <-chan struct{}
+	r    io.Reader
+}
+
+func (a *afterReader) Read(p []byte) (int, error) {
+	<-a.wait
+	return a.r.Read(p)
 }
