@@ -411,12 +411,8 @@ func (x *exchange) answer() {
 	if size < 0 {
 		size = -1
 		// Unknown length (SSE, a long poll): the header leaves at once,
-		// and each piece as it arrives; the shadow need not wait for
-		// the end.
+		// and each piece as it arrives.
 		res.ImmediateHeaderFlush = true
-		if x.job != nil {
-			x.sendShadow()
-		}
 	}
 	x.stream = answerStream{x: x, body: body}
 	res.SetBodyStream(&x.stream, size)

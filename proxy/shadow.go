@@ -103,11 +103,6 @@ type shadowJob struct {
 	ans      *fasthttp.Response
 	span     trace.Span
 	answered bool
-	// Until sendShadow: the pipeline the call goes on, its depth and
-	// shadow.max_in_flight; nil once sent or dropped.
-	pl          *pipeline
-	depth       int
-	maxInFlight int
 }
 
 var shadowJobs = sync.Pool{New: func() any { return new(shadowJob) }}
@@ -227,21 +222,14 @@ func (p *Proxy) planShadow(x *exchange) string {
 		rt.skip(target, outcome)
 		return outcome
 	}
-	noise := safe && rc.Compare.NoisePercent > 0 && rand.Float64()*100 < rc.Compare.NoisePercent
-	// A pipelined shadow is sent once the primary is done (sendShadow),
-	// and takes its slot then.
-	pl := x.bound.pipelines[target]
-	if !pipelined(cfg.PipelineDepth, method, body, noise, req.Header.ConnectionClose()) {
-		pl = nil
-	}
-	if pl == nil && !p.acquireShadow(cfg.MaxInFlight) {
+	if !p.acquireShadow(cfg.MaxInFlight) {
 		p.releaseBody(charge)
 		rt.skip(target, outcomeDroppedSaturated)
 		return outcomeDroppedSaturated
 	}
 	job := shadowJobs.Get().(*shadowJob)
 	job.route, job.primary, job.target = x.bound, x.backend, target
-	job.noise = noise
+	job.noise = safe && rc.Compare.NoisePercent > 0 && rand.Float64()*100 < rc.Compare.NoisePercent
 	job.method, job.path = method, string(x.ctx.URI().PathOriginal())
 	job.query, job.dryRun = "", !safe
 	if q := x.ctx.URI().QueryString(); len(q) > 0 {
@@ -261,48 +249,27 @@ func (p *Proxy) planShadow(x *exchange) string {
 		job.noiseOut = job.prepare(&req.Header, router.Legacy, false)
 	}
 	x.job = job
-	if pl != nil {
-		job.pl, job.depth, job.maxInFlight = pl, cfg.PipelineDepth, cfg.MaxInFlight
-		return "shadowed"
-	}
 	p.shadows.Add(1)
-	p.workers.dispatch(job)
+	if pl := job.pipeline(cfg.PipelineDepth); pl != nil {
+		p.sendPipelined(job, pl, cfg.PipelineDepth)
+	} else {
+		p.workers.dispatch(job)
+	}
 	return "shadowed"
 }
 
-// pipelined reports whether a request's shadow call goes on its route's
-// pipeline rather than on a worker: not when pipelining is off (depth 1),
-// the job also probes noise (the two calls go out together), or the
-// request is not a GET or OPTIONS without a body (an answer to HEAD has
-// no body to frame it: a wrong one would be read as the next call's
-// answer), or asks to close.
-func pipelined(depth int, method string, body []byte, noise, closing bool) bool {
-	return depth > 1 && !noise && body == nil && !closing &&
-		(method == fasthttp.MethodGet || method == fasthttp.MethodOptions)
-}
-
-// sendShadow sends x's pipelined shadow call, held until the primary was
-// done, so that its answer is compared at once on the pipeline's reader
-// (pipeDone), no worker waiting for the primary; a primary that streams
-// for as long as it takes (unknown length) has it sent at its header.
-// The call takes its slot now: a job waiting for its primary holds none.
-// With no slot, or shadows stopping, it is dropped_saturated.
-func (x *exchange) sendShadow() {
-	job := x.job
-	pl := job.pl
-	if pl == nil {
-		return
+// pipeline returns the pipeline job's shadow call goes on, or nil when
+// it is made on its worker: pipelining is off (depth 1), the job also
+// probes noise (the two calls go out together), or the request is not a
+// GET or OPTIONS without a body (an answer to HEAD has no body to frame
+// it: a wrong one would be read as the next call's answer), or asks to
+// close.
+func (job *shadowJob) pipeline(depth int) *pipeline {
+	if depth <= 1 || job.noise || job.body != nil || job.out.ConnectionClose() ||
+		job.method != fasthttp.MethodGet && job.method != fasthttp.MethodOptions {
+		return nil
 	}
-	job.pl = nil
-	p := x.proxy
-	if p.stopShadows.Err() != nil || !p.acquireShadow(job.maxInFlight) {
-		x.shadow = outcomeDroppedSaturated
-		job.route.skip(job.target, outcomeDroppedSaturated)
-		job.done() // the shadow's part: nothing of it ran
-		return
-	}
-	p.shadows.Add(1)
-	p.sendPipelined(job, pl, job.depth)
+	return job.route.pipelines[job.target]
 }
 
 // sendPipelined queues job's shadow call on pl; pipeDone takes it from
@@ -660,7 +627,6 @@ func (x *exchange) finishPrimary() {
 		job.primaryRes.complete = false
 	}
 	close(job.primaryDone)
-	x.sendShadow()
 	job.done()
 }
 
