@@ -76,21 +76,16 @@ type upstreamConn struct {
 	raw     syscall.RawConn
 	out     *heldWriter
 	sending sendState
-	// readBy is the read deadline last set, zero for none: SetDeadline
-	// and SetReadDeadline keep it, on the goroutine making the call. A
-	// stop from elsewhere sets Conn's deadline instead, and the
-	// connection is then closed, never pooled.
+	// readBy is the read deadline last set, zero for none: SetReadDeadline
+	// keeps it, on the goroutine making the call. A stop from elsewhere
+	// sets Conn's deadline instead, and the connection is then closed,
+	// never pooled.
 	readBy time.Time
 }
 
 func (c *upstreamConn) SetReadDeadline(t time.Time) error {
 	c.readBy = t
 	return c.Conn.SetReadDeadline(t)
-}
-
-func (c *upstreamConn) SetDeadline(t time.Time) error {
-	c.readBy = t
-	return c.Conn.SetDeadline(t)
 }
 
 // heldWriter is the writer under an upstream connection's bufio.Writer. A
@@ -312,8 +307,9 @@ func roundTrip(conn *upstreamConn, req *fasthttp.Request, res *fasthttp.Response
 	// The timeout starts when the request is sent, as
 	// http.Transport.ResponseHeaderTimeout does: a slow client's upload is
 	// client_body_timeout's business.
-	deadline := time.Now().Add(cl.timeout)
-	if err := waitFirstByte(conn, held, deadline, cl.caller); err != nil {
+	sent := time.Now()
+	deadline := sent.Add(cl.timeout)
+	if err := waitFirstByte(conn, held, sent, deadline, cl.caller); err != nil {
 		return err
 	}
 	if head, _ := conn.br.Peek(conn.br.Buffered()); !bytes.Contains(head, []byte("\r\n\r\n")) {
@@ -360,11 +356,10 @@ func (c *upstreamConn) sendHeld(b []byte) error {
 }
 
 // waitFirstByte sends held, the rest of the request, and waits for the
-// answer to begin, until deadline, looking every pollInterval at whether
-// the caller gave up.
-func waitFirstByte(conn *upstreamConn, held []byte, deadline time.Time, c caller) error {
+// answer to begin, from now until deadline, looking every pollInterval at
+// whether the caller gave up.
+func waitFirstByte(conn *upstreamConn, held []byte, now, deadline time.Time, c caller) error {
 	for {
-		now := time.Now()
 		slice := deadline
 		if c != nil {
 			if s := now.Add(pollInterval); s.Before(slice) {

@@ -335,7 +335,7 @@ func TestSendFromTheWait(t *testing.T) {
 			io.WriteString(far, answer)
 			got <- r.URL.Path
 		}()
-		if err := waitFirstByte(conn, req, time.Now().Add(5*time.Second), nil); err != nil {
+		if err := waitFirstByte(conn, req, time.Now(), time.Now().Add(5*time.Second), nil); err != nil {
 			t.Fatal(err)
 		}
 		if path := <-got; path != "/late" {
@@ -401,7 +401,7 @@ func TestSendFromTheWait(t *testing.T) {
 		// The first write may still be taken; the one after the reset not.
 		var err error
 		for range 100 {
-			if err = waitFirstByte(conn, []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), time.Now().Add(5*time.Second), nil); err != nil {
+			if err = waitFirstByte(conn, []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), time.Now(), time.Now().Add(5*time.Second), nil); err != nil {
 				break
 			}
 			conn.br.Reset(conn.Conn)

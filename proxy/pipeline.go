@@ -416,7 +416,9 @@ func (pc *pipeConn) answer(call *pipeCall, start time.Time) (reusable, headerErr
 	conn, res := pc.conn, call.res
 	deadline := start.Add(call.timeout)
 	header := start.Add(min(call.timeout, call.headerTimeout))
-	_ = conn.Conn.SetReadDeadline(header) // not readBy: the writer's goroutine may set it too
+	// Not conn.SetReadDeadline: readBy is for pooled connections, and
+	// die and the stop set this one's deadline from other goroutines.
+	_ = conn.Conn.SetReadDeadline(header)
 	// A stop or a death that set the deadline in the past before this
 	// call did must still end the read.
 	if err := pc.pl.stop.Err(); err != nil {
