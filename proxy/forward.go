@@ -574,20 +574,86 @@ func buildOutbound(out *fasthttp.Request, in *fasthttp.RequestHeader, u *upstrea
 		h.SetHost(u.host)
 	}
 	websocket := bytes.EqualFold(in.Peek("Upgrade"), []byte("websocket"))
-	removeHopByHop(h, websocket)
+	if !allForwardable(h.PeekKeys(), id) {
+		scrub(h, id, websocket)
+	}
+	h.ResetConnectionClose() // each side's connection is the proxy's to keep alive or not
 	if websocket {
 		h.Set("Connection", "Upgrade")
 	}
 	setForwarded(h, in, id.peer, id.trusted)
 	h.Set(headerRequestID, id.requestID)
-	// Headers that steer strangler itself never travel upstream from a
-	// client: a forged dry-run header would make newpath skip a real write.
+}
+
+// allForwardable reports whether none of a client's header names is one
+// scrub deletes, as is usual: one pass over the names then spares a pass
+// for every name scrub would delete.
+func allForwardable(names [][]byte, id *callIdentity) bool {
+	for _, name := range names {
+		if id.override != "" && bytes.EqualFold(name, []byte(id.override)) {
+			return false
+		}
+		switch lower := lowerName(name); lower {
+		case "x-strangler-shadow", "x-strangler-dry-run", "expect", "forwarded",
+			"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host":
+			return false
+		default:
+			if isHopByHop(lower) || !id.trusted && isForwardingHeader(name) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// scrub deletes from h, a copy of a client's header, what never travels
+// upstream: the hop-by-hop headers (but for what a WebSocket upgrade
+// needs), the forwarding headers setForwarded writes (and from a peer
+// that is not a trusted proxy, every other spelling of a client's
+// address), and the headers that steer strangler itself.
+func scrub(h *fasthttp.RequestHeader, id *callIdentity, websocket bool) {
+	removeHopByHop(h, websocket)
+	if id.trusted {
+		h.Del("X-Forwarded-For")
+		h.Del("X-Forwarded-Proto")
+		h.Del("X-Forwarded-Host")
+		h.Del("Forwarded")
+	} else {
+		// Every spelling of a client-address header goes, CGI-style
+		// X_Real_Ip among them: backends read them as X-Real-Ip.
+		var drop [][]byte
+		for _, name := range h.PeekKeys() {
+			if isForwardingHeader(name) {
+				drop = append(drop, bytes.Clone(name))
+			}
+		}
+		for _, name := range drop {
+			h.DelBytes(name)
+		}
+	}
+	// A forged dry-run header would make newpath skip a real write.
 	h.Del(id.override)
 	h.Del(ShadowHeader)
 	h.Del(DryRunHeader)
 	// The client's expectation is the proxy's to meet (fasthttp sends
 	// its 100 Continue); the body goes upstream without waiting for one.
 	h.Del("Expect")
+}
+
+// lowerName is a header name in lower case, or "" when it is too long
+// to be one strangler looks for.
+func lowerName(name []byte) string {
+	var buf [32]byte
+	if len(name) > len(buf) {
+		return ""
+	}
+	for i, c := range name {
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		buf[i] = c
+	}
+	return string(buf[:len(name)])
 }
 
 // outboundURI is the request target sent to u: uri, origin-form (see
@@ -615,6 +681,15 @@ func outboundURI(uri []byte, u *upstream) []byte {
 // beside those named in Connection.
 var hopByHop = [...]string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
 
+// isHopByHop reports whether a lower-case header name is one of hopByHop.
+func isHopByHop(lower string) bool {
+	switch lower {
+	case "connection", "proxy-connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade":
+		return true
+	}
+	return false
+}
+
 // connectionTokens calls f with each header name the Connection header
 // lists.
 func connectionTokens(values [][]byte, f func(name []byte)) {
@@ -631,6 +706,7 @@ func connectionTokens(values [][]byte, f func(name []byte)) {
 
 // hopHeader is a fasthttp request or response header.
 type hopHeader interface {
+	PeekKeys() [][]byte
 	PeekAll(key string) [][]byte
 	DelBytes(key []byte)
 	Del(key string)
@@ -641,6 +717,18 @@ type hopHeader interface {
 // Connection: Upgrade and Upgrade, which a WebSocket upgrade (and its 101)
 // needs end to end.
 func removeHopByHop(h hopHeader, keepUpgrade bool) {
+	// fasthttp keeps Connection: close as a flag of its own: each side's
+	// connection is the proxy's to keep alive or not.
+	h.ResetConnectionClose()
+	if anyHopByHop(h.PeekKeys()) {
+		deleteHopByHop(h, keepUpgrade)
+	}
+}
+
+// deleteHopByHop is removeHopByHop for a header that has some: a pass
+// over the header for each name, where anyHopByHop's one pass tells the
+// usual header, which has none.
+func deleteHopByHop(h hopHeader, keepUpgrade bool) {
 	connectionTokens(h.PeekAll("Connection"), func(name []byte) {
 		if !keepUpgrade || !bytes.EqualFold(name, []byte("Upgrade")) {
 			h.DelBytes(name)
@@ -652,9 +740,16 @@ func removeHopByHop(h hopHeader, keepUpgrade bool) {
 		}
 		h.Del(name)
 	}
-	// fasthttp keeps Connection: close as a flag of its own: each side's
-	// connection is the proxy's to keep alive or not.
-	h.ResetConnectionClose()
+}
+
+// anyHopByHop reports whether one of the header names is hop-by-hop.
+func anyHopByHop(names [][]byte) bool {
+	for _, name := range names {
+		if isHopByHop(lowerName(name)) {
+			return true
+		}
+	}
+	return false
 }
 
 // isForwardingHeader reports whether a header name, any case, with
@@ -685,10 +780,11 @@ func isForwardingHeader(name []byte) bool {
 }
 
 // setForwarded writes X-Forwarded-For/-Proto/-Host and X-Real-Ip into h,
-// a copy of in. A trusted proxy's chain is kept and its address appended,
-// and its client-address headers are kept; anyone else's values are
-// dropped, so the upstream sees exactly the peer address (X-Real-Ip is set
-// to it). Forwarded (RFC 7239) is never passed on: X-Forwarded-* say it.
+// a copy of in that scrub cleaned. A trusted proxy's chain is kept and
+// its address appended, and its client-address headers are kept; anyone
+// else's values were dropped, so the upstream sees exactly the peer
+// address (X-Real-Ip is set to it). Forwarded (RFC 7239) is never passed
+// on: X-Forwarded-* say it.
 func setForwarded(h *fasthttp.RequestHeader, in *fasthttp.RequestHeader, peer netip.Addr, trusted bool) {
 	var addrBuf [64]byte
 	addr := addrBuf[:0]
@@ -721,24 +817,6 @@ func setForwarded(h *fasthttp.RequestHeader, in *fasthttp.RequestHeader, peer ne
 			}
 			realIP = bytes.TrimSpace(last)
 		}
-	}
-	if !trusted {
-		// Every spelling of a client-address header goes, CGI-style
-		// X_Real_Ip among them: backends read them as X-Real-Ip.
-		var drop [][]byte
-		for name := range h.All() {
-			if isForwardingHeader(name) {
-				drop = append(drop, append([]byte(nil), name...))
-			}
-		}
-		for _, name := range drop {
-			h.DelBytes(name)
-		}
-	} else {
-		h.Del("X-Forwarded-For")
-		h.Del("X-Forwarded-Proto")
-		h.Del("X-Forwarded-Host")
-		h.Del("Forwarded")
 	}
 	if len(chain) > 0 {
 		addr = append(chain, addr...)

@@ -8,11 +8,13 @@ import (
 	"net"
 	"net/http"
 	"reflect"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/valyala/fasthttp"
 	"go.opentelemetry.io/otel/trace/noop"
 )
 
@@ -729,3 +731,67 @@ func TestOnlyWebSocketUpgradesPassThrough(t *testing.T) {
 // port 1, and only root could make something (a closed httptest server's
 // port may be taken by the next test's).
 const refusingURL = "http://127.0.0.1:1"
+
+// headerNames is every name of keys, in lower case, sorted.
+func headerNames(keys [][]byte) []string {
+	var out []string
+	for _, k := range keys {
+		out = append(out, strings.ToLower(string(k)))
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestOnePassFindsWhatScrubDeletes guards the fast path of buildOutbound
+// and removeHopByHop: a header the one pass over its names calls clean
+// skips the deleting, so each name the deleting would remove must fail
+// the pass.
+func TestOnePassFindsWhatScrubDeletes(t *testing.T) {
+	candidates := []string{
+		"Connection", "connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
+		"TE", "Trailer", "Transfer-Encoding", "Upgrade", "X-Listed-In-Connection",
+		"X-Forwarded-For", "x-forwarded-proto", "X-Forwarded-Host", "Forwarded", "X-Real-Ip", "X_Real_Ip",
+		"True-Client-Ip", "CF-Connecting-IP", "X-Cluster-Client-Ip",
+		ShadowHeader, DryRunHeader, "Expect", "X-Strangler-Backend",
+		"Accept", "User-Agent", "X-User-Id", "Cookie", "Content-Type", "X-A-Very-Long-Header-Name-Beyond-Thirty-Two",
+	}
+	for _, name := range candidates {
+		for _, trusted := range []bool{false, true} {
+			var in fasthttp.RequestHeader
+			in.SetMethod("GET")
+			in.SetRequestURI("/x")
+			in.SetHost("shop.example")
+			in.Set(name, "v")
+			if strings.EqualFold(name, "Connection") {
+				in.Set("Connection", "X-Listed-In-Connection")
+				in.Set("X-Listed-In-Connection", "v")
+			}
+			id := callIdentity{trusted: trusted, override: "X-Strangler-Backend"}
+			var out fasthttp.RequestHeader
+			in.CopyTo(&out)
+			before := headerNames(out.PeekKeys())
+			clean := allForwardable(out.PeekKeys(), &id)
+			scrub(&out, &id, false)
+			if after := headerNames(out.PeekKeys()); !slices.Equal(before, after) && clean {
+				t.Errorf("%s (trusted %v): the pass called it clean, but scrub took %v to %v", name, trusted, before, after)
+			}
+			plain := slices.Contains([]string{"Accept", "User-Agent", "X-User-Id", "Cookie", "Content-Type", "X-A-Very-Long-Header-Name-Beyond-Thirty-Two"}, name)
+			if plain && !clean {
+				t.Errorf("%s (trusted %v): an end-to-end header failed the pass; every request would take the slow path", name, trusted)
+			}
+		}
+
+		var res fasthttp.ResponseHeader
+		res.Set(name, "v")
+		if strings.EqualFold(name, "Connection") {
+			res.Set("Connection", "X-Listed-In-Connection")
+			res.Set("X-Listed-In-Connection", "v")
+		}
+		before := headerNames(res.PeekKeys())
+		clean := !anyHopByHop(res.PeekKeys())
+		deleteHopByHop(&res, false)
+		if after := headerNames(res.PeekKeys()); !slices.Equal(before, after) && clean {
+			t.Errorf("response %s: the pass called it clean, but deleting took %v to %v", name, before, after)
+		}
+	}
+}
