@@ -499,6 +499,20 @@ func (c *client) closeIdleTo(key dialKey) {
 	}
 }
 
+// retireUnusedPipelines retires the pipelines of routes that used is
+// missing: a reload removed the route, renamed it or moved it to another
+// upstream. Calls already on them finish.
+func (c *client) retireUnusedPipelines(used map[pipeKey]bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for pk, pl := range c.pipes {
+		if !used[pk] {
+			pl.retire()
+			delete(c.pipes, pk)
+		}
+	}
+}
+
 // isStale reports whether err is what a reused connection the upstream had
 // already closed looks like: nothing was answered.
 func isStale(err error) bool {

@@ -328,6 +328,13 @@ func (p *Proxy) activate(snap *config.Snapshot, pv *Provisioned) {
 	}
 	p.state.Store(st)
 	p.trackUpstreams(st)
+	pipes := map[pipeKey]bool{}
+	for _, br := range st.routes {
+		for _, u := range br.upstream {
+			pipes[pipeKey{u.key, br.rt.name}] = true
+		}
+	}
+	p.client.retireUnusedPipelines(pipes)
 	for k := range p.dials {
 		if !used[k] {
 			// In-flight calls to it finish; only idle connections go.

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -294,4 +295,40 @@ routes:
 	if series := h.fieldSeries("strangler_field_differences_total", "doomed"); len(series) != 0 {
 		t.Errorf("a removed route's field series came back: %v", series)
 	}
+}
+
+// TestReloadRetiresRemovedRoutesPipelines: a route's pipelined shadow
+// connections go with the route, so reloads that rename routes do not
+// pile up pipelines.
+func TestReloadRetiresRemovedRoutesPipelines(t *testing.T) {
+	h := newHarness(t, legacyAPI(), legacyAPI(), `
+routes:
+  - { name: first, match: "GET /orders/{id}", shadow: { percent: 100 } }
+`)
+	h.get("/orders/1")
+	pipelines := func() []string {
+		h.proxy.client.mu.Lock()
+		defer h.proxy.client.mu.Unlock()
+		var routes []string
+		for pk := range h.proxy.client.pipes {
+			routes = append(routes, pk.route)
+		}
+		slices.Sort(routes)
+		return routes
+	}
+	if got := pipelines(); !slices.Equal(got, []string{"first", "first"}) {
+		t.Fatalf("pipelines before the reload: %v; want first's to each upstream", got)
+	}
+	h.writeConfig(`
+routes:
+  - { name: second, match: "GET /orders/{id}", shadow: { percent: 100 } }
+`)
+	if err := h.reloader.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if got := pipelines(); !slices.Equal(got, []string{"second", "second"}) {
+		t.Errorf("pipelines after renaming the route: %v; want only second's", got)
+	}
+	h.get("/orders/1")
+	h.proxy.shadows.Wait()
 }
