@@ -136,7 +136,7 @@ func (b *bench) run(ctx context.Context) (string, error) {
 	// minute of the machine lands on one sample of every row, not on all
 	// samples of one, and the median drops it.
 	for round := 1; round <= b.opt.rounds; round++ {
-		for _, r := range rows {
+		for _, r := range roundOrder(rows, round) {
 			if err := b.measureRound(ctx, r, round); err != nil {
 				return "", fmt.Errorf("round %d, %s: %w", round, r.row.name, err)
 			}
@@ -165,6 +165,22 @@ func (b *bench) run(ctx context.Context) (string, error) {
 		header += "\n\n" + w
 	}
 	return report(header, rows, soak, b.opt), nil
+}
+
+// roundOrder is the order round runs the rows in: table order, and
+// reversed every second round. The rows compared with each other run
+// next to each other (strangler after the peer it is judged against, the
+// slow-newpath pair back to back), and whatever the row before leaves
+// behind (a backend's heap grown by the heaviest row, a VM slowing down
+// over a round) would otherwise land on the same side of each pair in
+// every round.
+func roundOrder(rows []*rowResult, round int) []*rowResult {
+	if round%2 == 1 {
+		return rows
+	}
+	reversed := slices.Clone(rows)
+	slices.Reverse(reversed)
+	return reversed
 }
 
 // measureRound starts the row's proxy, warms it up, measures it, records

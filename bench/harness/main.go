@@ -62,7 +62,7 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	var rows string
 	fs := flag.NewFlagSet("harness", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.IntVar(&o.rounds, "rounds", 3, "interleaved rounds: every row is measured once per round, the table shows medians")
+	fs.IntVar(&o.rounds, "rounds", 4, "interleaved rounds, every second one in reverse order: every row is measured once per round, the table shows medians")
 	fs.DurationVar(&o.duration, "duration", 8*time.Second, "wrk -d of each measured run (whole seconds)")
 	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "unrecorded wrk run before each measured run")
 	fs.IntVar(&o.threads, "threads", 1, "wrk -t")

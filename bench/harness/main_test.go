@@ -3,6 +3,7 @@ package main
 import (
 	"io"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -17,8 +18,8 @@ func TestParseOptions(t *testing.T) {
 		check func(t *testing.T, o options)
 	}{
 		{"defaults run every row", nil, nil, func(t *testing.T, o options) {
-			if !reflect.DeepEqual(o.rows, allRows()) || o.rounds != 3 || o.threads != 1 || o.connections != 32 || o.soak != time.Minute {
-				t.Errorf("got rows %v, rounds %d, -t%d -c%d, soak %s; want every row, 3, -t1 -c32, 1m0s", o.rows, o.rounds, o.threads, o.connections, o.soak)
+			if !reflect.DeepEqual(o.rows, allRows()) || o.rounds != 4 || o.threads != 1 || o.connections != 32 || o.soak != time.Minute {
+				t.Errorf("got rows %v, rounds %d, -t%d -c%d, soak %s; want every row, 4, -t1 -c32, 1m0s", o.rows, o.rounds, o.threads, o.connections, o.soak)
 			}
 		}},
 		{"rows in table order, whatever the order given", []string{"-rows", "strangler-split,bare"}, nil, func(t *testing.T, o options) {
@@ -85,4 +86,25 @@ func TestRowsCoverEveryKey(t *testing.T) {
 	if !reflect.DeepEqual(keys, allRows()) {
 		t.Errorf("got rows %v; want allRows %v in the same order", keys, allRows())
 	}
+}
+
+func TestRoundOrderAlternates(t *testing.T) {
+	a, b, c := &rowResult{row: row{key: "a"}}, &rowResult{row: row{key: "b"}}, &rowResult{row: row{key: "c"}}
+	rows := []*rowResult{a, b, c}
+	for round, want := range map[int][]*rowResult{1: {a, b, c}, 2: {c, b, a}, 3: {a, b, c}, 4: {c, b, a}} {
+		if got := roundOrder(rows, round); !slices.Equal(got, want) {
+			t.Errorf("round %d runs %v; want %v", round, keys(got), keys(want))
+		}
+	}
+	if rows[0] != a {
+		t.Error("roundOrder reordered the table's rows")
+	}
+}
+
+func keys(rows []*rowResult) []string {
+	var k []string
+	for _, r := range rows {
+		k = append(k, r.row.key)
+	}
+	return k
 }
