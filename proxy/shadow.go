@@ -198,7 +198,7 @@ func (p *Proxy) planShadow(x *exchange) string {
 	}
 	rt := x.bound // its skip and count have the route's series
 	target := x.backend.Other()
-	method := string(req.Header.Method())
+	method := methodName(req.Header.Method())
 	safe := SafeMethod(method)
 	// Legacy never receives a shadowed write; newpath only as a dry run.
 	if !safe && (target != router.Newpath || !rc.Shadow.DryRun) {
@@ -256,6 +256,30 @@ func (p *Proxy) planShadow(x *exchange) string {
 		p.workers.dispatch(job)
 	}
 	return "shadowed"
+}
+
+// methodName is a request's method as a string that outlives the
+// request: the standard ones without an allocation, as planShadow runs on
+// every request of a shadowed route, even those a full max_in_flight
+// drops.
+func methodName(m []byte) string {
+	switch string(m) {
+	case fasthttp.MethodGet:
+		return fasthttp.MethodGet
+	case fasthttp.MethodHead:
+		return fasthttp.MethodHead
+	case fasthttp.MethodPost:
+		return fasthttp.MethodPost
+	case fasthttp.MethodPut:
+		return fasthttp.MethodPut
+	case fasthttp.MethodPatch:
+		return fasthttp.MethodPatch
+	case fasthttp.MethodDelete:
+		return fasthttp.MethodDelete
+	case fasthttp.MethodOptions:
+		return fasthttp.MethodOptions
+	}
+	return string(m)
 }
 
 // pipeline returns the pipeline job's shadow call goes on, or nil when
