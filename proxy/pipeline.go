@@ -387,6 +387,9 @@ func (pc *pipeConn) read() {
 				// The call is its waiter's once done: read it before.
 				closed := call.res.ConnectionClose() || call.req.ConnectionClose()
 				pc.done(call)
+				// The waiter may have compared the answer (pipeDone): the
+				// next call's time starts after that, not before.
+				last = time.Now()
 				if !reusable {
 					if closed && answered < minAnswersPerConn {
 						pc.pl.serialUntil.Store(last.Add(serialFor).UnixNano())

@@ -110,6 +110,18 @@ func (s stopWhileDone) pipeDone(c *pipeCall) {
 	s.w <- c
 }
 
+// blockingWaiter holds the reader in pipeDone until leave is closed.
+type blockingWaiter struct {
+	w              waiter
+	entered, leave chan struct{}
+}
+
+func (b blockingWaiter) pipeDone(c *pipeCall) {
+	close(b.entered)
+	<-b.leave
+	b.w <- c
+}
+
 // await returns the n calls told done, or fails the test after a minute.
 func (w waiter) await(t *testing.T, n int) []*pipeCall {
 	t.Helper()
@@ -263,6 +275,38 @@ func TestPipeline(t *testing.T) {
 			if t.Failed() {
 				t.Fatalf("call %d failed", i)
 			}
+		}
+	})
+
+	t.Run("the waiter's time is not charged to the next call", func(t *testing.T) {
+		// The first call's waiter takes longer than the second call's
+		// timeout (a comparison on the reader), and the second answer
+		// comes only after it: its timeout runs from then, not from the
+		// first answer.
+		second := make(chan struct{})
+		u := newRawUpstream(t, func(conn, n int, r *http.Request, w *bufio.Writer) bool {
+			if n == 2 {
+				w.Flush() // the first answer leaves now
+				<-second
+			}
+			return echo(conn, n, r, w)
+		})
+		pl, _ := fastPipeline(t, u)
+		w := make(waiter, 2)
+		entered, leave := make(chan struct{}), make(chan struct{})
+		calls := pipeCalls(u.key(), 2, 100*time.Millisecond, w)
+		calls[0].then = blockingWaiter{w: w, entered: entered, leave: leave}
+		for _, c := range calls {
+			pl.send(c, 8)
+		}
+		<-entered
+		time.Sleep(3 * calls[1].timeout) // the waiter's slowness under test, not a wait
+		close(leave)
+		close(second)
+		got := w.await(t, 2)
+		checkEchoes(t, got)
+		if n := u.conns.Load(); n != 1 {
+			t.Errorf("%d connections; want both calls on one", n)
 		}
 	})
 

@@ -79,8 +79,11 @@ type Proxy struct {
 
 	// Shadows outlive their requests: p.shadows counts them, workers run
 	// them, stopShadows cancels them at shutdown, shadowInFlight bounds
-	// them.
+	// them. Once draining (under drainMu) no shadow is counted in: an Add
+	// never races DrainShadows' Wait.
 	shadows        sync.WaitGroup
+	drainMu        sync.RWMutex
+	draining       bool
 	workers        *shadowWorkers
 	shadowCaller   caller // the calls' caller: it gives up when shadows stop
 	stopShadows    context.Context

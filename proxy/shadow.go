@@ -249,13 +249,39 @@ func (p *Proxy) planShadow(x *exchange) string {
 		job.noiseOut = job.prepare(&req.Header, router.Legacy, false)
 	}
 	x.job = job
-	p.shadows.Add(1)
+	if !p.admitShadow() {
+		p.dropShadow(job)
+		return outcomeDroppedSaturated
+	}
 	if pl := job.pipeline(cfg.PipelineDepth); pl != nil {
 		p.sendPipelined(job, pl, cfg.PipelineDepth)
 	} else {
 		p.workers.dispatch(job)
 	}
 	return "shadowed"
+}
+
+// admitShadow counts a shadow into p.shadows, unless DrainShadows has
+// begun: then the shadow is not made, and no Add races the drain's Wait.
+// By then every client was answered or cut off at the end of the grace
+// period, and a cut-off primary is nothing to compare.
+func (p *Proxy) admitShadow() bool {
+	p.drainMu.RLock()
+	defer p.drainMu.RUnlock()
+	if p.draining {
+		return false
+	}
+	p.shadows.Add(1)
+	return true
+}
+
+// dropShadow ends job's shadow, which will not run: dropped_saturated,
+// its comparison skipped, its slot and body given back.
+func (p *Proxy) dropShadow(job *shadowJob) {
+	job.route.skip(job.target, outcomeDroppedSaturated)
+	p.releaseBody(job.bodyCharge)
+	p.releaseShadow()
+	job.done() // the shadow's part
 }
 
 // methodName is a request's method as a string that outlives the
@@ -309,9 +335,14 @@ func (p *Proxy) sendPipelined(job *shadowJob, pl *pipeline, depth int) {
 	pl.send(&job.pc, depth)
 }
 
+// inlineCompareMax is the most the two bodies of a pipelined shadow may
+// hold together for their comparison to run on the pipeline's reader,
+// which reads nothing meanwhile; larger ones go to a worker.
+const inlineCompareMax = 64 << 10
+
 // pipeDone is told, on the pipeline's reader, that job's shadow call is
-// over. The comparison runs there when the primary is done too, as it
-// usually is by then; else a worker waits for the primary.
+// over. The comparison runs there when the primary is done too and the
+// bodies are small; else on a worker, which waits for the primary.
 func (job *shadowJob) pipeDone(c *pipeCall) {
 	p := job.proxy
 	if errors.Is(c.err, errExpired) {
@@ -328,10 +359,13 @@ func (job *shadowJob) pipeDone(c *pipeCall) {
 	job.answered = true
 	select {
 	case <-job.primaryDone:
-		p.runShadow(job)
+		if job.primaryRes.body.Len()+job.shadowRes.body.Len() <= inlineCompareMax {
+			p.runShadow(job)
+			return
+		}
 	default:
-		p.workers.dispatch(job)
 	}
+	p.workers.dispatch(job)
 }
 
 // prepare builds job's request to backend b from in, as the primary's is,
@@ -658,6 +692,9 @@ func (x *exchange) finishPrimary() {
 // done, then cancels the rest; they count as skipped comparisons. It is
 // part of shutdown, after the servers stopped accepting.
 func (p *Proxy) DrainShadows(ctx context.Context) {
+	p.drainMu.Lock()
+	p.draining = true
+	p.drainMu.Unlock()
 	done := make(chan struct{})
 	go func() {
 		p.shadows.Wait()

@@ -869,3 +869,26 @@ func TestPrimaryOutlastsItsShadow(t *testing.T) {
 		})
 	}
 }
+
+// TestNoShadowStartsOnceDraining: a request still running when
+// DrainShadows begins (one the end of the grace period cut off) makes no
+// shadow, so nothing is added to what the drain waits for while it
+// waits; the client is answered as ever.
+func TestNoShadowStartsOnceDraining(t *testing.T) {
+	backend := orderBackend(func(int) map[string]any { return map[string]any{"a": 1} })
+	h := newHarness(t, backend, backend, shadowAll)
+	h.proxy.DrainShadows(context.Background())
+	for i := range 2 {
+		if res, _ := h.get(fmt.Sprintf("/orders/%d", i)); res.StatusCode != 200 {
+			t.Fatalf("answer %d; want 200", res.StatusCode)
+		}
+	}
+	dropped, _ := h.metric("strangler_shadow_requests_total", map[string]string{"route": "get-order", "target": "newpath", "outcome": "dropped_saturated"})
+	if got := h.waitCompared("get-order", 2); dropped != 2 || got["skipped"] != 2 {
+		t.Errorf("dropped_saturated %v, results %v; want 2 dropped, 2 skipped", dropped, got)
+	}
+	if v, _ := h.metric("strangler_shadow_in_flight", nil); v != 0 {
+		t.Errorf("strangler_shadow_in_flight = %v; want 0", v)
+	}
+	h.proxy.shadows.Wait() // nothing was added
+}
