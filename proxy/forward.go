@@ -574,8 +574,8 @@ func buildOutbound(out *fasthttp.Request, in *fasthttp.RequestHeader, u *upstrea
 		h.SetHost(u.host)
 	}
 	websocket := bytes.EqualFold(in.Peek("Upgrade"), []byte("websocket"))
-	if !allForwardable(h.PeekKeys(), id) {
-		scrub(h, id, websocket)
+	if !allForwardable(in, id) {
+		scrub(h, in, id, websocket)
 	}
 	h.ResetConnectionClose() // each side's connection is the proxy's to keep alive or not
 	if websocket {
@@ -585,11 +585,12 @@ func buildOutbound(out *fasthttp.Request, in *fasthttp.RequestHeader, u *upstrea
 	h.Set(headerRequestID, id.requestID)
 }
 
-// allForwardable reports whether none of a client's header names is one
-// scrub deletes, as is usual: one pass over the names then spares a pass
-// for every name scrub would delete.
-func allForwardable(names [][]byte, id *callIdentity) bool {
-	for _, name := range names {
+// allForwardable reports whether none of the names of in, a client's
+// header, is one scrub deletes, as is usual: one pass over the names then
+// spares a pass for every name scrub would delete.
+func allForwardable(in *fasthttp.RequestHeader, id *callIdentity) bool {
+	names := clientNames(in)
+	for name, ok := names.next(); ok; name, ok = names.next() {
 		if id.override != "" && bytes.EqualFold(name, []byte(id.override)) {
 			return false
 		}
@@ -606,13 +607,49 @@ func allForwardable(names [][]byte, id *callIdentity) bool {
 	return true
 }
 
+// nameScan yields the field names of a client's header: off the block as
+// it came on the wire, or, for a header made in code (a test's), which
+// has none, from fasthttp's list. That list parses the Cookie fields and
+// writes them out anew, not as the client sent them (a quoted value
+// loses its quotes, one with a ";" in quotes is cut): a proxy passes
+// them on byte for byte.
+type nameScan struct {
+	raw  []byte
+	keys [][]byte
+}
+
+func clientNames(in *fasthttp.RequestHeader) nameScan {
+	if raw := in.RawHeaders(); len(raw) > 0 {
+		return nameScan{raw: raw}
+	}
+	return nameScan{keys: in.PeekKeys()}
+}
+
+func (s *nameScan) next() ([]byte, bool) {
+	for len(s.raw) > 0 {
+		var line []byte
+		line, s.raw, _ = bytes.Cut(s.raw, []byte("\n"))
+		// The block's last, empty line has no colon, nor has a line
+		// folded onto the one before.
+		if name, _, ok := bytes.Cut(line, []byte(":")); ok {
+			return name, true
+		}
+	}
+	if len(s.keys) > 0 {
+		name := s.keys[0]
+		s.keys = s.keys[1:]
+		return name, true
+	}
+	return nil, false
+}
+
 // scrub deletes from h, a copy of a client's header, what never travels
 // upstream: the hop-by-hop headers (but for what a WebSocket upgrade
 // needs), the forwarding headers setForwarded writes (and from a peer
 // that is not a trusted proxy, every other spelling of a client's
 // address), and the headers that steer strangler itself.
-func scrub(h *fasthttp.RequestHeader, id *callIdentity, websocket bool) {
-	removeHopByHop(h, websocket)
+func scrub(h, in *fasthttp.RequestHeader, id *callIdentity, websocket bool) {
+	deleteHopByHop(h, websocket)
 	if id.trusted {
 		h.Del("X-Forwarded-For")
 		h.Del("X-Forwarded-Proto")
@@ -622,7 +659,8 @@ func scrub(h *fasthttp.RequestHeader, id *callIdentity, websocket bool) {
 		// Every spelling of a client-address header goes, CGI-style
 		// X_Real_Ip among them: backends read them as X-Real-Ip.
 		var drop [][]byte
-		for _, name := range h.PeekKeys() {
+		names := clientNames(in)
+		for name, ok := names.next(); ok; name, ok = names.next() {
 			if isForwardingHeader(name) {
 				drop = append(drop, bytes.Clone(name))
 			}
@@ -964,8 +1002,29 @@ func (b *clientBody) finish() {
 type routed struct{ r *fasthttp.Request }
 
 func (r routed) Header(name string) string { return b2s(r.r.Header.Peek(name)) }
-func (r routed) Cookie(name string) string { return b2s(r.r.Header.Cookie(name)) }
 func (r routed) Query(name string) string  { return b2s(r.r.URI().QueryArgs().Peek(name)) }
+
+// Cookie reads the named cookie off the Cookie fields as the client sent
+// them: fasthttp's own Cookie parses them, and the request then carries
+// them upstream written out anew (see nameScan). Surrounding quotes are
+// not part of the value, as net/http and fasthttp read it.
+func (r routed) Cookie(name string) string {
+	for _, field := range r.r.Header.PeekAll(fasthttp.HeaderCookie) {
+		for len(field) > 0 {
+			var pair []byte
+			pair, field, _ = bytes.Cut(field, []byte(";"))
+			key, value, _ := bytes.Cut(pair, []byte("="))
+			if string(bytes.TrimSpace(key)) == name {
+				value = bytes.TrimSpace(value)
+				if len(value) >= 2 && value[0] == '"' && value[len(value)-1] == '"' {
+					value = value[1 : len(value)-1]
+				}
+				return b2s(value)
+			}
+		}
+	}
+	return ""
+}
 
 // matchPath is the path routes match: decoded, as net/http's
 // Request.URL.Path, and not cleaned, so that an unclean path matches no

@@ -756,28 +756,49 @@ func TestOnePassFindsWhatScrubDeletes(t *testing.T) {
 		"Accept", "User-Agent", "X-User-Id", "Cookie", "Content-Type", "X-A-Very-Long-Header-Name-Beyond-Thirty-Two",
 	}
 	for _, name := range candidates {
+		value := "v"
+		switch name {
+		case "Transfer-Encoding":
+			value = "chunked"
+		case "Expect":
+			value = "100-continue"
+		}
 		for _, trusted := range []bool{false, true} {
-			var in fasthttp.RequestHeader
-			in.SetMethod("GET")
-			in.SetRequestURI("/x")
-			in.SetHost("shop.example")
-			in.Set(name, "v")
-			if strings.EqualFold(name, "Connection") {
-				in.Set("Connection", "X-Listed-In-Connection")
-				in.Set("X-Listed-In-Connection", "v")
-			}
-			id := callIdentity{trusted: trusted, override: "X-Strangler-Backend"}
-			var out fasthttp.RequestHeader
-			in.CopyTo(&out)
-			before := headerNames(out.PeekKeys())
-			clean := allForwardable(out.PeekKeys(), &id)
-			scrub(&out, &id, false)
-			if after := headerNames(out.PeekKeys()); !slices.Equal(before, after) && clean {
-				t.Errorf("%s (trusted %v): the pass called it clean, but scrub took %v to %v", name, trusted, before, after)
-			}
-			plain := slices.Contains([]string{"Accept", "User-Agent", "X-User-Id", "Cookie", "Content-Type", "X-A-Very-Long-Header-Name-Beyond-Thirty-Two"}, name)
-			if plain && !clean {
-				t.Errorf("%s (trusted %v): an end-to-end header failed the pass; every request would take the slow path", name, trusted)
+			// As a client sends it (off the wire), and as a test makes
+			// one in code: two ways the pass reads the names.
+			for _, wire := range []bool{true, false} {
+				var in fasthttp.RequestHeader
+				if wire {
+					raw := "GET /x HTTP/1.1\r\nHost: shop.example\r\n" + name + ": " + value + "\r\n"
+					if strings.EqualFold(name, "Connection") {
+						raw = "GET /x HTTP/1.1\r\nHost: shop.example\r\nConnection: X-Listed-In-Connection\r\nX-Listed-In-Connection: v\r\n"
+					}
+					if err := in.Read(bufio.NewReader(strings.NewReader(raw + "\r\n"))); err != nil {
+						t.Fatalf("%s: %v", name, err)
+					}
+				} else {
+					in.SetMethod("GET")
+					in.SetRequestURI("/x")
+					in.SetHost("shop.example")
+					in.Set(name, value)
+					if strings.EqualFold(name, "Connection") {
+						in.Set("Connection", "X-Listed-In-Connection")
+						in.Set("X-Listed-In-Connection", "v")
+					}
+				}
+				id := callIdentity{trusted: trusted, override: "X-Strangler-Backend"}
+				var out fasthttp.RequestHeader
+				in.CopyTo(&out)
+				clean := allForwardable(&in, &id)
+				before := headerNames(out.PeekKeys())
+				scrub(&out, &in, &id, false)
+				if after := headerNames(out.PeekKeys()); !slices.Equal(before, after) && clean {
+					t.Errorf("%s (trusted %v, wire %v): the pass called it clean, but scrub took %v to %v", name, trusted, wire, before, after)
+				}
+				plain := slices.Contains([]string{"Accept", "User-Agent", "X-User-Id", "Cookie", "Content-Type", "X-A-Very-Long-Header-Name-Beyond-Thirty-Two"}, name)
+				if plain && !clean {
+					t.Errorf("%s (trusted %v, wire %v): an end-to-end header failed the pass; every request would take the slow path", name, trusted, wire)
+				}
 			}
 		}
 
@@ -793,5 +814,59 @@ func TestOnePassFindsWhatScrubDeletes(t *testing.T) {
 		if after := headerNames(res.PeekKeys()); !slices.Equal(before, after) && clean {
 			t.Errorf("response %s: the pass called it clean, but deleting took %v to %v", name, before, after)
 		}
+	}
+}
+
+// TestCookiesPassByteForByte: the Cookie fields reach the upstream as
+// the client sent them, from any peer, on the fast path and the slow
+// one, and when the sticky key is a cookie. fasthttp, once it parses
+// cookies, writes them out anew: quotes dropped, a quoted ";" cut.
+func TestCookiesPassByteForByte(t *testing.T) {
+	const cookie = `sess="a;b"; k=v; q="quoted"`
+	for _, tt := range []struct {
+		name, yaml string
+		xff        bool // a forwarding header: the slow path
+	}{
+		{name: "untrusted", yaml: "trusted_proxies: []\n"},
+		{name: "untrusted, with X-Forwarded-For", yaml: "trusted_proxies: []\n", xff: true},
+		{name: "trusted", yaml: "trusted_proxies: [\"127.0.0.0/8\"]\n"},
+		{name: "trusted, with X-Forwarded-For", yaml: "trusted_proxies: [\"127.0.0.0/8\"]\n", xff: true},
+		{name: "sticky on a cookie", yaml: "sticky: { key: \"cookie:q\", salt: \"s\" }\nroutes:\n  - { name: r, match: \"GET /x\", weight: 50 }\n"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			rec := &recorder{}
+			h := newHarness(t, rec, rec, tt.yaml)
+			req, _ := http.NewRequest("GET", h.front.URL+"/x", nil)
+			req.Header.Set("Cookie", cookie)
+			if tt.xff {
+				req.Header.Set("X-Forwarded-For", "203.0.113.9")
+			}
+			if res, _ := h.do(req); res.StatusCode != 200 {
+				t.Fatalf("status %d", res.StatusCode)
+			}
+			if got := rec.last.Load().Header.Values("Cookie"); len(got) != 1 || got[0] != cookie {
+				t.Errorf("upstream got Cookie %q; want exactly %q", got, cookie)
+			}
+		})
+	}
+}
+
+// TestStickyCookieReadsTheValue: the sticky key read off the raw Cookie
+// field is the cookie's value, quotes off, as net/http and fasthttp read
+// it.
+func TestStickyCookieReadsTheValue(t *testing.T) {
+	for header, want := range map[string]string{
+		`q=plain`:              "plain",
+		`a=1; q="quoted"; b=2`: "quoted",
+		` q = spaced ;x=1`:     "spaced",
+		`qq=no; aq=no`:         "",
+		`x=1`:                  "",
+	} {
+		req := fasthttp.AcquireRequest()
+		req.Header.Set("Cookie", header)
+		if got := (routed{req}).Cookie("q"); got != want {
+			t.Errorf("Cookie %q: q = %q; want %q", header, got, want)
+		}
+		fasthttp.ReleaseRequest(req)
 	}
 }

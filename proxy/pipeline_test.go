@@ -294,7 +294,7 @@ func TestPipeline(t *testing.T) {
 		pl, _ := fastPipeline(t, u)
 		w := make(waiter, 2)
 		entered, leave := make(chan struct{}), make(chan struct{})
-		calls := pipeCalls(u.key(), 2, 100*time.Millisecond, w)
+		calls := pipeCalls(u.key(), 2, 500*time.Millisecond, w)
 		calls[0].then = blockingWaiter{w: w, entered: entered, leave: leave}
 		for _, c := range calls {
 			pl.send(c, 8)

@@ -227,6 +227,12 @@ func (p *Proxy) planShadow(x *exchange) string {
 		rt.skip(target, outcomeDroppedSaturated)
 		return outcomeDroppedSaturated
 	}
+	if !p.admitShadow() {
+		p.releaseShadow()
+		p.releaseBody(charge)
+		rt.skip(target, outcomeDroppedSaturated)
+		return outcomeDroppedSaturated
+	}
 	job := shadowJobs.Get().(*shadowJob)
 	job.route, job.primary, job.target = x.bound, x.backend, target
 	job.noise = safe && rc.Compare.NoisePercent > 0 && rand.Float64()*100 < rc.Compare.NoisePercent
@@ -249,10 +255,6 @@ func (p *Proxy) planShadow(x *exchange) string {
 		job.noiseOut = job.prepare(&req.Header, router.Legacy, false)
 	}
 	x.job = job
-	if !p.admitShadow() {
-		p.dropShadow(job)
-		return outcomeDroppedSaturated
-	}
 	if pl := job.pipeline(cfg.PipelineDepth); pl != nil {
 		p.sendPipelined(job, pl, cfg.PipelineDepth)
 	} else {
@@ -273,15 +275,6 @@ func (p *Proxy) admitShadow() bool {
 	}
 	p.shadows.Add(1)
 	return true
-}
-
-// dropShadow ends job's shadow, which will not run: dropped_saturated,
-// its comparison skipped, its slot and body given back.
-func (p *Proxy) dropShadow(job *shadowJob) {
-	job.route.skip(job.target, outcomeDroppedSaturated)
-	p.releaseBody(job.bodyCharge)
-	p.releaseShadow()
-	job.done() // the shadow's part
 }
 
 // methodName is a request's method as a string that outlives the
