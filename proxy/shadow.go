@@ -282,24 +282,16 @@ func (p *Proxy) admitShadow() bool {
 // every request of a shadowed route, even those a full max_in_flight
 // drops.
 func methodName(m []byte) string {
-	switch string(m) {
-	case fasthttp.MethodGet:
-		return fasthttp.MethodGet
-	case fasthttp.MethodHead:
-		return fasthttp.MethodHead
-	case fasthttp.MethodPost:
-		return fasthttp.MethodPost
-	case fasthttp.MethodPut:
-		return fasthttp.MethodPut
-	case fasthttp.MethodPatch:
-		return fasthttp.MethodPatch
-	case fasthttp.MethodDelete:
-		return fasthttp.MethodDelete
-	case fasthttp.MethodOptions:
-		return fasthttp.MethodOptions
+	for _, known := range methods {
+		if string(m) == known {
+			return known
+		}
 	}
 	return string(m)
 }
+
+var methods = [...]string{fasthttp.MethodGet, fasthttp.MethodHead, fasthttp.MethodPost, fasthttp.MethodPut,
+	fasthttp.MethodPatch, fasthttp.MethodDelete, fasthttp.MethodOptions}
 
 // pipeline returns the pipeline job's shadow call goes on, or nil when
 // it is made on its worker: pipelining is off (depth 1), the job also
