@@ -629,8 +629,9 @@ func (s *nameScan) next() ([]byte, bool) {
 	for len(s.raw) > 0 {
 		var line []byte
 		line, s.raw, _ = bytes.Cut(s.raw, []byte("\n"))
-		// The block's last, empty line has no colon, nor has a line
-		// folded onto the one before.
+		// The block's last, empty line has no colon; a line folded onto
+		// the one before (which the framing check refuses anyway) starts
+		// with a space, so its "name" is none strangler looks for.
 		if name, _, ok := bytes.Cut(line, []byte(":")); ok {
 			return name, true
 		}
