@@ -121,9 +121,6 @@ var errSentInPart = errors.New("request sent in part")
 func (c *upstreamConn) sendAwait(b []byte) (sent int, err error) {
 	st := &c.sending
 	st.b, st.sent, st.err = b, 0, nil
-	if st.step == nil {
-		st.step = st.write // bound once: a closure per call would be garbage
-	}
 	rerr := c.raw.Read(st.step)
 	sent, err = st.sent, st.err
 	if err == nil && sent < len(b) {
@@ -139,7 +136,8 @@ func (c *upstreamConn) sendAwait(b []byte) (sent int, err error) {
 }
 
 // sendState is sendAwait's: what it writes, how much went, and the write
-// function syscall.RawConn.Read calls.
+// function syscall.RawConn.Read calls, bound once when the connection is
+// made (a closure per call would be garbage).
 type sendState struct {
 	b    []byte
 	sent int
@@ -462,6 +460,7 @@ func (c *client) conn(cl *call) (*upstreamConn, bool, error) {
 	uc.bw = bufio.NewWriterSize(uc.out, 4<<10)
 	if tc, ok := nc.(*net.TCPConn); ok {
 		uc.raw, _ = tc.SyscallConn()
+		uc.sending.step = uc.sending.write
 	}
 	return uc, false, nil
 }

@@ -90,6 +90,9 @@ type callIdentity struct {
 	requestID string
 	override  string // the override header, never forwarded
 	traceCtx  context.Context
+	// plain: none of the client's headers is one scrub deletes
+	// (allForwardable), as is usual; the zero value has scrub look.
+	plain bool
 }
 
 // clone is id for a shadow, which outlives the exchange whose buffer
@@ -208,6 +211,7 @@ func (p *Proxy) begin(ctx *fasthttp.RequestCtx) *exchange {
 		override:  st.table.OverrideHeader(),
 	}
 	x.id.trusted = containsAddr(st.trusted, x.id.peer)
+	x.id.plain = allForwardable(&req.Header, &x.id)
 	if uri := req.Header.RequestURI(); len(uri) > 0 && uri[0] != '/' {
 		// An absolute-form target: its authority is the Host (RFC 9112
 		// §3.2.2), and upstreams get the origin form.
@@ -574,7 +578,7 @@ func buildOutbound(out *fasthttp.Request, in *fasthttp.RequestHeader, u *upstrea
 		h.SetHost(u.host)
 	}
 	websocket := bytes.EqualFold(in.Peek("Upgrade"), []byte("websocket"))
-	if !allForwardable(in, id) {
+	if !id.plain {
 		scrub(h, in, id, websocket)
 	}
 	h.ResetConnectionClose() // each side's connection is the proxy's to keep alive or not
@@ -586,20 +590,23 @@ func buildOutbound(out *fasthttp.Request, in *fasthttp.RequestHeader, u *upstrea
 }
 
 // allForwardable reports whether none of the names of in, a client's
-// header, is one scrub deletes, as is usual: one pass over the names then
-// spares a pass for every name scrub would delete.
+// header, is one scrub deletes, as is usual: one pass over the names, once
+// a request (callIdentity.plain), then spares every outbound request of it
+// a pass for every name scrub would delete. Names are compared
+// canonically (canonName), so the pass may send a header to scrub that
+// scrub then keeps, never the other way.
 func allForwardable(in *fasthttp.RequestHeader, id *callIdentity) bool {
 	names := clientNames(in)
 	for name, ok := names.next(); ok; name, ok = names.next() {
 		if id.override != "" && bytes.EqualFold(name, []byte(id.override)) {
 			return false
 		}
-		switch lower := lowerName(name); lower {
+		switch canon := canonName(name); canon {
 		case "x-strangler-shadow", "x-strangler-dry-run", "expect", "forwarded",
 			"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host":
 			return false
 		default:
-			if isHopByHop(lower) || !id.trusted && isForwardingHeader(name) {
+			if isHopByHop(canon) || !id.trusted && isForwardingName(canon) {
 				return false
 			}
 		}
@@ -662,7 +669,7 @@ func scrub(h, in *fasthttp.RequestHeader, id *callIdentity, websocket bool) {
 		var drop [][]byte
 		names := clientNames(in)
 		for name, ok := names.next(); ok; name, ok = names.next() {
-			if isForwardingHeader(name) {
+			if isForwardingName(canonName(name)) {
 				drop = append(drop, bytes.Clone(name))
 			}
 		}
@@ -679,15 +686,19 @@ func scrub(h, in *fasthttp.RequestHeader, id *callIdentity, websocket bool) {
 	h.Del("Expect")
 }
 
-// lowerName is a header name in lower case, or "" when it is too long
-// to be one strangler looks for.
-func lowerName(name []byte) string {
+// canonName is a header name as strangler compares it: in lower case,
+// with underscores as dashes (CGI-style X_Real_Ip is read as X-Real-Ip),
+// or "" when it is too long to be one strangler looks for.
+func canonName(name []byte) string {
 	var buf [32]byte
 	if len(name) > len(buf) {
 		return ""
 	}
 	for i, c := range name {
-		if c >= 'A' && c <= 'Z' {
+		switch {
+		case c == '_':
+			c = '-'
+		case c >= 'A' && c <= 'Z':
 			c += 'a' - 'A'
 		}
 		buf[i] = c
@@ -720,7 +731,7 @@ func outboundURI(uri []byte, u *upstream) []byte {
 // beside those named in Connection.
 var hopByHop = [...]string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
 
-// isHopByHop reports whether a lower-case header name is one of hopByHop.
+// isHopByHop reports whether a canonName is one of hopByHop.
 func isHopByHop(lower string) bool {
 	switch lower {
 	case "connection", "proxy-connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade":
@@ -784,33 +795,19 @@ func deleteHopByHop(h hopHeader, keepUpgrade bool) {
 // anyHopByHop reports whether one of the header names is hop-by-hop.
 func anyHopByHop(names [][]byte) bool {
 	for _, name := range names {
-		if isHopByHop(lowerName(name)) {
+		if isHopByHop(canonName(name)) {
 			return true
 		}
 	}
 	return false
 }
 
-// isForwardingHeader reports whether a header name, any case, with
-// underscores or dashes, says who the client is or how it connected:
-// X-Forwarded-*, Forwarded, and the headers proxies and CDNs pass the
-// client's address in (X-Real-Ip, True-Client-Ip, ...), which backends
-// read as they read X-Forwarded-For.
-func isForwardingHeader(name []byte) bool {
-	var canon [32]byte
-	if len(name) > len(canon) {
-		return false
-	}
-	for i, c := range name {
-		switch {
-		case c == '_':
-			c = '-'
-		case c >= 'A' && c <= 'Z':
-			c += 'a' - 'A'
-		}
-		canon[i] = c
-	}
-	switch string(canon[:len(name)]) {
+// isForwardingName reports whether a canonName says who the client is or
+// how it connected: X-Forwarded-*, Forwarded, and the headers proxies and
+// CDNs pass the client's address in (X-Real-Ip, True-Client-Ip, ...),
+// which backends read as they read X-Forwarded-For.
+func isForwardingName(canon string) bool {
+	switch canon {
 	case "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded",
 		"x-real-ip", "true-client-ip", "x-client-ip", "cf-connecting-ip", "fastly-client-ip", "x-cluster-client-ip":
 		return true
