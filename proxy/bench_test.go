@@ -126,11 +126,16 @@ func BenchmarkStranglerShadow(b *testing.B) {
 // assignment at weight 10, metrics and the JSON access log.
 func BenchmarkStranglerSplit(b *testing.B) {
 	for _, access := range []bool{false, true} {
-		b.Run("access_log="+strconv.FormatBool(access), func(b *testing.B) {
-			p := newBenchProxy(b, "log: { access: "+strconv.FormatBool(access)+" }\n",
-				`{ name: get-order, match: "GET /orders/{id}", weight: 10 }`)
-			serveLoop(b, p.HandleFastHTTP)
-		})
+		b.Run("access_log="+strconv.FormatBool(access), benchSplit(access))
+	}
+}
+
+// benchSplit is BenchmarkStranglerSplit with the access log on or off.
+func benchSplit(access bool) func(*testing.B) {
+	return func(b *testing.B) {
+		p := newBenchProxy(b, "log: { access: "+strconv.FormatBool(access)+" }\n",
+			`{ name: get-order, match: "GET /orders/{id}", weight: 10 }`)
+		serveLoop(b, p.HandleFastHTTP)
 	}
 }
 
