@@ -201,7 +201,11 @@ type caller interface {
 	// no longer wants it; nil keeps waiting.
 	giveUp() error
 	// retryable says the request can be sent again on a fresh connection
-	// when a reused one turns out closed: nothing of it was consumed.
+	// when a reused one turns out closed: sending it twice is harmless
+	// (a safe method) and its body can be sent again (none, or
+	// buffered). A reused connection that breaks may have delivered the
+	// request, so nothing else is retried; its connection is checked
+	// before reuse instead.
 	retryable() bool
 }
 
@@ -210,14 +214,17 @@ type caller interface {
 // caller reads the body and hands the connection back with release. A
 // 101 answer leaves the connection to the caller.
 func (c *client) do(req *fasthttp.Request, res *fasthttp.Response, cl *call) (*upstreamConn, error) {
-	conn, reused, err := c.conn(cl)
+	retry := cl.caller == nil || cl.caller.retryable()
+	conn, reused, err := c.conn(cl, retry, false)
 	if err != nil {
 		return nil, err
 	}
 	err = roundTrip(conn, req, res, cl)
-	if err != nil && reused && isStale(err) && (cl.caller == nil || cl.caller.retryable()) {
+	if err != nil && reused && isStale(err) && retry {
+		// The upstream closed it while idle, and likely its other idle
+		// ones too (a restart): the retry dials.
 		conn.Close()
-		if conn, _, err = c.conn(cl); err != nil {
+		if conn, _, err = c.conn(cl, retry, true); err != nil {
 			return nil, err
 		}
 		err = roundTrip(conn, req, res, cl)
@@ -421,9 +428,12 @@ func (c *client) release(conn *upstreamConn, reusable bool) {
 	c.idle[conn.key] = append(c.idle[conn.key], conn)
 }
 
-// conn returns an idle connection to cl.key, or dials one.
-func (c *client) conn(cl *call) (*upstreamConn, bool, error) {
-	for {
+// conn returns an idle connection to cl.key, or dials one; fresh always
+// dials. A connection idle for long, or any one for a request that cannot
+// be retried (retryable false), is checked before reuse: it costs a
+// system call, and it finds a close that arrived while it was idle.
+func (c *client) conn(cl *call, retryable, fresh bool) (*upstreamConn, bool, error) {
+	for !fresh {
 		c.mu.Lock()
 		idle := c.idle[cl.key]
 		if len(idle) == 0 {
@@ -434,7 +444,7 @@ func (c *client) conn(cl *call) (*upstreamConn, bool, error) {
 		idle[len(idle)-1] = nil
 		c.idle[cl.key] = idle[:len(idle)-1]
 		c.mu.Unlock()
-		if since := time.Since(conn.idleSince); since > idleConnTimeout || since > staleCheckAfter && peerClosed(conn.Conn) {
+		if since := time.Since(conn.idleSince); since > idleConnTimeout || (since > staleCheckAfter || !retryable) && peerClosed(conn.Conn) {
 			conn.Close()
 			continue
 		}

@@ -224,7 +224,7 @@ func dialRaw(t *testing.T, c *client, ln net.Listener) (*upstreamConn, net.Conn)
 		}
 		accepted <- conn
 	}()
-	conn, _, err := c.conn(&call{key: dialKey{addr: ln.Addr().String()}, timeout: 5 * time.Second})
+	conn, _, err := c.conn(&call{key: dialKey{addr: ln.Addr().String()}, timeout: 5 * time.Second}, true, false)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -317,10 +317,13 @@ func (x *exchange) giveUp() error {
 	return nil
 }
 
-// retryable reports whether nothing of a streamed body was sent yet, so
-// the request can go again on a fresh connection.
+// retryable reports whether the request may go again on a fresh
+// connection: a safe method, whose body (if any) is buffered. A streamed
+// body is spent by its first send, and an unsafe request on a connection
+// that broke may have taken effect (a charge made twice).
 func (x *exchange) retryable() bool {
-	return x.body == nil || x.bodyBytes != nil || x.upload == nil && x.body.n == 0
+	safe := x.ctx.IsGet() || x.ctx.IsHead() || x.ctx.IsOptions()
+	return safe && (x.body == nil || x.bodyBytes != nil)
 }
 
 // clientFault reports whether err is the client's doing: it left, or its

@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -522,13 +523,28 @@ routes:
 	}
 }
 
+// TestPOSTIsNeverRetried sends writes to an upstream that reads them and
+// drops the connection unanswered: the write may have taken effect, so
+// none is sent again, whatever its body: streamed, empty, or buffered for
+// a shadow (whose replay would be harmless to the body, not the charge).
 func TestPOSTIsNeverRetried(t *testing.T) {
-	for _, idemKey := range []string{"", "key-1"} {
-		t.Run("Idempotency-Key="+idemKey, func(t *testing.T) {
+	for _, c := range []struct {
+		name, idemKey, body, extra string
+	}{
+		{name: "streamed", body: `{"user_id":1}`},
+		{name: "streamed with Idempotency-Key", idemKey: "key-1", body: `{"user_id":1}`},
+		{name: "no body"},
+		{name: "buffered for a dry-run shadow", body: `{"user_id":1}`,
+			extra: "routes:\n  - { name: create, match: \"POST /orders\", shadow: { percent: 100, dry_run: true } }\n"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
 			var attempts atomic.Int64
 			// An upstream that reads the request, then drops the connection
 			// without answering: the request may have taken effect.
 			dropper := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.Method != http.MethodPost {
+					return
+				}
 				attempts.Add(1)
 				_, _ = io.ReadAll(r.Body)
 				conn, _, err := http.NewResponseController(w).Hijack()
@@ -536,14 +552,17 @@ func TestPOSTIsNeverRetried(t *testing.T) {
 					conn.Close()
 				}
 			})
-			h := newHarness(t, dropper, nil, "")
+			h := newHarness(t, dropper, nil, c.extra)
 			// Warm a keep-alive connection first, so a retry would be
 			// tempting for the transport.
 			h.get("/warm")
-			attempts.Store(0)
-			req, _ := http.NewRequest("POST", h.front.URL+"/orders", strings.NewReader(`{"user_id":1}`))
-			if idemKey != "" {
-				req.Header.Set("Idempotency-Key", idemKey)
+			req, _ := http.NewRequest("POST", h.front.URL+"/orders", strings.NewReader(c.body))
+			if c.body == "" {
+				req.Body, req.ContentLength = http.NoBody, 0
+				req.Header.Set("Content-Length", "0")
+			}
+			if c.idemKey != "" {
+				req.Header.Set("Idempotency-Key", c.idemKey)
 			}
 			res, _ := h.do(req)
 			if res.StatusCode != http.StatusBadGateway {
@@ -553,6 +572,116 @@ func TestPOSTIsNeverRetried(t *testing.T) {
 				t.Errorf("upstream saw %d attempts; want exactly 1", n)
 			}
 		})
+	}
+}
+
+// TestRetryNeverSendsASpentBody resets a pooled connection under a POST
+// whose header overflows the write buffer, so the send fails before the
+// body is read: fasthttp has let go of the body stream by then, and a
+// retry would have sent the POST with an empty body. The upstream must
+// never see the POST without its body.
+func TestRetryNeverSendsASpentBody(t *testing.T) {
+	type got struct{ cl, body string }
+	posts := make(chan got, 4)
+	reset, wasReset := make(chan struct{}), make(chan struct{})
+	up := acceptLoop(t, func(n int, c net.Conn) {
+		req, err := http.ReadRequest(bufio.NewReader(c))
+		if err != nil {
+			c.Close()
+			return
+		}
+		b, _ := io.ReadAll(req.Body)
+		if req.Method == http.MethodPost {
+			posts <- got{req.Header.Get("Content-Length"), string(b)}
+		}
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		if n == 0 {
+			<-reset
+			_ = c.(*net.TCPConn).SetLinger(0) // close with a reset
+			defer close(wasReset)
+		}
+		c.Close()
+	})
+	h := newHarness(t, nil, nil, "upstreams:\n  legacy: { url: \""+up+"\", timeout: 5s }\n  newpath: { url: \"{{newpath}}\" }\n")
+	h.get("/warm")
+	close(reset)
+	<-wasReset
+	req, _ := http.NewRequest("POST", h.front.URL+"/orders", strings.NewReader("hello"))
+	req.Header.Set("X-Pad", strings.Repeat("a", 6000))
+	res, _ := h.do(req)
+	select {
+	case g := <-posts:
+		if g.body != "hello" {
+			t.Errorf("upstream got the POST with Content-Length %q and body %q; want %q", g.cl, g.body, "hello")
+		}
+	default:
+		if res.StatusCode != http.StatusBadGateway {
+			t.Errorf("the upstream saw no POST, and the client got %d; want 502", res.StatusCode)
+		}
+	}
+}
+
+// acceptLoop serves each connection to a new loopback listener with
+// serve, numbered from 0, and returns the listener's URL.
+func acceptLoop(t *testing.T, serve func(n int, c net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for n := 0; ; n++ {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go serve(n, c)
+		}
+	}()
+	return "http://" + ln.Addr().String()
+}
+
+// TestStaleRetryDials closes every pooled connection (an upstream
+// restart): the GET that finds the first one closed is sent again on a
+// new connection, not on the next closed one.
+func TestStaleRetryDials(t *testing.T) {
+	conns := make(chan net.Conn, 16)
+	var dials atomic.Int64
+	release := make(chan struct{})
+	up := acceptLoop(t, func(n int, c net.Conn) {
+		dials.Add(1)
+		conns <- c
+		br := bufio.NewReader(c)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				c.Close()
+				return
+			}
+			_, _ = io.Copy(io.Discard, req.Body)
+			if req.URL.Path == "/slow" {
+				<-release
+			}
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	h := newHarness(t, nil, nil, "upstreams:\n  legacy: { url: \""+up+"\", timeout: 5s }\n  newpath: { url: \"{{newpath}}\" }\n")
+	// Three requests at once leave three pooled connections.
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Go(func() { h.get("/slow") })
+	}
+	eventually(t, 5*time.Second, "three upstream connections", func() bool { return dials.Load() == 3 })
+	close(release)
+	wg.Wait()
+	for range 3 {
+		(<-conns).Close() // the restart
+	}
+	before := dials.Load()
+	res, body := h.get("/x")
+	if res.StatusCode != http.StatusOK || body != "ok" {
+		t.Errorf("after the restart: %d %q; want 200 from a new connection (new dials: %d)", res.StatusCode, body, dials.Load()-before)
 	}
 }
 

@@ -234,7 +234,7 @@ func (pc *pipeConn) poke() {
 
 // run dials, then writes batches until the connection dies or idles.
 func (pc *pipeConn) run(dialTimeout time.Duration) {
-	conn, _, err := pc.pl.c.conn(&call{key: pc.pl.key, timeout: dialTimeout})
+	conn, _, err := pc.pl.c.conn(&call{key: pc.pl.key, timeout: dialTimeout}, true, false)
 	if err != nil {
 		// A connect failure is every queued call's answer.
 		pc.die(err, false)
