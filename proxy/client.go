@@ -317,9 +317,10 @@ func roundTrip(conn *upstreamConn, req *fasthttp.Request, res *fasthttp.Response
 	if err := waitFirstByte(conn, held, sent, deadline, cl.caller); err != nil {
 		return err
 	}
-	if head, _ := conn.br.Peek(conn.br.Buffered()); !bytes.Contains(head, []byte("\r\n\r\n")) {
-		// Unless the header is in already (usually all of it came with
-		// its first byte), reading it may take until the deadline.
+	if head, _ := conn.br.Peek(conn.br.Buffered()); interim(head) || !bytes.Contains(head, []byte("\r\n\r\n")) {
+		// Unless the final header is in already (usually all of it came
+		// with its first byte), reading it may take until the deadline:
+		// after a 103 Early Hints, the answer may be a while yet.
 		_ = conn.SetReadDeadline(deadline)
 	}
 	res.StreamBody = true
@@ -337,6 +338,12 @@ func roundTrip(conn *upstreamConn, req *fasthttp.Request, res *fasthttp.Response
 		_ = conn.SetReadDeadline(time.Time{})
 	}
 	return nil
+}
+
+// interim reports whether head starts with an interim 1xx answer's
+// status line ("HTTP/1.1 103 ...").
+func interim(head []byte) bool {
+	return len(head) > len("HTTP/1.1 ") && head[len("HTTP/1.1 ")] == '1'
 }
 
 // errTimeout is an upstream that did not answer within its timeout.

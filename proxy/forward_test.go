@@ -621,6 +621,30 @@ func TestRetryNeverSendsASpentBody(t *testing.T) {
 	}
 }
 
+// TestEarlyHintsThenASlowAnswer has the upstream send 103 Early Hints at
+// once and its answer 300 ms later, well within its timeout: the client
+// gets the answer, not a 504 from the wait that ended with the hints.
+func TestEarlyHintsThenASlowAnswer(t *testing.T) {
+	up := acceptLoop(t, func(_ int, c net.Conn) {
+		defer c.Close()
+		br := bufio.NewReader(c)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			_, _ = io.Copy(io.Discard, req.Body)
+			_, _ = io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n")
+			time.Sleep(300 * time.Millisecond) // the upstream's work, not a wait for a condition
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	h := newHarness(t, nil, nil, "upstreams:\n  legacy: { url: \""+up+"\", timeout: 5s }\n  newpath: { url: \"{{newpath}}\" }\n")
+	if res, body := h.get("/x"); res.StatusCode != http.StatusOK || body != "ok" {
+		t.Errorf("got %d %q; want the upstream's 200 \"ok\"", res.StatusCode, body)
+	}
+}
+
 // acceptLoop serves each connection to a new loopback listener with
 // serve, numbered from 0, and returns the listener's URL.
 func acceptLoop(t *testing.T, serve func(n int, c net.Conn)) string {
