@@ -276,8 +276,7 @@ func (pc *pipeConn) run(dialTimeout time.Duration) {
 		// upstream; nothing was sent on it, so the calls go elsewhere.
 		// (Only when no answer is awaited: the reader holds the socket.)
 		if alone && time.Since(pc.idle) > staleCheckAfter && peerClosed(conn.Conn) {
-			pc.unwrite(batch)
-			pc.die(errPipelineLost, true)
+			pc.dieUnwritten(batch, errPipelineLost)
 			return
 		}
 		if err := pc.write(batch); err != nil {
@@ -313,13 +312,6 @@ func (pc *pipeConn) take() (batch []*pipeCall, alone, ok bool) {
 	batch, pc.queue = pc.queue, nil
 	alone = pc.written == 0
 	return batch, alone, true
-}
-
-// unwrite puts batch back at the head of the queue: it was not written.
-func (pc *pipeConn) unwrite(batch []*pipeCall) {
-	pc.pl.mu.Lock()
-	pc.queue = append(batch, pc.queue...)
-	pc.pl.mu.Unlock()
 }
 
 // write sends batch with one flush. The calls count as written from
@@ -476,21 +468,37 @@ func (pc *pipeConn) done(call *pipeCall) {
 // die ends the connection: it takes no more calls, and those queued on it
 // but not written go to another (retry) or fail with err.
 func (pc *pipeConn) die(err error, retry bool) {
+	pc.end(nil, err, retry)
+}
+
+// dieUnwritten is die from the writer, with batch taken for writing but
+// not written: the calls go to another connection, even when the reader
+// found the connection dead first (and took only the queue).
+func (pc *pipeConn) dieUnwritten(batch []*pipeCall, err error) {
+	pc.end(batch, err, true)
+}
+
+// end is die's work, for unwritten calls besides the queue.
+func (pc *pipeConn) end(unwritten []*pipeCall, err error, retry bool) {
 	pl := pc.pl
 	pl.mu.Lock()
-	if pc.dead {
-		pl.mu.Unlock()
-		return
+	wasDead := pc.dead
+	if !wasDead {
+		pc.unlink()
 	}
-	pc.unlink()
-	queued := pc.queue
+	queued := append(unwritten, pc.queue...)
 	pc.queue = nil
 	pc.pending -= len(queued)
 	pl.mu.Unlock()
-	pc.poke()
-	if pc.conn != nil {
-		// The reader may be waiting on it, and the writer.
-		_ = pc.conn.Conn.SetDeadline(time.Unix(1, 0))
+	if len(queued) == 0 && wasDead {
+		return
+	}
+	if !wasDead {
+		pc.poke()
+		if pc.conn != nil {
+			// The reader may be waiting on it, and the writer.
+			_ = pc.conn.Conn.SetDeadline(time.Unix(1, 0))
+		}
 	}
 	if stop := pl.stop.Err(); stop != nil {
 		err, retry = stop, false

@@ -544,3 +544,39 @@ routes:
 		}
 	}
 }
+
+// TestUnwrittenBatchOutlivesTheReadersDeath plays the writer and the
+// reader of one connection in the order that lost calls: the writer
+// takes a batch, the reader finds the connection dead (an answer with
+// Connection: close), then the writer finds the socket closed before
+// writing. The batch, never written, must still be sent elsewhere.
+func TestUnwrittenBatchOutlivesTheReadersDeath(t *testing.T) {
+	u := newRawUpstream(t, echo)
+	pl, _ := fastPipeline(t, u)
+	w := make(waiter, 1)
+	call := pipeCalls(u.key(), 1, 5*time.Second, w)[0]
+
+	// A connection with one call queued, as send leaves it; the test
+	// plays its goroutines.
+	pc := &pipeConn{pl: pl, maxDepth: 8, wake: make(chan struct{}, 1), batches: make(chan []*pipeCall, 8)}
+	pl.mu.Lock()
+	pl.conns = append(pl.conns, pc)
+	pc.pending++
+	pc.queue = append(pc.queue, call)
+	pl.mu.Unlock()
+
+	batch, alone, ok := pc.take() // the writer
+	if !ok || !alone || len(batch) != 1 {
+		t.Fatalf("take: %d calls, alone %v, ok %v", len(batch), alone, ok)
+	}
+	pc.die(errPipelineLost, true)           // the reader
+	pc.dieUnwritten(batch, errPipelineLost) // the writer, finding the socket closed
+	select {
+	case c := <-w:
+		if c.err != nil {
+			t.Errorf("the call failed: %v; want it answered on another connection", c.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the call was never answered nor failed: lost on a dead connection")
+	}
+}
