@@ -34,6 +34,9 @@ const (
 	headerRequestID = "X-Request-Id"
 	ShadowHeader    = "X-Strangler-Shadow"
 	DryRunHeader    = "X-Strangler-Dry-Run"
+
+	shadowCanon = "x-strangler-shadow" // canonName(ShadowHeader)
+	dryRunCanon = "x-strangler-dry-run"
 )
 
 // exchange is one client request's journey through the proxy: from the
@@ -599,17 +602,15 @@ func buildOutbound(out *fasthttp.Request, in *fasthttp.RequestHeader, u *upstrea
 // canonically (canonName), so the pass may send a header to scrub that
 // scrub then keeps, never the other way.
 func allForwardable(in *fasthttp.RequestHeader, id *callIdentity) bool {
+	override := canonName([]byte(id.override))
 	names := clientNames(in)
 	for name, ok := names.next(); ok; name, ok = names.next() {
-		if id.override != "" && bytes.EqualFold(name, []byte(id.override)) {
-			return false
-		}
 		switch canon := canonName(name); canon {
-		case "x-strangler-shadow", "x-strangler-dry-run", "expect", "forwarded",
+		case shadowCanon, dryRunCanon, "expect", "forwarded",
 			"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host":
 			return false
 		default:
-			if isHopByHop(canon) || !id.trusted && isForwardingName(canon) {
+			if canon == override && override != "" || isHopByHop(canon) || !id.trusted && isForwarding(name, canon) {
 				return false
 			}
 		}
@@ -657,30 +658,33 @@ func (s *nameScan) next() ([]byte, bool) {
 // scrub deletes from h, a copy of a client's header, what never travels
 // upstream: the hop-by-hop headers (but for what a WebSocket upgrade
 // needs), the forwarding headers setForwarded writes (and from a peer
-// that is not a trusted proxy, every other spelling of a client's
-// address), and the headers that steer strangler itself.
+// that is not a trusted proxy, every other header saying who the client
+// is or how it connected), and the headers that steer strangler itself.
+// Each goes in every spelling: backends that read headers CGI-style read
+// X_Forwarded_For as X-Forwarded-For.
 func scrub(h, in *fasthttp.RequestHeader, id *callIdentity, websocket bool) {
 	deleteHopByHop(h, websocket)
-	if id.trusted {
-		h.Del("X-Forwarded-For")
-		h.Del("X-Forwarded-Proto")
-		h.Del("X-Forwarded-Host")
-		h.Del("Forwarded")
-	} else {
-		// Every spelling of a client-address header goes, CGI-style
-		// X_Real_Ip among them: backends read them as X-Real-Ip.
-		var drop [][]byte
-		names := clientNames(in)
-		for name, ok := names.next(); ok; name, ok = names.next() {
-			if isForwardingName(canonName(name)) {
-				drop = append(drop, bytes.Clone(name))
-			}
+	override := canonName([]byte(id.override))
+	var drop [][]byte
+	names := clientNames(in)
+	for name, ok := names.next(); ok; name, ok = names.next() {
+		canon := canonName(name)
+		var goes bool
+		switch canon {
+		case "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded":
+			goes = true // setForwarded writes them anew
+		case shadowCanon, dryRunCanon:
+			goes = true // a forged dry-run header would make newpath skip a real write
+		default:
+			goes = canon == override && override != "" || !id.trusted && isForwarding(name, canon)
 		}
-		for _, name := range drop {
-			h.DelBytes(name)
+		if goes {
+			drop = append(drop, bytes.Clone(name))
 		}
 	}
-	// A forged dry-run header would make newpath skip a real write.
+	for _, name := range drop {
+		h.DelBytes(name)
+	}
 	h.Del(id.override)
 	h.Del(ShadowHeader)
 	h.Del(DryRunHeader)
@@ -811,11 +815,20 @@ func anyHopByHop(names [][]byte) bool {
 // which backends read as they read X-Forwarded-For.
 func isForwardingName(canon string) bool {
 	switch canon {
-	case "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded",
-		"x-real-ip", "true-client-ip", "x-client-ip", "cf-connecting-ip", "fastly-client-ip", "x-cluster-client-ip":
+	case "forwarded", "x-real-ip", "true-client-ip", "x-client-ip", "cf-connecting-ip", "fastly-client-ip",
+		"x-cluster-client-ip", "x-url-scheme", "front-end-https":
 		return true
 	}
-	return false
+	return strings.HasPrefix(canon, "x-forwarded-")
+}
+
+// isForwarding is isForwardingName for a client's header name and its
+// canonName, which is "" for a long name: X-Forwarded-* of any length
+// counts (X-Forwarded-Ssl, -Scheme, -Port and -Prefix among them, which
+// frameworks trust as they trust X-Forwarded-Proto).
+func isForwarding(name []byte, canon string) bool {
+	const prefix = "x-forwarded-"
+	return isForwardingName(canon) || canon == "" && len(name) > len(prefix) && canonName(name[:len(prefix)]) == prefix
 }
 
 // setForwarded writes X-Forwarded-For/-Proto/-Host and X-Real-Ip into h,

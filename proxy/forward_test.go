@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/textproto"
 	"reflect"
 	"slices"
 	"strings"
@@ -645,6 +646,54 @@ func TestEarlyHintsThenASlowAnswer(t *testing.T) {
 	}
 }
 
+// TestEveryForwardingSpellingIsScrubbed sends, from an untrusted peer and
+// from a trusted proxy, the forwarding headers frameworks trust besides
+// X-Forwarded-For/-Proto/-Host (Rack gives X-Forwarded-Ssl and -Scheme
+// precedence over -Proto) and CGI-style spellings of the ones strangler
+// writes or reads. From an untrusted peer none may arrive; from a
+// trusted proxy its X-Forwarded-Port and the like pass, and no spelling
+// of a header strangler writes anew or of its dry-run mark ever does.
+func TestEveryForwardingSpellingIsScrubbed(t *testing.T) {
+	sent := map[string]string{
+		"X-Forwarded-Port": "443", "X-Forwarded-Ssl": "on", "X-Forwarded-Scheme": "https",
+		"X-Forwarded-Prefix": "/admin", "X-Forwarded-Server": "evil",
+		"X-Forwarded-Client-Certificate-Chain-Info": "forged",
+		"X_Forwarded_For": "6.6.6.6", "X_Forwarded_Proto": "https", "X_Forwarded_Host": "evil.example",
+		"X_Strangler_Dry_Run": "1", "X_Strangler_Shadow": "1",
+	}
+	fromTrusted := []string{"X-Forwarded-Port", "X-Forwarded-Ssl", "X-Forwarded-Scheme", "X-Forwarded-Prefix",
+		"X-Forwarded-Server", "X-Forwarded-Client-Certificate-Chain-Info"}
+	var raw strings.Builder
+	raw.WriteString("GET /x HTTP/1.1\r\nHost: shop\r\n")
+	for name, value := range sent {
+		raw.WriteString(name + ": " + value + "\r\n")
+	}
+	raw.WriteString("\r\n")
+	for _, trusted := range []bool{false, true} {
+		t.Run(fmt.Sprintf("trusted=%v", trusted), func(t *testing.T) {
+			rec := &recorder{}
+			yaml := "trusted_proxies: []\n"
+			if trusted {
+				yaml = "trusted_proxies: [\"127.0.0.0/8\"]\n"
+			}
+			h := newHarness(t, rec, nil, yaml)
+			if status := rawRequest(t, strings.TrimPrefix(h.front.URL, "http://"), raw.String()); !strings.HasPrefix(status, "200") {
+				t.Fatalf("status line %q", status)
+			}
+			got := rec.last.Load().Header
+			for name := range sent {
+				want := trusted && slices.Contains(fromTrusted, name)
+				if _, arrived := got[textproto.CanonicalMIMEHeaderKey(name)]; arrived != want {
+					t.Errorf("%s arrived: %v; want %v", name, arrived, want)
+				}
+			}
+			if xff := got.Get("X-Forwarded-For"); xff != "127.0.0.1" {
+				t.Errorf("X-Forwarded-For = %q; want the peer alone", xff)
+			}
+		})
+	}
+}
+
 // acceptLoop serves each connection to a new loopback listener with
 // serve, numbered from 0, and returns the listener's URL.
 func acceptLoop(t *testing.T, serve func(n int, c net.Conn)) string {
@@ -905,7 +954,9 @@ func TestOnePassFindsWhatScrubDeletes(t *testing.T) {
 		"TE", "Trailer", "Transfer-Encoding", "Upgrade", "X-Listed-In-Connection",
 		"X-Forwarded-For", "x-forwarded-proto", "X-Forwarded-Host", "Forwarded", "X-Real-Ip", "X_Real_Ip",
 		"True-Client-Ip", "CF-Connecting-IP", "X-Cluster-Client-Ip",
-		ShadowHeader, DryRunHeader, "Expect", "X-Strangler-Backend",
+		"X-Forwarded-Port", "X-Forwarded-Ssl", "X-Forwarded-Scheme", "X-Forwarded-Prefix", "X-Url-Scheme",
+		"X-Forwarded-Client-Certificate-Chain-Info", "X_Forwarded_For", "X_Forwarded_Proto",
+		ShadowHeader, DryRunHeader, "X_Strangler_Dry_Run", "Expect", "X-Strangler-Backend", "X_Strangler_Backend",
 		"Accept", "User-Agent", "X-User-Id", "Cookie", "Content-Type", "X-A-Very-Long-Header-Name-Beyond-Thirty-Two",
 	}
 	for _, name := range candidates {
