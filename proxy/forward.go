@@ -218,9 +218,12 @@ func (p *Proxy) begin(ctx *fasthttp.RequestCtx) *exchange {
 	if uri := req.Header.RequestURI(); len(uri) > 0 && uri[0] != '/' {
 		// An absolute-form target: its authority is the Host (RFC 9112
 		// §3.2.2), and upstreams get the origin form.
-		u := ctx.URI()
-		req.Header.SetHostBytes(u.Host())
-		req.Header.SetRequestURIBytes(u.RequestURI())
+		// The origin form is the target's own bytes after the authority,
+		// as routing reads the path (PathOriginal): fasthttp's
+		// RequestURI() would resolve dot segments and decode %2F, and
+		// the upstream would get a path other than the one routed.
+		req.Header.SetHostBytes(ctx.URI().Host())
+		req.Header.SetRequestURIBytes(originForm(uri))
 	}
 	x.traceCtx = propagator.Extract(context.Background(), requestCarrier{&req.Header})
 	if p.tracing {
@@ -711,6 +714,23 @@ func canonName(name []byte) string {
 		buf[i] = c
 	}
 	return string(buf[:len(name)])
+}
+
+// originForm is an absolute-form target's origin form, byte for byte:
+// what follows its authority, "/" when that is no path (RFC 9112 §3.2.1).
+func originForm(uri []byte) []byte {
+	_, rest, ok := bytes.Cut(uri, []byte("://"))
+	if !ok {
+		return bytes.Clone(uri)
+	}
+	switch i := bytes.IndexAny(rest, "/?"); {
+	case i < 0:
+		return []byte("/")
+	case rest[i] == '?':
+		return append([]byte("/"), rest[i:]...)
+	default:
+		return bytes.Clone(rest[i:])
+	}
 }
 
 // outboundURI is the request target sent to u: uri, origin-form (see

@@ -310,6 +310,17 @@ routes:
 			raw:    "GET http://evil.example/orders HTTP/1.1\r\nHost: x\r\n" + closeConn + "\r\n",
 			want:   []int{http.StatusOK},
 			legacy: []string{`GET evil.example /orders ""`}},
+		// The origin form is the target's bytes after the authority, as
+		// routing reads them: not fasthttp's normalised path, which would
+		// send /orders/1 upstream after routing /x/../orders/1.
+		{name: "absolute-form target with dot segments and %2F",
+			raw:    "GET http://evil.example/x/../orders%2F1?a=b HTTP/1.1\r\nHost: x\r\n" + closeConn + "\r\n",
+			want:   []int{http.StatusOK},
+			legacy: []string{`GET evil.example /x/../orders%2F1?a=b ""`}},
+		{name: "absolute-form target with no path",
+			raw:    "GET http://evil.example?a=b HTTP/1.1\r\nHost: x\r\n" + closeConn + "\r\n",
+			want:   []int{http.StatusOK},
+			legacy: []string{`GET evil.example /?a=b ""`}},
 		// OPTIONS * asks about the server the client talks to, which is the
 		// proxy (RFC 9110 §9.3.7): answered by it, 200 with no body, and
 		// never forwarded, where it would become OPTIONS of some path.
