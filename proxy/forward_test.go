@@ -18,6 +18,8 @@ import (
 
 	"github.com/valyala/fasthttp"
 	"go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/strangler-proxy/strangler/proxy/proxytest"
 )
 
 // legacyAPI serves the response shapes a proxy must pass through untouched.
@@ -755,6 +757,41 @@ func TestStaleRetryDials(t *testing.T) {
 	res, body := h.get("/x")
 	if res.StatusCode != http.StatusOK || body != "ok" {
 		t.Errorf("after the restart: %d %q; want 200 from a new connection (new dials: %d)", res.StatusCode, body, dials.Load()-before)
+	}
+}
+
+// TestClientGoneAfterTheReadTimeout leaves while the upstream is slow,
+// after the server's ReadTimeout has passed: fasthttp leaves that read
+// deadline armed while the handler runs, and the check for a gone
+// client must not be blind once it passes.
+func TestClientGoneAfterTheReadTimeout(t *testing.T) {
+	const readTimeout = 50 * time.Millisecond
+	entered, cancelled := make(chan struct{}), make(chan struct{})
+	slow := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(entered)
+		select {
+		case <-r.Context().Done():
+			close(cancelled)
+		case <-time.After(10 * time.Second):
+		}
+	})
+	h := newHarness(t, slow, nil, "")
+	srv := h.proxy.Server()
+	srv.ReadTimeout = readTimeout // as service.NewFastServer sets it (10 s)
+	front := proxytest.Start(t, srv)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(front.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := time.Now()
+	_, _ = io.WriteString(conn, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+	<-entered
+	eventually(t, 5*time.Second, "the read deadline passed", func() bool { return time.Since(sent) > 2*readTimeout })
+	conn.Close()
+	select {
+	case <-cancelled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the client left, but the upstream call was not given up")
 	}
 }
 

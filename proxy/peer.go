@@ -27,7 +27,10 @@ func peerClosed(c net.Conn) bool {
 	}
 	closed := false
 	var buf [1]byte
-	_ = raw.Read(func(fd uintptr) bool {
+	// Control, not Read: Read answers a passed read deadline without
+	// calling the peek, and fasthttp leaves its ReadTimeout armed while a
+	// handler runs, so a client gone after it would go unnoticed.
+	_ = raw.Control(func(fd uintptr) {
 		n, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 		switch {
 		case n == 0 && err == nil:
@@ -35,7 +38,6 @@ func peerClosed(c net.Conn) bool {
 		case errors.Is(err, syscall.ECONNRESET):
 			closed = true
 		}
-		return true // never wait for readability
 	})
 	return closed
 }
