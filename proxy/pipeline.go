@@ -430,6 +430,12 @@ func (pc *pipeConn) answer(call *pipeCall, start time.Time) (reusable, headerErr
 		if time.Now().After(header) {
 			return false, false, errTimeout
 		}
+		if pc.isDead() {
+			// die set the deadline in the past (the writer's failed
+			// write, a retire): no fault of the upstream's, nor of this
+			// call's, which goes elsewhere.
+			return false, true, errConnDead
+		}
 		return false, conn.br.Buffered() == 0, err
 	}
 	if res.StatusCode() == fasthttp.StatusSwitchingProtocols {

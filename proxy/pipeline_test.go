@@ -580,3 +580,32 @@ func TestUnwrittenBatchOutlivesTheReadersDeath(t *testing.T) {
 		t.Fatal("the call was never answered nor failed: lost on a dead connection")
 	}
 }
+
+// TestCallInServiceOutlivesAWritersDeath has the writer end a connection
+// (a failed write does) while the reader awaits an answer on it: the
+// reader's read then fails on the deadline die set, which is no timeout
+// of the upstream's. The call goes again, on another connection, and is
+// answered, never failed as a timeout the guard would count.
+func TestCallInServiceOutlivesAWritersDeath(t *testing.T) {
+	arrived, hold := make(chan struct{}), make(chan struct{})
+	u := newRawUpstream(t, func(conn, n int, r *http.Request, w *bufio.Writer) bool {
+		if conn == 1 {
+			close(arrived)
+			<-hold // never answers on the first connection
+			return false
+		}
+		return echo(conn, n, r, w)
+	})
+	t.Cleanup(func() { close(hold) })
+	pl, _ := fastPipeline(t, u)
+	w := make(waiter, 1)
+	pl.send(pipeCalls(u.key(), 1, 30*time.Second, w)[0], 8)
+	<-arrived
+	pl.mu.Lock()
+	pc := pl.conns[0]
+	pl.mu.Unlock()
+	pc.die(errPipelineLost, true) // as the writer does on a failed write
+	if c := w.await(t, 1)[0]; c.err != nil {
+		t.Errorf("the call failed: %v; want it answered on another connection", c.err)
+	}
+}
