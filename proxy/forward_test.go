@@ -587,10 +587,11 @@ func TestRetryNeverSendsASpentBody(t *testing.T) {
 	type got struct{ cl, body string }
 	posts := make(chan got, 4)
 	reset, wasReset := make(chan struct{}), make(chan struct{})
-	up := acceptLoop(t, func(n int, c net.Conn) {
+	var served atomic.Int64
+	up := acceptLoop(t, func(c net.Conn) {
 		req, err := http.ReadRequest(bufio.NewReader(c))
 		if err != nil {
-			c.Close()
+			c.Close() // a reachability probe's dial
 			return
 		}
 		b, _ := io.ReadAll(req.Body)
@@ -598,7 +599,7 @@ func TestRetryNeverSendsASpentBody(t *testing.T) {
 			posts <- got{req.Header.Get("Content-Length"), string(b)}
 		}
 		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-		if n == 0 {
+		if served.Add(1) == 1 {
 			<-reset
 			_ = c.(*net.TCPConn).SetLinger(0) // close with a reset
 			defer close(wasReset)
@@ -608,7 +609,11 @@ func TestRetryNeverSendsASpentBody(t *testing.T) {
 	h := newHarness(t, nil, nil, "upstreams:\n  legacy: { url: \""+up+"\", timeout: 5s }\n  newpath: { url: \"{{newpath}}\" }\n")
 	h.get("/warm")
 	close(reset)
-	<-wasReset
+	select {
+	case <-wasReset:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the warm connection was never reset")
+	}
 	req, _ := http.NewRequest("POST", h.front.URL+"/orders", strings.NewReader("hello"))
 	req.Header.Set("X-Pad", strings.Repeat("a", 6000))
 	res, _ := h.do(req)
@@ -628,7 +633,7 @@ func TestRetryNeverSendsASpentBody(t *testing.T) {
 // once and its answer 300 ms later, well within its timeout: the client
 // gets the answer, not a 504 from the wait that ended with the hints.
 func TestEarlyHintsThenASlowAnswer(t *testing.T) {
-	up := acceptLoop(t, func(_ int, c net.Conn) {
+	up := acceptLoop(t, func(c net.Conn) {
 		defer c.Close()
 		br := bufio.NewReader(c)
 		for {
@@ -697,8 +702,9 @@ func TestEveryForwardingSpellingIsScrubbed(t *testing.T) {
 }
 
 // acceptLoop serves each connection to a new loopback listener with
-// serve, numbered from 0, and returns the listener's URL.
-func acceptLoop(t *testing.T, serve func(n int, c net.Conn)) string {
+// serve, and returns the listener's URL. The proxy's reachability probes
+// dial it too, and send nothing.
+func acceptLoop(t *testing.T, serve func(c net.Conn)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -706,12 +712,12 @@ func acceptLoop(t *testing.T, serve func(n int, c net.Conn)) string {
 	}
 	t.Cleanup(func() { ln.Close() })
 	go func() {
-		for n := 0; ; n++ {
+		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			go serve(n, c)
+			go serve(c)
 		}
 	}()
 	return "http://" + ln.Addr().String()
@@ -724,15 +730,17 @@ func TestStaleRetryDials(t *testing.T) {
 	conns := make(chan net.Conn, 16)
 	var dials atomic.Int64
 	release := make(chan struct{})
-	up := acceptLoop(t, func(n int, c net.Conn) {
-		dials.Add(1)
-		conns <- c
+	up := acceptLoop(t, func(c net.Conn) {
 		br := bufio.NewReader(c)
-		for {
+		for first := true; ; first = false {
 			req, err := http.ReadRequest(br)
 			if err != nil {
 				c.Close()
 				return
+			}
+			if first { // not a reachability probe's dial
+				dials.Add(1)
+				conns <- c
 			}
 			_, _ = io.Copy(io.Discard, req.Body)
 			if req.URL.Path == "/slow" {

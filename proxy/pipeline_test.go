@@ -600,7 +600,11 @@ func TestCallInServiceOutlivesAWritersDeath(t *testing.T) {
 	pl, _ := fastPipeline(t, u)
 	w := make(waiter, 1)
 	pl.send(pipeCalls(u.key(), 1, 30*time.Second, w)[0], 8)
-	<-arrived
+	select {
+	case <-arrived:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the call never reached the upstream")
+	}
 	pl.mu.Lock()
 	pc := pl.conns[0]
 	pl.mu.Unlock()
