@@ -229,6 +229,11 @@ func (c *client) do(req *fasthttp.Request, res *fasthttp.Response, cl *call) (*u
 		}
 		err = roundTrip(conn, req, res, cl)
 	}
+	if err == nil && res.StatusCode() == fasthttp.StatusSwitchingProtocols && len(req.Header.Peek("Upgrade")) == 0 {
+		// A switch nobody asked for (RFC 9110 §15.2.2 forbids it) would
+		// open a tunnel past routing and header hygiene: a broken answer.
+		err = errSwitched
+	}
 	if err != nil {
 		conn.Close()
 		return nil, err

@@ -701,6 +701,24 @@ func TestEveryForwardingSpellingIsScrubbed(t *testing.T) {
 	}
 }
 
+// TestUnaskedSwitchIsABrokenAnswer has the upstream answer a plain GET
+// with 101 Switching Protocols: no tunnel opens, the client gets a 502.
+func TestUnaskedSwitchIsABrokenAnswer(t *testing.T) {
+	up := acceptLoop(t, func(c net.Conn) {
+		defer c.Close()
+		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+			return
+		}
+		_, _ = io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: raw\r\n\r\nraw bytes of another protocol")
+		_, _ = io.Copy(io.Discard, c)
+	})
+	h := newHarness(t, nil, nil, "upstreams:\n  legacy: { url: \""+up+"\", timeout: 5s }\n  newpath: { url: \"{{newpath}}\" }\n")
+	status := rawRequest(t, strings.TrimPrefix(h.front.URL, "http://"), "GET /x HTTP/1.1\r\nHost: shop\r\n\r\n")
+	if !strings.HasPrefix(status, "502") {
+		t.Errorf("got %q; want 502", status)
+	}
+}
+
 // acceptLoop serves each connection to a new loopback listener with
 // serve, and returns the listener's URL. The proxy's reachability probes
 // dial it too, and send nothing.
