@@ -588,7 +588,7 @@ func TestRetryNeverSendsASpentBody(t *testing.T) {
 	posts := make(chan got, 4)
 	reset, wasReset := make(chan struct{}), make(chan struct{})
 	var served atomic.Int64
-	up := acceptLoop(t, func(c net.Conn) {
+	up := proxytest.Raw(t, func(c net.Conn) {
 		req, err := http.ReadRequest(bufio.NewReader(c))
 		if err != nil {
 			c.Close() // a reachability probe's dial
@@ -633,7 +633,7 @@ func TestRetryNeverSendsASpentBody(t *testing.T) {
 // once and its answer 300 ms later, well within its timeout: the client
 // gets the answer, not a 504 from the wait that ended with the hints.
 func TestEarlyHintsThenASlowAnswer(t *testing.T) {
-	up := acceptLoop(t, func(c net.Conn) {
+	up := proxytest.Raw(t, func(c net.Conn) {
 		defer c.Close()
 		br := bufio.NewReader(c)
 		for {
@@ -704,7 +704,7 @@ func TestEveryForwardingSpellingIsScrubbed(t *testing.T) {
 // TestUnaskedSwitchIsABrokenAnswer has the upstream answer a plain GET
 // with 101 Switching Protocols: no tunnel opens, the client gets a 502.
 func TestUnaskedSwitchIsABrokenAnswer(t *testing.T) {
-	up := acceptLoop(t, func(c net.Conn) {
+	up := proxytest.Raw(t, func(c net.Conn) {
 		defer c.Close()
 		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
 			return
@@ -719,28 +719,6 @@ func TestUnaskedSwitchIsABrokenAnswer(t *testing.T) {
 	}
 }
 
-// acceptLoop serves each connection to a new loopback listener with
-// serve, and returns the listener's URL. The proxy's reachability probes
-// dial it too, and send nothing.
-func acceptLoop(t *testing.T, serve func(c net.Conn)) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go serve(c)
-		}
-	}()
-	return "http://" + ln.Addr().String()
-}
-
 // TestStaleRetryDials closes every pooled connection (an upstream
 // restart): the GET that finds the first one closed is sent again on a
 // new connection, not on the next closed one.
@@ -748,7 +726,7 @@ func TestStaleRetryDials(t *testing.T) {
 	conns := make(chan net.Conn, 16)
 	var dials atomic.Int64
 	release := make(chan struct{})
-	up := acceptLoop(t, func(c net.Conn) {
+	up := proxytest.Raw(t, func(c net.Conn) {
 		br := bufio.NewReader(c)
 		for first := true; ; first = false {
 			req, err := http.ReadRequest(br)

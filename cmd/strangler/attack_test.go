@@ -21,6 +21,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/strangler-proxy/strangler/proxy/proxytest"
 )
 
 // The attack surface of `strangler serve`, from raw sockets: each case is
@@ -568,31 +570,17 @@ routes:
 // endlessHeaderUpstream answers every connection with a header line that
 // never ends.
 func endlessHeaderUpstream(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
+	return proxytest.Raw(t, func(c net.Conn) {
+		defer c.Close()
+		_, _ = bufio.NewReader(c).ReadString('\n')
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nX-Endless: ")
+		chunk := bytes.Repeat([]byte("a"), 64<<10)
 		for {
-			c, err := ln.Accept()
-			if err != nil {
+			if _, err := c.Write(chunk); err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				_, _ = bufio.NewReader(c).ReadString('\n')
-				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nX-Endless: ")
-				chunk := bytes.Repeat([]byte("a"), 64<<10)
-				for {
-					if _, err := c.Write(chunk); err != nil {
-						return
-					}
-				}
-			}()
 		}
-	}()
-	return "http://" + ln.Addr().String()
+	})
 }
 
 func TestAttackEndlessUpstreamHeaderLine(t *testing.T) {

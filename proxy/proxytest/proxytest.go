@@ -49,3 +49,25 @@ func (f *Front) Close() {
 	_ = f.srv.Shutdown()
 	<-f.done
 }
+
+// Raw serves each connection to a new loopback listener with serve, on a
+// goroutine of its own, until the test ends; it returns the listener's
+// URL. It is an upstream that answers as no net/http server would.
+func Raw(t testing.TB, serve func(c net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go serve(c)
+		}
+	}()
+	return "http://" + ln.Addr().String()
+}
