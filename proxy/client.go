@@ -243,16 +243,12 @@ func (c *client) do(req *fasthttp.Request, res *fasthttp.Response, cl *call) (*u
 
 // fetch makes a call and reads the whole answer's body into body, up to
 // max bytes, all before deadline; it reports whether the body fitted. A
-// done stop cuts it short. An answer switching protocols is an error:
-// fetch asks for no switch.
+// done stop cuts it short. Its calls ask for no upgrade (upgrades are
+// never shadowed), so do refuses an answer switching protocols.
 func (c *client) fetch(req *fasthttp.Request, res *fasthttp.Response, cl *call, body *bytes.Buffer, max int64, deadline time.Time, stop context.Context) (bool, error) {
 	conn, err := c.do(req, res, cl)
 	if err != nil {
 		return false, err
-	}
-	if res.StatusCode() == fasthttp.StatusSwitchingProtocols {
-		conn.Close()
-		return false, errSwitched
 	}
 	complete, err := readBody(conn, res, body, max, deadline, stop)
 	c.release(conn, err == nil && complete && !res.ConnectionClose() && !req.ConnectionClose())

@@ -608,17 +608,28 @@ func allForwardable(in *fasthttp.RequestHeader, id *callIdentity) bool {
 	override := canonName([]byte(id.override))
 	names := clientNames(in)
 	for name, ok := names.next(); ok; name, ok = names.next() {
-		switch canon := canonName(name); canon {
-		case shadowCanon, dryRunCanon, "expect", "forwarded",
-			"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host":
+		canon := canonName(name)
+		if scrubbed(name, canon, override, id.trusted) || isHopByHop(canon) {
 			return false
-		default:
-			if canon == override && override != "" || isHopByHop(canon) || !id.trusted && isForwarding(name, canon) {
-				return false
-			}
 		}
 	}
 	return true
+}
+
+// scrubbed reports whether scrub deletes a client's header name (canon
+// its canonName, override the override header's) from every outbound
+// request, the hop-by-hop headers aside: the forwarding headers
+// setForwarded writes anew, strangler's own (a forged dry-run header
+// would make newpath skip a real write), Expect (fasthttp answers it,
+// and the body goes upstream without waiting), and from a peer that is
+// not a trusted proxy every other header saying who the client is.
+func scrubbed(name []byte, canon, override string, trusted bool) bool {
+	switch canon {
+	case "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded",
+		shadowCanon, dryRunCanon, "expect":
+		return true
+	}
+	return canon == override && override != "" || !trusted && isForwarding(name, canon)
 }
 
 // nameScan yields the field names of a client's header: off the block as
@@ -671,29 +682,13 @@ func scrub(h, in *fasthttp.RequestHeader, id *callIdentity, websocket bool) {
 	var drop [][]byte
 	names := clientNames(in)
 	for name, ok := names.next(); ok; name, ok = names.next() {
-		canon := canonName(name)
-		var goes bool
-		switch canon {
-		case "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded":
-			goes = true // setForwarded writes them anew
-		case shadowCanon, dryRunCanon:
-			goes = true // a forged dry-run header would make newpath skip a real write
-		default:
-			goes = canon == override && override != "" || !id.trusted && isForwarding(name, canon)
-		}
-		if goes {
+		if scrubbed(name, canonName(name), override, id.trusted) {
 			drop = append(drop, bytes.Clone(name))
 		}
 	}
 	for _, name := range drop {
 		h.DelBytes(name)
 	}
-	h.Del(id.override)
-	h.Del(ShadowHeader)
-	h.Del(DryRunHeader)
-	// The client's expectation is the proxy's to meet (fasthttp sends
-	// its 100 Continue); the body goes upstream without waiting for one.
-	h.Del("Expect")
 }
 
 // canonName is a header name as strangler compares it: in lower case,
