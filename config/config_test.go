@@ -529,3 +529,13 @@ func TestUnusedUpstreamWarns(t *testing.T) {
 func withUpstream(yaml, entry string) string {
 	return strings.Replace(yaml, "upstreams:\n", "upstreams:\n  "+entry+"\n", 1)
 }
+
+// NaN is not between 0 and 1: a guard with NaN limits would never trip.
+func TestGuardRatesRejectNaN(t *testing.T) {
+	_, err := Parse([]byte(minimal + `    weight: 50
+    guard: { max_error_rate: .nan, max_divergence_rate: .nan }
+`))
+	if err == nil || !strings.Contains(err.Error(), "max_error_rate") || !strings.Contains(err.Error(), "max_divergence_rate") {
+		t.Fatalf("a guard with NaN limits: %v; want a validation error naming each", err)
+	}
+}

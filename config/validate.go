@@ -403,10 +403,10 @@ func checkMatcherValues(add func(string, string, ...any), path, matchers string)
 }
 
 func checkGuard(add func(string, string, ...any), path string, g *Guard) {
-	if g.MaxErrorRate < 0 || g.MaxErrorRate > 1 {
+	if !(g.MaxErrorRate >= 0 && g.MaxErrorRate <= 1) { // NaN too
 		add(path+".max_error_rate", "must be between 0 and 1, got %v", g.MaxErrorRate)
 	}
-	if g.MaxDivergenceRate < 0 || g.MaxDivergenceRate > 1 {
+	if !(g.MaxDivergenceRate >= 0 && g.MaxDivergenceRate <= 1) {
 		add(path+".max_divergence_rate", "must be between 0 and 1, got %v", g.MaxDivergenceRate)
 	}
 	if g.MinSamples < 1 {

@@ -21,6 +21,7 @@ const (
 	defaultReadyMinSamples   = 100
 	defaultReadyMaxDivergent = 0.01
 	readyErrorMargin         = 0.01
+	rateTolerance            = 1e-9
 	readyLatencyFactor       = 1.5
 	// readyLatencyFloor is the legacy p99 below which latencies compare as
 	// equal: a few milliseconds are scheduling noise and bucket width, not
@@ -30,6 +31,7 @@ const (
 
 // guardEvalInterval bounds how often a route's guard adds up its window: a
 // trip a few milliseconds late costs nothing, summing on every request would.
+// Evidence that came within it of the last check is judged once it is over.
 const guardEvalInterval = 20 * time.Millisecond
 
 // Guard trip reasons, the values of strangler_guard_trips_total{reason}.
@@ -46,6 +48,9 @@ var tripReasons = []string{tripErrorRate, tripDivergence}
 type guardState struct {
 	tripped  atomic.Bool
 	lastEval atomic.Int64 // unix nanoseconds of the last local evaluation
+	// pending: a check came too soon after the last, and one more is due
+	// when the interval is over.
+	pending atomic.Bool
 	// rearms counts re-arms of a tripped guard. Evidence read before a
 	// re-arm must not trip the guard after it, so a trip carries the count
 	// it read its evidence under.
@@ -152,8 +157,42 @@ func (p *Proxy) checkGuard(br *boundRoute, now time.Time) {
 	}
 	last := rt.guard.lastEval.Load()
 	if now.UnixNano()-last < int64(guardEvalInterval) || !rt.guard.lastEval.CompareAndSwap(last, now.UnixNano()) {
+		// Too soon, or another check is under way: this evidence may be
+		// what breaks the rule, and the next request may be a while
+		// coming, so it is judged when the interval is over.
+		if rt.guard.pending.CompareAndSwap(false, true) {
+			time.AfterFunc(guardEvalInterval, func() {
+				rt.guard.pending.Store(false)
+				if br := p.current(rt); br != nil {
+					p.evaluateGuard(br, p.now())
+				}
+			})
+		}
 		return
 	}
+	p.evaluateGuard(br, now)
+}
+
+// current is rt's route in the config now in force, nil once a reload
+// removed it.
+func (p *Proxy) current(rt *routeRuntime) *boundRoute {
+	for _, br := range p.state.Load().routes {
+		if br.rt == rt {
+			return br
+		}
+	}
+	return nil
+}
+
+// evaluateGuard judges the route's local window now, unthrottled: trips
+// the guard when it breaks the rule.
+func (p *Proxy) evaluateGuard(br *boundRoute, now time.Time) {
+	g := br.cfg.Guard
+	rt := br.rt
+	if g == nil || g.Source == config.GuardSourcePrometheus || rt.guard.tripped.Load() {
+		return
+	}
+	rt.guard.lastEval.Store(now.UnixNano())
 	rearms := rt.guard.rearms.Load()
 	if reason, detail := tripReason(g, rt.win.sum(now).evidence()); reason != "" {
 		p.trip(br, now, rearms, config.GuardSourceLocal, reason, detail)
@@ -178,8 +217,10 @@ func (p *Proxy) trip(br *boundRoute, now time.Time, rearms uint64, source, reaso
 	if rt.ramp != nil {
 		p.rampMetrics.set(rt.name, rt.ramp, true, now)
 	}
-	rt.guard.mu.Unlock()
+	// Under the lock, as a reload's removal of the route forgets its
+	// series under it: a trip never brings them back.
 	p.metrics.guardTrips.WithLabelValues(rt.name, reason).Inc()
+	rt.guard.mu.Unlock()
 	p.logger.Error("guard tripped: route rolled back to legacy", "route", rt.name, "reason", reason, "detail", detail,
 		"source", source, "window", windowOf(br.cfg).String(),
 		"rearm", "change the route's weight in the config, or POST /admin/routes/"+rt.name+"/rearm")
@@ -199,16 +240,20 @@ func (p *Proxy) rearm(br *boundRoute, why string, keepTrip bool) {
 		rt.guard.mu.Unlock()
 		return
 	}
-	wasTripped := rt.guard.tripped.Swap(false)
+	wasTripped := rt.guard.tripped.Load()
 	if wasTripped {
-		rt.guard.rearms.Add(1)
-		rt.guard.rearmedAt = p.now()
+		// In this order: a check that finds the guard armed finds the
+		// window empty and the new rearms count, so old evidence it read
+		// before cannot trip it again (trip compares rearms).
 		rt.win.reset(windowOf(br.cfg))
+		rt.guard.rearmedAt = p.now()
+		rt.guard.rearms.Add(1)
 		if rt.ramp != nil {
 			// A ramp never jumps back to where it was: newpath just
 			// failed, so it climbs again from the first step.
 			rt.ramp.restartAt(rt.guard.rearmedAt)
 		}
+		rt.guard.tripped.Store(false)
 	}
 	p.storeEffective(rt, br.weightInForce(p.now()))
 	p.metrics.guardTripped.WithLabelValues(rt.name).Set(0)
@@ -290,7 +335,10 @@ func readiness(rc *config.Route, c windowCounts, undecided []string) Readiness {
 	if r.MismatchRate > maxDivergent {
 		r.Reasons = append(r.Reasons, fmt.Sprintf("real mismatch rate %.4f > %g", r.MismatchRate, maxDivergent))
 	}
-	if le, ne := r.ErrorRate["legacy"], r.ErrorRate["newpath"]; ne > le+readyErrorMargin {
+	// "≤ legacy + 0.01" allows for float64, where 0.06 + 0.01 is less
+	// than 0.07: rateTolerance is far below what one answer moves a rate
+	// by in any window a guard or readiness judges.
+	if le, ne := r.ErrorRate["legacy"], r.ErrorRate["newpath"]; ne > le+readyErrorMargin+rateTolerance {
 		r.Reasons = append(r.Reasons, fmt.Sprintf("newpath error rate %.4f > legacy %.4f + %g", ne, le, readyErrorMargin))
 	}
 	if newpathP99 > readyLatencyFactor*math.Max(legacyP99, readyLatencyFloor) {

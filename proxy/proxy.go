@@ -323,10 +323,15 @@ func (p *Proxy) activate(snap *config.Snapshot, pv *Provisioned) {
 	}
 	for name := range p.routes {
 		if !seen[name] {
-			p.routes[name].removed.Store(true)
-			delete(p.routes, name)
+			rt := p.routes[name]
+			// Under the guard's lock: a trip racing the removal either
+			// sees removed or has set its series before they go.
+			rt.guard.mu.Lock()
+			rt.removed.Store(true)
 			p.metrics.forget(name)
 			p.rampMetrics.forget(name)
+			rt.guard.mu.Unlock()
+			delete(p.routes, name)
 		}
 	}
 	p.state.Store(st)

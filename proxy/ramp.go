@@ -196,6 +196,9 @@ func (p *Proxy) bindRamp(br *boundRoute, now time.Time) {
 	case rt.ramp == nil || rt.ramp.id != br.cfg.Ramp.ID():
 		rt.ramp = newRampRun(br, now)
 		p.rampMetrics.forRoute(rt.name, len(rt.ramp.steps))
+		// rearm, which sets them, returns early for a guard a reload
+		// keeps tripped.
+		p.rampMetrics.set(rt.name, rt.ramp, rt.guard.tripped.Load(), now)
 	default:
 		// The same ramp; its guard's source may have changed.
 		rt.ramp.settle = newRampRun(br, now).settle
@@ -255,6 +258,9 @@ func (p *Proxy) tickRamps(ctx context.Context, now time.Time) {
 // yet (Prometheus) stops the round; it is asked again at the next.
 func (p *Proxy) tickRamp(ctx context.Context, br *boundRoute, now time.Time) {
 	rt := br.rt
+	// The guard's checks run as evidence comes, throttled: what came last
+	// is judged before a step is.
+	p.evaluateGuard(br, now)
 	for {
 		rt.guard.mu.Lock()
 		r := rt.ramp
