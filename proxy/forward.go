@@ -291,8 +291,12 @@ func (x *exchange) attempt() error {
 	}
 	endSpan(span, status, err)
 	x.metrics.upstream[x.backend][rolePrimary].Observe(latency.Seconds())
+	failed := err != nil || status >= 500
+	if failed {
+		x.metrics.errors[x.backend][rolePrimary].Inc()
+	}
 	if x.bound != nil {
-		p.recordCall(x.bound, x.backend, latency, err != nil || status >= 500)
+		p.recordCall(x.bound, x.backend, latency, failed)
 	}
 	if err != nil {
 		return err
@@ -470,8 +474,11 @@ func (s *answerStream) CloseWithError(err error) error {
 		// it promised): an error, for the metrics and the guard alike. A
 		// 5xx was counted one at its header already.
 		x.brokenAnswer = true
-		if x.bound != nil && x.status < 500 {
-			x.proxy.recordBrokenAnswer(x.bound, x.backend)
+		if x.status < 500 {
+			x.metrics.errors[x.backend][rolePrimary].Inc()
+			if x.bound != nil {
+				x.proxy.recordBrokenAnswer(x.bound, x.backend)
+			}
 		}
 	case err != nil:
 		x.clientGone = true

@@ -226,17 +226,11 @@ func (q evidenceQuery) increase(metric, match string) string {
 	return "sum(increase(" + metric + "{" + q.labels + match + "}[" + q.rng + "]))"
 }
 
-// errors is b's failures as the local window counts them: its 5xx and
-// unanswered requests as primary, for newpath those legacy answered
-// instead (every fallback is a newpath failure), and shadow calls to it
-// that failed or timed out. A missing term counts 0.
+// errors is b's failed calls as the local window counts them, whatever
+// their role: unanswered, 5xx (a shadow's too) or broken off. A missing
+// term counts 0.
 func (q evidenceQuery) errors(b router.Backend) string {
-	name := b.String()
-	errs := orZero(q.increase("strangler_requests_total", `,backend="`+name+`",code=~"5xx|error"`))
-	if b == router.Newpath {
-		errs += " + " + orZero(q.increase("strangler_fallbacks_total", ""))
-	}
-	return errs + " + " + orZero(q.increase("strangler_shadow_requests_total", `,target="`+name+`",outcome=~"failed|timeout"`))
+	return orZero(q.increase("strangler_upstream_errors_total", `,backend="`+b.String()+`"`))
 }
 
 func orZero(q string) string { return "(" + q + " or vector(0))" }

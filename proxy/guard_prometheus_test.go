@@ -104,9 +104,7 @@ func TestGuardQuery(t *testing.T) {
 	got := guardQuery("get-order", ` job="strangler", namespace=~"prod|canary", `, 90*time.Second)
 	sel := `{route="get-order",job="strangler", namespace=~"prod|canary"`
 	want := `label_replace(sum(increase(strangler_upstream_request_duration_seconds_count` + sel + `,backend="newpath"}[90000ms])), "signal", "calls", "", "")` +
-		` or label_replace((sum(increase(strangler_requests_total` + sel + `,backend="newpath",code=~"5xx|error"}[90000ms])) or vector(0))` +
-		` + (sum(increase(strangler_fallbacks_total` + sel + `}[90000ms])) or vector(0))` +
-		` + (sum(increase(strangler_shadow_requests_total` + sel + `,target="newpath",outcome=~"failed|timeout"}[90000ms])) or vector(0)), "signal", "errors", "", "")` +
+		` or label_replace((sum(increase(strangler_upstream_errors_total` + sel + `,backend="newpath"}[90000ms])) or vector(0)), "signal", "errors", "", "")` +
 		` or label_replace(sum(increase(strangler_comparisons_total` + sel + `,result=~"match|mismatch|noise"}[90000ms])), "signal", "compared", "", "")` +
 		` or label_replace(sum(increase(strangler_comparisons_total` + sel + `,result="mismatch"}[90000ms])), "signal", "mismatches", "", "")`
 	if got != want {

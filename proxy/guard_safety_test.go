@@ -221,3 +221,70 @@ routes:
 			st.Ramp.StepIndex, st.Ramp.Reason, step, paused)
 	}
 }
+
+// sumSeries adds up the series of name whose labels keep selects: what
+// sum(increase(...)) reads over a window that holds a fresh process's
+// whole life.
+func (h *harness) sumSeries(name string, keep func(map[string]string) bool) float64 {
+	h.t.Helper()
+	families, err := h.reg.Gather()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	total := 0.0
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			labels := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				labels[lp.GetName()] = lp.GetValue()
+			}
+			switch {
+			case !keep(labels):
+			case m.Counter != nil:
+				total += m.Counter.GetValue()
+			case m.Histogram != nil:
+				total += float64(m.Histogram.GetSampleCount())
+			}
+		}
+	}
+	return total
+}
+
+// The Prometheus guard trips on the local guard's rule, so its query's
+// terms must count what the local window counts: here a newpath that
+// answers every shadow 500, at weight 0.
+func TestPrometheusGuardCountsWhatTheWindowCounts(t *testing.T) {
+	b := &rampBackends{}
+	b.failing.Store(true)
+	h := newHarness(t, b.legacy(), b.newpath(), `
+sticky: { key: "header:X-User-Id" }
+routes:
+  - name: get-order
+    match: "GET /orders/{id}"
+    weight: 0
+    shadow: { percent: 100 }
+    guard:
+      max_error_rate: 0.1
+      max_divergence_rate: 1
+      min_samples: 20
+      window: 90s
+      source: prometheus
+      prometheus_url: "http://127.0.0.1:1"
+`)
+	h.feed(40)
+	h.proxy.shadows.Wait()
+	br := h.proxy.state.Load().routes[0]
+	local := br.rt.win.sum(time.Now()).evidence()
+	newpath := func(l map[string]string) bool { return l["route"] == "get-order" && l["backend"] == "newpath" }
+	prom := guardEvidence{
+		calls:  h.sumSeries("strangler_upstream_request_duration_seconds", newpath),
+		errors: h.sumSeries("strangler_upstream_errors_total", newpath),
+	}
+	if local.calls != 40 || local.calls != prom.calls || local.errors != prom.errors {
+		t.Errorf("local window: %v errors in %v newpath calls; the guard query's terms over the same traffic: %v errors in %v; want 40 in 40 both",
+			local.errors, local.calls, prom.errors, prom.calls)
+	}
+}

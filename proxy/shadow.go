@@ -567,8 +567,12 @@ func (p *Proxy) callDone(job *shadowJob, b router.Backend, role int, res *captur
 		}
 	}
 	job.route.metrics.upstream[b][role].Observe(latency.Seconds())
+	failed := res.err != nil || res.status >= 500
+	if failed {
+		job.route.metrics.errors[b][role].Inc()
+	}
 	endSpan(span, res.status, res.err)
-	p.recordCall(job.route, b, latency, res.err != nil || res.status >= 500)
+	p.recordCall(job.route, b, latency, failed)
 }
 
 // shadowWorkers runs shadow jobs on goroutines kept between jobs: a

@@ -96,9 +96,14 @@ func errorsAndLatency(d *dashboard.DashboardBuilder) {
 			"99th percentile of upstream calls to their response headers, by backend and role: primary (serves the client), shadow (the other side, compared), noise (legacy asked twice). A slow shadow never delays the client; it fills the shadow queue instead.",
 			"s", 12, 8,
 			q(latency("0.99", "strangler_upstream_request_duration_seconds", "route, backend, upstream, role"), "{{route}} {{upstream}} {{role}}"))),
+		toDivergence(lines("Upstream error rate by role",
+			"Share of upstream calls that failed (no answer, a 5xx, a body broken off), by backend and role. Shadow calls count too: a newpath that fails only its shadows is caught here, and by the guard, which counts these same calls.",
+			"percentunit", 12, 8,
+			q(`sum by (route, backend, upstream, role) (rate(strangler_upstream_errors_total{route=~"$route"}[$__rate_interval])) / sum by (route, backend, upstream, role) (rate(strangler_upstream_request_duration_seconds_count{route=~"$route"}[$__rate_interval]))`, "{{route}} {{upstream}} {{role}}")).
+			Min(0)),
 		toDivergence(stacked("Requests by status class",
 			"Client requests per second by route, backend and status class (error: no upstream answer).",
-			"reqps", 12, 8,
+			"reqps", 24, 8,
 			q(`sum by (route, backend, upstream, code) (rate(strangler_requests_total{route=~"$route"}[$__rate_interval]))`, "{{route}} {{upstream}} {{code}}"))),
 	)
 }
