@@ -66,9 +66,7 @@ type metrics struct {
 	requests  *prometheus.CounterVec
 	duration  *prometheus.HistogramVec
 	upstream  *prometheus.HistogramVec
-	// upstreamErrors are the calls of upstream that failed, as the
-	// guard's window counts them: the Prometheus guard's numerator.
-	upstreamErrors *prometheus.CounterVec
+	uperrors  *prometheus.CounterVec // upstream's calls that failed, as the guard's window counts them
 	fallbacks *prometheus.CounterVec
 	weight    *prometheus.GaugeVec
 	effective *prometheus.GaugeVec
@@ -104,7 +102,7 @@ func newMetrics(reg prometheus.Registerer, version string) *metrics {
 			Help:    "Upstream call duration by role: primary to the response headers; shadow and noise to the end of the (capped) body.",
 			Buckets: durationBuckets[:],
 		}, []string{"route", "backend", "upstream", "role"}),
-		upstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+		uperrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "strangler_upstream_errors_total",
 			Help: "Upstream calls by role that failed: no answer, a 5xx, or an answer broken off mid-body (the calls are strangler_upstream_request_duration_seconds_count).",
 		}, []string{"route", "backend", "upstream", "role"}),
@@ -181,7 +179,7 @@ func newMetrics(reg prometheus.Registerer, version string) *metrics {
 		Help: "Build information; always 1.",
 	}, []string{"version", "goversion"})
 	buildInfo.WithLabelValues(version, runtime.Version()).Set(1)
-	reg.MustRegister(m.requests, m.duration, m.upstream, m.upstreamErrors, m.fallbacks, m.weight, m.effective, buildInfo,
+	reg.MustRegister(m.requests, m.duration, m.upstream, m.uperrors, m.fallbacks, m.weight, m.effective, buildInfo,
 		m.shadowRequests, m.shadowInFlight, m.comparisons, m.fieldDifferences, m.noiseDifferences, m.noiseProbes,
 		m.guardConfigured, m.guardTripped, m.guardTrips, m.samplesDropped, m.samplesPruned, m.captures, m.upstreamUp)
 	return m
@@ -193,7 +191,7 @@ type routeMetrics struct {
 	requests    [2][len(codeClasses)]prometheus.Counter
 	duration    [2]prometheus.Observer
 	upstream    [2][len(roles)]prometheus.Observer
-	errors      [2][len(roles)]prometheus.Counter // of upstream's calls
+	errors      [2][len(roles)]prometheus.Counter          // of upstream's calls
 	shadow      [2][len(shadowOutcomes)]prometheus.Counter // by target
 	comparisons [len(results)]prometheus.Counter
 	noiseProbes prometheus.Counter
@@ -217,7 +215,7 @@ func (m *metrics) forRoute(route, to string) *routeMetrics {
 		rm.duration[b] = m.duration.WithLabelValues(route, b.String(), upstream)
 		for r, role := range roles {
 			rm.upstream[b][r] = m.upstream.WithLabelValues(route, b.String(), upstream, role)
-			rm.errors[b][r] = m.upstreamErrors.WithLabelValues(route, b.String(), upstream, role)
+			rm.errors[b][r] = m.uperrors.WithLabelValues(route, b.String(), upstream, role)
 		}
 		for o, outcome := range shadowOutcomes {
 			rm.shadow[b][o] = m.shadowRequests.WithLabelValues(route, b.String(), upstream, outcome)
@@ -248,7 +246,7 @@ func (m *metrics) forgetUpstream(route, upstream string) {
 	m.requests.DeletePartialMatch(l)
 	m.duration.DeletePartialMatch(l)
 	m.upstream.DeletePartialMatch(l)
-	m.upstreamErrors.DeletePartialMatch(l)
+	m.uperrors.DeletePartialMatch(l)
 	m.shadowRequests.DeletePartialMatch(l)
 }
 
@@ -258,7 +256,7 @@ func (m *metrics) forget(route string) {
 	m.requests.DeletePartialMatch(l)
 	m.duration.DeletePartialMatch(l)
 	m.upstream.DeletePartialMatch(l)
-	m.upstreamErrors.DeletePartialMatch(l)
+	m.uperrors.DeletePartialMatch(l)
 	m.fallbacks.DeletePartialMatch(l)
 	m.weight.DeletePartialMatch(l)
 	m.effective.DeletePartialMatch(l)
