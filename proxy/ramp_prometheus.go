@@ -72,9 +72,10 @@ func countsFromSignals(signals map[string]float64) windowCounts {
 	for _, b := range backends {
 		name := b.String()
 		c.calls[b], c.errors[b] = count("calls_"+name), count("errors_"+name)
+		buckets := bucketsOf(signals, "lat_"+name+"_")
 		var below int64
 		for i, le := range append(durationBuckets[:len(durationBuckets):len(durationBuckets)], math.Inf(1)) {
-			cum := count("lat_" + name + "_" + formatLe(le))
+			cum := int64(math.Round(buckets[le]))
 			c.latency[b][i] = max(cum-below, 0)
 			below = max(cum, below)
 		}
@@ -82,12 +83,20 @@ func countsFromSignals(signals map[string]float64) windowCounts {
 	return c
 }
 
-// formatLe spells a bucket bound as client_golang writes its le label.
-func formatLe(le float64) string {
-	if math.IsInf(le, 1) {
-		return "+Inf"
+// bucketsOf reads the signals named prefix+le as cumulative bucket counts
+// by bound. The bound is matched by value, not spelling: Prometheus 3
+// stores le as "1.0" where client_golang's text format writes "1", and
+// so does any Prometheus scraping OpenMetrics.
+func bucketsOf(signals map[string]float64, prefix string) map[float64]float64 {
+	buckets := make(map[float64]float64, len(durationBuckets)+1)
+	for name, v := range signals {
+		if s, ok := strings.CutPrefix(name, prefix); ok {
+			if le, err := strconv.ParseFloat(s, 64); err == nil {
+				buckets[le] += v
+			}
+		}
 	}
-	return strconv.FormatFloat(le, 'g', -1, 64)
+	return buckets
 }
 
 // queryPrometheusAt is queryPrometheus evaluated at the instant at rather

@@ -25,7 +25,7 @@ func readySignals(mismatches int) []string {
 			if le >= 0.025 {
 				n = "40"
 			}
-			out = append(out, "lat_"+b+"_"+formatLe(le), n)
+			out = append(out, "lat_"+b+"_"+strconv.FormatFloat(le, 'g', -1, 64), n)
 		}
 		out = append(out, "lat_"+b+"_+Inf", "40")
 	}
@@ -216,5 +216,24 @@ routes:
 		if st := h.routeState("get-order"); st.EffectiveWeight != 50 || !st.Ramp.Complete {
 			t.Errorf("replica %d: effective %v, complete %v; want 50 and complete", i, st.EffectiveWeight, st.Ramp.Complete)
 		}
+	}
+}
+
+// Prometheus 3 stores le as "1.0", "5.0", "10.0" (and so does any
+// Prometheus scraping OpenMetrics): the buckets are found by value.
+func TestReadinessReadsPrometheus3Buckets(t *testing.T) {
+	signals := map[string]float64{"compared": 100}
+	for _, b := range []string{"legacy", "newpath"} {
+		signals["calls_"+b] = 100
+		for _, le := range []string{"0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5"} {
+			signals["lat_"+b+"_"+le] = 0
+		}
+		for _, le := range []string{"1.0", "2.5", "5.0", "10.0", "+Inf"} {
+			signals["lat_"+b+"_"+le] = 100
+		}
+	}
+	c := countsFromSignals(signals)
+	if p := c.p99(router.Legacy); p > 1 {
+		t.Errorf("legacy p99 %.3fs from buckets that put every answer at or under 1s", p)
 	}
 }
