@@ -422,7 +422,11 @@ func TestCaptureConfig(t *testing.T) {
 		{minimal + "    capture: { percent: 5 }\n", "routes[0].capture.percent: captures need somewhere to go: set capture.file"},
 		{minimal + "    capture: { percent: 101 }\ncapture: { file: /tmp/c.jsonl }\n", "routes[0].capture.percent: must be between 0 and 100"},
 		{minimal + "capture: { file: /tmp/c.jsonl, max_file_bytes: 10 }\n", "capture.max_file_bytes: must be at least 4096"},
-		{minimal + "capture: { file: /tmp/c.jsonl, queue: 0 }\n", "capture.queue: must be at least 1"},
+		{minimal + "capture: { file: /tmp/c.jsonl, queue: 0 }\n", "capture.queue: must be 1 to 1048576, got 0"},
+		// Allocated whole when the config goes in force: a typo must not
+		// take the proxy down in the middle of a reload.
+		{minimal + "capture: { file: /tmp/c.jsonl, queue: 1000000000000000 }\n", "capture.queue: must be 1 to 1048576"},
+		{minimal + "divergence_store: { samples_per_route: 1000000000000000 }\n", "divergence_store.samples_per_route: must be 1 to 100000"},
 	} {
 		if _, err := Parse([]byte(tt.yaml)); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("err = %v; want it to contain %q", err, tt.want)
@@ -537,5 +541,51 @@ func TestGuardRatesRejectNaN(t *testing.T) {
 `))
 	if err == nil || !strings.Contains(err.Error(), "max_error_rate") || !strings.Contains(err.Error(), "max_divergence_rate") {
 		t.Fatalf("a guard with NaN limits: %v; want a validation error naming each", err)
+	}
+}
+
+// A duration needs its unit: weakly typed decoding would read 10 as 10ns,
+// which validates and then times out every call.
+func TestDurationWithoutUnitIsAnError(t *testing.T) {
+	const up = "upstreams:\n  legacy: { url: \"http://127.0.0.1:9001\" }\n  newpath: { url: \"http://127.0.0.1:9002\" }\n"
+	for _, tt := range []struct{ key, yaml string }{
+		{"upstreams.legacy.timeout", "upstreams:\n  legacy: { url: \"http://127.0.0.1:9001\", timeout: 10 }\n  newpath: { url: \"http://127.0.0.1:9002\" }\n"},
+		{"shadow.timeout", up + "shadow: { timeout: 5 }\n"},
+		{"client_body_timeout", up + "client_body_timeout: 1.5\n"},
+		{"routes[0].guard.window", up + "routes:\n  - { name: a, match: \"GET /a\", guard: { window: 120 } }\n"},
+	} {
+		_, err := Parse([]byte(tt.yaml))
+		if err == nil || !strings.Contains(err.Error(), tt.key+": ") || !strings.Contains(err.Error(), "without a unit") {
+			t.Errorf("%s given a bare number: %v; want an error naming it", tt.key, err)
+		}
+	}
+	cfg, err := Parse([]byte(up + "divergence_store: { retention: 0 }\n"))
+	if err != nil || cfg.DivergenceStore.Retention != 0 {
+		t.Errorf("retention: 0 (keep forever) = %v, %v; want valid, 0", cfg, err)
+	}
+}
+
+// What serve could not start, check must refuse: a port out of range,
+// the two listeners on one socket, a NaN sampling ratio.
+func TestListenersAndRatiosServeCanRun(t *testing.T) {
+	for _, tt := range []struct{ yaml, want string }{
+		{minimal + "listen: \"127.0.0.1:99999\"\n", "listen: port 99999 is out of range"},
+		{minimal + "listen: \"127.0.0.1:nosuchservice\"\n", `listen: "nosuchservice" is neither a port number nor a service name`},
+		{minimal + "listen: \":8080\"\nadmin: { listen: \"127.0.0.1:8080\" }\n", "admin.listen: \"127.0.0.1:8080\" is the address of listen too"},
+		{minimal + "listen: \"127.0.0.1:8080\"\nadmin: { listen: \"127.0.0.1:8080\" }\n", "admin.listen:"},
+		{minimal + "tracing: { sample_ratio: .nan }\n", "tracing.sample_ratio: must be between 0 and 1"},
+	} {
+		if _, err := Parse([]byte(tt.yaml)); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("err = %v; want it to contain %q", err, tt.want)
+		}
+	}
+	for _, ok := range []string{
+		"listen: \"127.0.0.1:0\"\nadmin: { listen: \"127.0.0.1:0\" }\n", // each picks a free port
+		"listen: \"127.0.0.1:8080\"\nadmin: { listen: \"127.0.0.2:8080\" }\n",
+		"listen: \"127.0.0.1:http\"\n", // a service name, known to Go without /etc/services
+	} {
+		if _, err := Parse([]byte(minimal + ok)); err != nil {
+			t.Errorf("%q: %v; want valid", ok, err)
+		}
 	}
 }

@@ -218,7 +218,7 @@ func Parse(data []byte) (*Config, error) {
 	dec, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
 		Result:           &cfg,
 		WeaklyTypedInput: true,
-		DecodeHook:       mapstructure.TextUnmarshallerHookFunc(),
+		DecodeHook:       mapstructure.ComposeDecodeHookFunc(unitlessDuration, mapstructure.TextUnmarshallerHookFunc()),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("config decoder: %w", err)
@@ -286,6 +286,25 @@ func lookupFold(m map[string]any, key string) any {
 		}
 	}
 	return nil
+}
+
+// unitlessDuration refuses a number where a duration goes. Weakly typed
+// decoding would take "timeout: 10" as 10 nanoseconds, which validates
+// (it is positive) and times out every call; 0 needs no unit.
+func unitlessDuration(from, to reflect.Type, data any) (any, error) {
+	if to != reflect.TypeFor[Duration]() || from == to {
+		return data, nil
+	}
+	switch from.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64,
+		reflect.Float32, reflect.Float64:
+		if reflect.ValueOf(data).IsZero() {
+			return "0s", nil
+		}
+		return nil, fmt.Errorf(`expected a duration such as "5s", got %v (a number without a unit)`, data)
+	}
+	return data, nil
 }
 
 // mergeDefaults fills the keys of m missing from def, recursing into nested

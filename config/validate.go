@@ -55,6 +55,14 @@ var (
 // no more system calls, and hold more calls behind a slow one.
 const maxPipelineDepth = 64
 
+// maxSamplesPerRoute and maxCaptureQueue bound what the proxy allocates
+// whole for divergence_store.samples_per_route and capture.queue: far
+// above any use (a sample is a few KiB), far below a typo's terabytes.
+const (
+	maxSamplesPerRoute = 100_000
+	maxCaptureQueue    = 1 << 20
+)
+
 const labelMatcher = `[a-zA-Z_][a-zA-Z0-9_]*\s*(=~|!~|!=|=)\s*"([^"\\]|\\.)*"`
 
 // labelMatcherPartsRE splits one label matcher into its operator and its
@@ -71,6 +79,9 @@ func (c *Config) validate() []FieldError {
 
 	checkHostPort(add, "listen", c.Listen)
 	checkHostPort(add, "admin.listen", c.Admin.Listen)
+	if sameListener(c.Listen, c.Admin.Listen) {
+		add("admin.listen", "%q is the address of listen too; the two listeners need addresses of their own", c.Admin.Listen)
+	}
 	if c.Admin.TokenEnv != "" && !envNameRE.MatchString(c.Admin.TokenEnv) {
 		add("admin.token_env", "%q is not an environment variable name", c.Admin.TokenEnv)
 	}
@@ -110,8 +121,11 @@ func (c *Config) validate() []FieldError {
 	if c.DivergenceStore.Retention < 0 {
 		add("divergence_store.retention", "must be 0 (keep forever) or more")
 	}
-	if c.DivergenceStore.SamplesPerRoute < 1 {
-		add("divergence_store.samples_per_route", "must be at least 1, got %d", c.DivergenceStore.SamplesPerRoute)
+	// Upper bounds on what is allocated whole when the config is put in
+	// force: a typo must be refused, not run the proxy out of memory in
+	// the middle of a reload.
+	if n := c.DivergenceStore.SamplesPerRoute; n < 1 || n > maxSamplesPerRoute {
+		add("divergence_store.samples_per_route", "must be 1 to %d, got %d", maxSamplesPerRoute, n)
 	}
 	d := &c.DivergenceStore
 	d.redacted = redactSet(AlwaysRedacted, d.RedactHeaders, func(i int, h string) (string, bool) {
@@ -133,8 +147,8 @@ func (c *Config) validate() []FieldError {
 	if c.Capture.Keep < 0 {
 		add("capture.keep", "must be 0 or more, got %d", c.Capture.Keep)
 	}
-	if c.Capture.Queue < 1 {
-		add("capture.queue", "must be at least 1, got %d", c.Capture.Queue)
+	if n := c.Capture.Queue; n < 1 || n > maxCaptureQueue {
+		add("capture.queue", "must be 1 to %d, got %d", maxCaptureQueue, n)
 	}
 	if n := c.DivergenceStore.SampleBodyBytes; n < 0 || n > 16<<20 {
 		add("divergence_store.sample_body_bytes", "must be 0 (keep no bodies) to 16777216 (16 MiB), got %d", n)
@@ -145,7 +159,7 @@ func (c *Config) validate() []FieldError {
 	default:
 		add("tracing.exporter", "must be none, otlp or stdout, got %q", c.Tracing.Exporter)
 	}
-	if c.Tracing.SampleRatio < 0 || c.Tracing.SampleRatio > 1 {
+	if !(c.Tracing.SampleRatio >= 0 && c.Tracing.SampleRatio <= 1) { // NaN too: NaN != NaN reads as a tracing change on every reload
 		add("tracing.sample_ratio", "must be between 0 and 1, got %v", c.Tracing.SampleRatio)
 	}
 	switch c.Log.Level {
@@ -337,9 +351,31 @@ func RegisterPattern(mux *http.ServeMux, pattern string, h http.Handler) (err er
 }
 
 func checkHostPort(add func(string, string, ...any), path, addr string) {
-	if _, _, err := net.SplitHostPort(addr); err != nil {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
 		add(path, "%q is not a host:port address", addr)
+		return
 	}
+	if n, err := strconv.Atoi(port); err == nil {
+		if n < 0 || n > 65535 {
+			add(path, "port %d is out of range (0 to 65535)", n)
+		}
+	} else if _, err := net.LookupPort("tcp", port); err != nil {
+		add(path, "%q is neither a port number nor a service name", port)
+	}
+}
+
+// sameListener reports whether two listen addresses would take the same
+// socket: the same port (not 0, which picks a free one) on the same host,
+// or on all interfaces for either.
+func sameListener(a, b string) bool {
+	ha, pa, errA := net.SplitHostPort(a)
+	hb, pb, errB := net.SplitHostPort(b)
+	if errA != nil || errB != nil || pa != pb || pa == "0" {
+		return false
+	}
+	any := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
+	return ha == hb || any(ha) || any(hb)
 }
 
 func checkUpstream(add func(string, string, ...any), path string, u *Upstream) {

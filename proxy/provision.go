@@ -3,6 +3,8 @@ package proxy
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -65,10 +67,37 @@ func Provision(cfg *config.Config) (*Provisioned, error) {
 		}
 	}
 
+	if f := cfg.Capture.File; f != "" {
+		if err := appendable(f); err != nil {
+			add("capture.file", "%v", err)
+		}
+	}
+
 	if len(errs) > 0 {
 		return nil, &config.ValidationError{Errors: errs}
 	}
 	return pv, nil
+}
+
+// appendable reports why the proxy could not open path to append its
+// captures, as it does at start, without creating it: check must refuse
+// what serve would. (A reload cannot change capture.file.)
+func appendable(path string) error {
+	if fi, err := os.Stat(path); err == nil {
+		if !fi.Mode().IsRegular() {
+			return fmt.Errorf("%s is not a regular file", path)
+		}
+		return nil
+	}
+	dir := filepath.Dir(path)
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("its directory: %w", err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("its directory %s is not a directory", dir)
+	}
+	return nil
 }
 
 // pgxProblem is pgx's reason for refusing a connection string, without

@@ -51,6 +51,13 @@ func TestCheckNamesTheBrokenKey(t *testing.T) {
 		{"bad compare path", validUpstreams + "routes:\n  - {name: a, match: \"GET /a\", compare: {ignore: [\"body/x\"]}}\n", "routes[0].compare.ignore[0]"},
 		{"guard min_samples", validUpstreams + "routes:\n  - {name: a, match: \"GET /a\", guard: {min_samples: 0, window: 1m}}\n", "routes[0].guard.min_samples"},
 		{"bad database url", validUpstreams + "divergence_store: { database_url: \"mysql://x\" }\n", "divergence_store.database_url"},
+		// What serve could not start, or would crash putting in force.
+		{"timeout without a unit", "upstreams:\n  legacy: { url: \"http://a\", timeout: 10 }\n  newpath: { url: \"http://b\" }\n", "upstreams.legacy.timeout: expected a duration"},
+		{"port out of range", validUpstreams + "listen: \"127.0.0.1:99999\"\n", "listen: port 99999 is out of range"},
+		{"both listeners on one socket", validUpstreams + "listen: \":8080\"\nadmin: { listen: \":8080\" }\n", "admin.listen:"},
+		{"capture file in a missing directory", validUpstreams + "capture: { file: /nonexistent-dir/c.jsonl }\n", "capture.file: its directory"},
+		{"huge capture queue", validUpstreams + "capture: { file: /tmp/c.jsonl, queue: 1000000000000000 }\n", "capture.queue: must be 1 to"},
+		{"huge samples_per_route", validUpstreams + "divergence_store: { samples_per_route: 1000000000000000 }\n", "divergence_store.samples_per_route: must be 1 to"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
