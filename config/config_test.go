@@ -589,3 +589,33 @@ func TestListenersAndRatiosServeCanRun(t *testing.T) {
 		}
 	}
 }
+
+// A file missing for a moment is an editor's rename; one that stays
+// missing is a failed reload, which the metric must show: the next
+// restart would not start.
+func TestReloaderReportsAFileThatStaysMissing(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "strangler.yaml")
+	writeFile(t, path, minimal)
+	now := time.Unix(1700000000, 0)
+	rl, err := NewReloader(path, ReloaderOptions{Registerer: prometheus.NewRegistry(), Logger: slog.New(slog.DiscardHandler),
+		Now: func() time.Time { return now }, PollInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := rl.Reload(); err != nil || rl.LastFailure() != nil {
+		t.Fatalf("file gone a moment: %v, last failure %v; want no failure (mid-rename)", err, rl.LastFailure())
+	}
+	now = now.Add(missingGrace)
+	err = rl.Reload()
+	ok, fails := testutil.ToFloat64(rl.metrics.successful), testutil.ToFloat64(rl.metrics.reloads.WithLabelValues("failure"))
+	if err == nil || !errors.Is(err, os.ErrNotExist) || rl.LastFailure() == nil || ok != 0 || fails != 1 {
+		t.Fatalf("file gone for %v: %v, last_reload_successful %v, failures %v; want a failed reload", missingGrace, err, ok, fails)
+	}
+	writeFile(t, path, minimal) // back, unchanged
+	if err := rl.Reload(); err != nil || rl.LastFailure() != nil || testutil.ToFloat64(rl.metrics.successful) != 1 {
+		t.Errorf("file back: %v, last failure %v; want the reload to succeed", err, rl.LastFailure())
+	}
+}

@@ -61,7 +61,16 @@ type Reloader struct {
 
 	current atomic.Pointer[Snapshot]
 	failure atomic.Pointer[ReloadFailure]
+	// missingSince is when the file was first found missing, zero while it
+	// is there; under mu.
+	missingSince time.Time
 }
+
+// missingGrace is how long the file may be missing before that is a failed
+// reload: an editor's rename takes milliseconds; a deleted file or a
+// ConfigMap key gone would leave the next restart unable to start, and the
+// reload metric must say so before then.
+const missingGrace = time.Second
 
 type reloadMetrics struct {
 	successful prometheus.Gauge
@@ -166,6 +175,9 @@ func (r *Reloader) Reload() error {
 	defer r.mu.Unlock()
 
 	cfg, data, err := Load(r.path)
+	if data != nil {
+		r.missingSince = time.Time{}
+	}
 	if data != nil && err == nil && digest(data) == r.current.Load().SHA256 && r.failure.Load() == nil {
 		return nil
 	}
@@ -181,8 +193,15 @@ func (r *Reloader) Reload() error {
 	if err != nil {
 		if data == nil && errors.Is(err, os.ErrNotExist) {
 			// Mid-swap (an editor's rename dance): the next event or poll
-			// sees the finished file. Not a failed reload.
-			return nil
+			// sees the finished file. Not a failed reload, unless it stays
+			// missing.
+			now := r.now()
+			if r.missingSince.IsZero() {
+				r.missingSince = now
+			}
+			if now.Sub(r.missingSince) < missingGrace {
+				return nil
+			}
 		}
 		if prev := r.failure.Load(); prev != nil && prev.Err.Error() == err.Error() {
 			return err // the same broken file, seen again by the poll
