@@ -573,6 +573,7 @@ func TestListenersAndRatiosServeCanRun(t *testing.T) {
 		{minimal + "listen: \"127.0.0.1:nosuchservice\"\n", `listen: "nosuchservice" is neither a port number nor a service name`},
 		{minimal + "listen: \":8080\"\nadmin: { listen: \"127.0.0.1:8080\" }\n", "admin.listen: \"127.0.0.1:8080\" is the address of listen too"},
 		{minimal + "listen: \"127.0.0.1:8080\"\nadmin: { listen: \"127.0.0.1:8080\" }\n", "admin.listen:"},
+		{minimal + "listen: \"[::]:80\"\nadmin: { listen: \"127.0.0.1:http\" }\n", "admin.listen:"},
 		{minimal + "tracing: { sample_ratio: .nan }\n", "tracing.sample_ratio: must be between 0 and 1"},
 	} {
 		if _, err := Parse([]byte(tt.yaml)); err == nil || !strings.Contains(err.Error(), tt.want) {
@@ -582,7 +583,8 @@ func TestListenersAndRatiosServeCanRun(t *testing.T) {
 	for _, ok := range []string{
 		"listen: \"127.0.0.1:0\"\nadmin: { listen: \"127.0.0.1:0\" }\n", // each picks a free port
 		"listen: \"127.0.0.1:8080\"\nadmin: { listen: \"127.0.0.2:8080\" }\n",
-		"listen: \"127.0.0.1:http\"\n", // a service name, known to Go without /etc/services
+		"listen: \"127.0.0.1:\"\nadmin: { listen: \"127.0.0.1:\" }\n", // an empty port picks a free one too
+		"listen: \"127.0.0.1:http\"\n",                                // a service name, known to Go without /etc/services
 	} {
 		if _, err := Parse([]byte(minimal + ok)); err != nil {
 			t.Errorf("%q: %v; want valid", ok, err)

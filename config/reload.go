@@ -175,7 +175,7 @@ func (r *Reloader) Reload() error {
 	defer r.mu.Unlock()
 
 	cfg, data, err := Load(r.path)
-	if data != nil {
+	if data != nil || !errors.Is(err, os.ErrNotExist) {
 		r.missingSince = time.Time{}
 	}
 	if data != nil && err == nil && digest(data) == r.current.Load().SHA256 && r.failure.Load() == nil {

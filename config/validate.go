@@ -366,16 +366,29 @@ func checkHostPort(add func(string, string, ...any), path, addr string) {
 }
 
 // sameListener reports whether two listen addresses would take the same
-// socket: the same port (not 0, which picks a free one) on the same host,
-// or on all interfaces for either.
+// socket: the same port (not 0 or empty, which pick a free one) on the
+// same host, or on all interfaces for either.
 func sameListener(a, b string) bool {
 	ha, pa, errA := net.SplitHostPort(a)
 	hb, pb, errB := net.SplitHostPort(b)
-	if errA != nil || errB != nil || pa != pb || pa == "0" {
+	if errA != nil || errB != nil {
 		return false
 	}
-	any := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
-	return ha == hb || any(ha) || any(hb)
+	port := func(p string) int {
+		if n, err := strconv.Atoi(p); err == nil {
+			return n
+		}
+		n, _ := net.LookupPort("tcp", p)
+		return n
+	}
+	if n := port(pa); n == 0 || n != port(pb) {
+		return false
+	}
+	anyHost := func(h string) bool {
+		ip, err := netip.ParseAddr(h)
+		return h == "" || err == nil && ip.IsUnspecified()
+	}
+	return ha == hb || anyHost(ha) || anyHost(hb)
 }
 
 func checkUpstream(add func(string, string, ...any), path string, u *Upstream) {

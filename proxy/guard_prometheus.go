@@ -187,9 +187,8 @@ func (p *Proxy) checkPrometheusGuard(ctx context.Context, client *http.Client, b
 // are the local window's, from the metrics of SPEC §8:
 //
 //   - calls: newpath's upstream answers, as primary or shadow;
-//   - errors: newpath's 5xx and unanswered requests as primary, those legacy
-//     answered instead (every fallback is a newpath failure), and shadow
-//     calls to newpath that failed or timed out;
+//   - errors: those of newpath's calls, in every role, that failed
+//     (strangler_upstream_errors_total): unanswered, 5xx, broken off;
 //   - compared and mismatches: comparisons that ran, and the real mismatches.
 //
 // A missing term of errors counts 0; a missing calls or compared means no

@@ -288,3 +288,34 @@ routes:
 			local.errors, local.calls, prom.errors, prom.calls)
 	}
 }
+
+// A ramp tick judges the guard on the limits in force, not on those of the
+// config its round began with.
+func TestRampTickJudgesTheGuardOnTheLimitsInForce(t *testing.T) {
+	clock := &fakeClock{t: rampT0}
+	b := &rampBackends{}
+	const route = `
+sticky: { key: "header:X-User-Id" }
+routes:
+  - name: get-order
+    match: "GET /orders/{id}"
+    weight: 50
+    shadow: { percent: 100 }
+    ramp: { steps: [5, 10, 25, 50], every: 1m, require: none }
+    guard: { max_error_rate: %s, max_divergence_rate: 1, min_samples: 10, window: 1m }
+`
+	h := newClockedHarness(t, clock.Now, b.legacy(), b.newpath(), fmt.Sprintf(route, "0.2"))
+	old := h.proxy.state.Load().routes[0]
+	for range 12 {
+		old.rt.win.call(clock.Now(), router.Newpath, time.Millisecond, true)
+	}
+	old.rt.guard.lastEval.Store(clock.Now().UnixNano()) // no check of its own is due
+	h.writeConfig(fmt.Sprintf(route, "1"))              // a rate that never trips
+	if err := h.reloader.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	h.proxy.tickRamp(t.Context(), old, clock.Now())
+	if st := h.routeState("get-order"); st.Guard.State != "armed" {
+		t.Errorf("after a reload to max_error_rate: 1, a tick of the old round: guard %+v; want armed", st.Guard)
+	}
+}

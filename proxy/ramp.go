@@ -259,8 +259,11 @@ func (p *Proxy) tickRamps(ctx context.Context, now time.Time) {
 func (p *Proxy) tickRamp(ctx context.Context, br *boundRoute, now time.Time) {
 	rt := br.rt
 	// The guard's checks run as evidence comes, throttled: what came last
-	// is judged before a step is.
-	p.evaluateGuard(br, now)
+	// is judged before a step is, on the limits in force (br may be of a
+	// config a reload just replaced).
+	if cur := p.current(rt); cur != nil {
+		p.evaluateGuard(cur, now)
+	}
 	for {
 		rt.guard.mu.Lock()
 		r := rt.ramp
