@@ -621,3 +621,22 @@ func TestReloaderReportsAFileThatStaysMissing(t *testing.T) {
 		t.Errorf("file back: %v, last failure %v; want the reload to succeed", err, rl.LastFailure())
 	}
 }
+
+// YAML keys are case-sensitive, and the schema's are lower case; viper
+// folds case, so without a look at the file as written "Weight: 90" passed
+// and, beside "weight: 10", one of them won unseen.
+func TestMiscasedKeysAreUnknown(t *testing.T) {
+	for _, tt := range []struct{ yaml, want string }{
+		{minimal + "    weight: 10\n    Weight: 90\n", "routes[0].Weight: unknown key (keys are lower case: weight)"},
+		{minimal + "Shadow: { timeout: 5s }\n", "Shadow: unknown key (keys are lower case: shadow)"},
+		{minimal + "shadow: { Timeout: 5s }\n", "shadow.Timeout: unknown key (keys are lower case: timeout)"},
+	} {
+		if _, err := Parse([]byte(tt.yaml)); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("err = %v; want it to contain %q", err, tt.want)
+		}
+	}
+	// The user's keys keep their case: a JSON path in a compare rule.
+	if _, err := Parse([]byte(minimal + "    compare: { mask: { \"/body/orderId\": \"^ord_\" } }\n")); err != nil {
+		t.Errorf("a mask on /body/orderId: %v; want valid", err)
+	}
+}

@@ -181,8 +181,11 @@ func Parse(data []byte) (*Config, error) {
 	}
 
 	raw := v.AllSettings()
-	restoreRuleKeys(data, raw)
-	var errs []FieldError
+	// The file as written, keys in their case: viper folds them.
+	var doc map[string]any
+	_ = yaml.Unmarshal(data, &doc) // viper read it, so this does not fail
+	restoreRuleKeys(doc, raw)
+	errs := miscasedKeys(doc, reflect.TypeOf(Config{}), "")
 	if upstreams, ok := raw["upstreams"].(map[string]any); ok {
 		for _, u := range upstreams {
 			if m, ok := u.(map[string]any); ok {
@@ -254,11 +257,7 @@ func Parse(data []byte) (*Config, error) {
 // restoreRuleKeys puts back the case of the compare rules' keys in raw:
 // they are paths into response bodies, and viper folds every key to lower
 // case, but /body/totalCents is not /body/totalcents.
-func restoreRuleKeys(data []byte, raw map[string]any) {
-	var doc map[string]any
-	if yaml.Unmarshal(data, &doc) != nil {
-		return // viper read it, so this does not happen
-	}
+func restoreRuleKeys(doc, raw map[string]any) {
 	routes, _ := lookupFold(doc, "routes").([]any)
 	rawRoutes, _ := raw["routes"].([]any)
 	for i := 0; i < len(routes) && i < len(rawRoutes); i++ {
@@ -368,6 +367,51 @@ func unknownKeys(raw any, t reflect.Type, path string) []FieldError {
 		}
 		for i, v := range list {
 			errs = append(errs, unknownKeys(v, t.Elem(), fmt.Sprintf("%s[%d]", path, i))...)
+		}
+	}
+	return errs
+}
+
+// miscasedKeys reports the keys of the file, doc, that name a key of t
+// only once lower-cased. YAML keys are case-sensitive and the schema's are
+// lower case, but viper folds case before unknownKeys sees them: without
+// this, "Weight: 90" passed, and beside "weight: 10" one of the two won
+// unseen. Keys of maps (upstream names, compare rules) are the user's.
+func miscasedKeys(doc any, t reflect.Type, path string) []FieldError {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	var errs []FieldError
+	switch t.Kind() {
+	case reflect.Struct:
+		m, ok := doc.(map[string]any)
+		if !ok || t == reflect.TypeOf(Duration(0)) {
+			return nil
+		}
+		fields := map[string]reflect.Type{}
+		for i := 0; i < t.NumField(); i++ {
+			if tag := strings.Split(t.Field(i).Tag.Get("mapstructure"), ",")[0]; tag != "" && tag != "-" {
+				fields[tag] = t.Field(i).Type
+			}
+		}
+		for k, v := range m {
+			if ft, ok := fields[k]; ok {
+				errs = append(errs, miscasedKeys(v, ft, joinPath(path, k))...)
+			} else if lower := strings.ToLower(k); fields[lower] != nil {
+				errs = append(errs, FieldError{Path: joinPath(path, k), Problem: fmt.Sprintf("unknown key (keys are lower case: %s)", lower)})
+			}
+		}
+	case reflect.Map:
+		if m, ok := doc.(map[string]any); ok {
+			for k, v := range m {
+				errs = append(errs, miscasedKeys(v, t.Elem(), joinPath(path, k))...)
+			}
+		}
+	case reflect.Slice:
+		if list, ok := doc.([]any); ok {
+			for i, v := range list {
+				errs = append(errs, miscasedKeys(v, t.Elem(), fmt.Sprintf("%s[%d]", path, i))...)
+			}
 		}
 	}
 	return errs
