@@ -326,50 +326,12 @@ func mergeDefaults(m, def map[string]any) {
 // unknownKeys walks the raw settings against the schema and names every key
 // the schema does not have, with its full path (routes[1].wieght).
 func unknownKeys(raw any, t reflect.Type, path string) []FieldError {
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	var errs []FieldError
-	switch t.Kind() {
-	case reflect.Struct:
-		m, ok := raw.(map[string]any)
-		if !ok || t == reflect.TypeOf(Duration(0)) {
-			return nil // a type error, reported by the decoder
+	return walkSchema(raw, t, path, func(k string, fields map[string]reflect.Type) (reflect.Type, string) {
+		if ft, ok := fields[k]; ok {
+			return ft, ""
 		}
-		fields := map[string]reflect.Type{}
-		for i := 0; i < t.NumField(); i++ {
-			f := t.Field(i)
-			if tag := strings.Split(f.Tag.Get("mapstructure"), ",")[0]; tag != "" && tag != "-" {
-				fields[tag] = f.Type
-			}
-		}
-		for k, v := range m {
-			p := joinPath(path, k)
-			ft, ok := fields[k]
-			if !ok {
-				errs = append(errs, FieldError{Path: p, Problem: "unknown key"})
-				continue
-			}
-			errs = append(errs, unknownKeys(v, ft, p)...)
-		}
-	case reflect.Map:
-		m, ok := raw.(map[string]any)
-		if !ok {
-			return nil
-		}
-		for k, v := range m {
-			errs = append(errs, unknownKeys(v, t.Elem(), joinPath(path, k))...)
-		}
-	case reflect.Slice:
-		list, ok := raw.([]any)
-		if !ok {
-			return nil
-		}
-		for i, v := range list {
-			errs = append(errs, unknownKeys(v, t.Elem(), fmt.Sprintf("%s[%d]", path, i))...)
-		}
-	}
-	return errs
+		return nil, "unknown key"
+	})
 }
 
 // miscasedKeys reports the keys of the file, doc, that name a key of t
@@ -378,6 +340,22 @@ func unknownKeys(raw any, t reflect.Type, path string) []FieldError {
 // this, "Weight: 90" passed, and beside "weight: 10" one of the two won
 // unseen. Keys of maps (upstream names, compare rules) are the user's.
 func miscasedKeys(doc any, t reflect.Type, path string) []FieldError {
+	return walkSchema(doc, t, path, func(k string, fields map[string]reflect.Type) (reflect.Type, string) {
+		if ft, ok := fields[k]; ok {
+			return ft, ""
+		}
+		if lower := strings.ToLower(k); fields[lower] != nil {
+			return nil, "unknown key (keys are lower case: " + lower + ")"
+		}
+		return nil, "" // unknown in any case: unknownKeys names it
+	})
+}
+
+// walkSchema walks a YAML document against the schema type t. Every key
+// of a struct's map goes to key with the struct's fields by tag, which
+// answers the field's type to descend into, or a problem with the key;
+// maps' and lists' elements are walked as their element type.
+func walkSchema(doc any, t reflect.Type, path string, key func(k string, fields map[string]reflect.Type) (reflect.Type, string)) []FieldError {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
@@ -386,7 +364,7 @@ func miscasedKeys(doc any, t reflect.Type, path string) []FieldError {
 	case reflect.Struct:
 		m, ok := doc.(map[string]any)
 		if !ok || t == reflect.TypeOf(Duration(0)) {
-			return nil
+			return nil // a type error, reported by the decoder
 		}
 		fields := map[string]reflect.Type{}
 		for i := 0; i < t.NumField(); i++ {
@@ -395,22 +373,25 @@ func miscasedKeys(doc any, t reflect.Type, path string) []FieldError {
 			}
 		}
 		for k, v := range m {
-			if ft, ok := fields[k]; ok {
-				errs = append(errs, miscasedKeys(v, ft, joinPath(path, k))...)
-			} else if lower := strings.ToLower(k); fields[lower] != nil {
-				errs = append(errs, FieldError{Path: joinPath(path, k), Problem: fmt.Sprintf("unknown key (keys are lower case: %s)", lower)})
+			p := joinPath(path, k)
+			ft, problem := key(k, fields)
+			if problem != "" {
+				errs = append(errs, FieldError{Path: p, Problem: problem})
+			}
+			if ft != nil {
+				errs = append(errs, walkSchema(v, ft, p, key)...)
 			}
 		}
 	case reflect.Map:
 		if m, ok := doc.(map[string]any); ok {
 			for k, v := range m {
-				errs = append(errs, miscasedKeys(v, t.Elem(), joinPath(path, k))...)
+				errs = append(errs, walkSchema(v, t.Elem(), joinPath(path, k), key)...)
 			}
 		}
 	case reflect.Slice:
 		if list, ok := doc.([]any); ok {
 			for i, v := range list {
-				errs = append(errs, miscasedKeys(v, t.Elem(), fmt.Sprintf("%s[%d]", path, i))...)
+				errs = append(errs, walkSchema(v, t.Elem(), fmt.Sprintf("%s[%d]", path, i), key)...)
 			}
 		}
 	}
