@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/strangler-proxy/strangler/config"
 	"github.com/strangler-proxy/strangler/router"
@@ -226,30 +227,16 @@ routes:
 // sum(increase(...)) reads over a window that holds a fresh process's
 // whole life.
 func (h *harness) sumSeries(name string, keep func(map[string]string) bool) float64 {
-	h.t.Helper()
-	families, err := h.reg.Gather()
-	if err != nil {
-		h.t.Fatal(err)
-	}
 	total := 0.0
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
+	h.eachSeries(name, func(labels map[string]string, m *dto.Metric) {
+		switch {
+		case !keep(labels):
+		case m.Counter != nil:
+			total += m.Counter.GetValue()
+		case m.Histogram != nil:
+			total += float64(m.Histogram.GetSampleCount())
 		}
-		for _, m := range f.GetMetric() {
-			labels := map[string]string{}
-			for _, lp := range m.GetLabel() {
-				labels[lp.GetName()] = lp.GetValue()
-			}
-			switch {
-			case !keep(labels):
-			case m.Counter != nil:
-				total += m.Counter.GetValue()
-			case m.Histogram != nil:
-				total += float64(m.Histogram.GetSampleCount())
-			}
-		}
-	}
+	})
 	return total
 }
 

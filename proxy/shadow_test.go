@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/valyala/fasthttp"
 	"go.uber.org/goleak"
 )
@@ -85,11 +86,22 @@ func (h *harness) waitCompared(route string, n int) map[string]float64 {
 
 // fieldSeries returns the label sets of a route's series of a metric.
 func (h *harness) fieldSeries(name, route string) []map[string]string {
+	var out []map[string]string
+	h.eachSeries(name, func(labels map[string]string, _ *dto.Metric) {
+		if labels["route"] == route {
+			out = append(out, labels)
+		}
+	})
+	return out
+}
+
+// eachSeries calls fn with every series of the metric name, and its labels.
+func (h *harness) eachSeries(name string, fn func(labels map[string]string, m *dto.Metric)) {
+	h.t.Helper()
 	families, err := h.reg.Gather()
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	var out []map[string]string
 	for _, f := range families {
 		if f.GetName() != name {
 			continue
@@ -99,12 +111,9 @@ func (h *harness) fieldSeries(name, route string) []map[string]string {
 			for _, lp := range m.GetLabel() {
 				labels[lp.GetName()] = lp.GetValue()
 			}
-			if labels["route"] == route {
-				out = append(out, labels)
-			}
+			fn(labels, m)
 		}
 	}
-	return out
 }
 
 func (h *harness) adminJSON(path string, v any) {
