@@ -95,6 +95,11 @@ func TestWarehouseOutageThenRecovery(t *testing.T) {
 			if got := e.counter(t, "neworders_outbox_dead_events"); got != 0 {
 				t.Errorf("dead events = %v; want 0", got)
 			}
+			// The relay counts a delivery just after marking it: a moment
+			// after the drain that the store shows.
+			waitFor(t, 10*time.Second, "every delivery to be counted", func() bool {
+				return e.counter(t, "neworders_outbox_deliveries_total", "result", "delivered") >= 2*orders
+			})
 			if got := e.counter(t, "neworders_outbox_deliveries_total", "result", "delivered"); got != 2*orders {
 				t.Errorf(`deliveries{result="delivered"} = %v; want %d (order_paid and order_confirmed)`, got, 2*orders)
 			}
