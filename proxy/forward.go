@@ -612,11 +612,10 @@ func buildOutbound(out *fasthttp.Request, in *fasthttp.RequestHeader, u *upstrea
 // canonically (canonName), so the pass may send a header to scrub that
 // scrub then keeps, never the other way.
 func allForwardable(in *fasthttp.RequestHeader, id *callIdentity) bool {
-	override := canonName([]byte(id.override))
 	names := clientNames(in)
 	for name, ok := names.next(); ok; name, ok = names.next() {
 		canon := canonName(name)
-		if scrubbed(name, canon, override, id.trusted) || isHopByHop(canon) {
+		if scrubbed(name, canon, id) || isHopByHop(canon) {
 			return false
 		}
 	}
@@ -624,19 +623,44 @@ func allForwardable(in *fasthttp.RequestHeader, id *callIdentity) bool {
 }
 
 // scrubbed reports whether scrub deletes a client's header name (canon
-// its canonName, override the override header's) from every outbound
-// request, the hop-by-hop headers aside: the forwarding headers
+// its canonName) from every outbound request to id, the hop-by-hop
+// headers aside: the override header, the forwarding headers
 // setForwarded writes anew, strangler's own (a forged dry-run header
 // would make newpath skip a real write), Expect (fasthttp answers it,
 // and the body goes upstream without waiting), and from a peer that is
 // not a trusted proxy every other header saying who the client is.
-func scrubbed(name []byte, canon, override string, trusted bool) bool {
+func scrubbed(name []byte, canon string, id *callIdentity) bool {
 	switch canon {
 	case "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded",
 		shadowCanon, dryRunCanon, "expect":
 		return true
 	}
-	return canon == override && override != "" || !trusted && isForwarding(name, canon)
+	return spells(name, id.override) || !id.trusted && isForwarding(name, canon)
+}
+
+// spells reports whether name is a spelling of the header named header:
+// in any case, with underscores for dashes, at any length (canonName
+// stops at 32 bytes, and the override header's name is the config's).
+func spells(name []byte, header string) bool {
+	if len(name) != len(header) || header == "" {
+		return false
+	}
+	for i, c := range name {
+		if c == '_' {
+			c = '-'
+		}
+		if lowerASCII(c) != lowerASCII(header[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func lowerASCII(c byte) byte {
+	if c >= 'A' && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
 }
 
 // nameScan yields the field names of a client's header: off the block as
@@ -685,11 +709,10 @@ func (s *nameScan) next() ([]byte, bool) {
 // X_Forwarded_For as X-Forwarded-For.
 func scrub(h, in *fasthttp.RequestHeader, id *callIdentity, websocket bool) {
 	deleteHopByHop(h, websocket)
-	override := canonName([]byte(id.override))
 	var drop [][]byte
 	names := clientNames(in)
 	for name, ok := names.next(); ok; name, ok = names.next() {
-		if scrubbed(name, canonName(name), override, id.trusted) {
+		if scrubbed(name, canonName(name), id) {
 			drop = append(drop, bytes.Clone(name))
 		}
 	}
@@ -707,13 +730,10 @@ func canonName(name []byte) string {
 		return ""
 	}
 	for i, c := range name {
-		switch {
-		case c == '_':
+		if c == '_' {
 			c = '-'
-		case c >= 'A' && c <= 'Z':
-			c += 'a' - 'A'
 		}
-		buf[i] = c
+		buf[i] = lowerASCII(c)
 	}
 	return string(buf[:len(name)])
 }

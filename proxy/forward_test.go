@@ -1115,3 +1115,26 @@ func TestStickyCookieReadsTheValue(t *testing.T) {
 		fasthttp.ReleaseRequest(req)
 	}
 }
+
+// The override header never travels upstream, whatever the length of its
+// configured name: canonName gives up on names over 32 bytes.
+func TestALongOverrideHeaderIsScrubbed(t *testing.T) {
+	const name = "X-Acme-Strangler-Backend-Override" // 33 bytes
+	for _, spelling := range []string{name, "x_acme_strangler_backend_override"} {
+		var in fasthttp.RequestHeader
+		raw := "GET /x HTTP/1.1\r\nHost: shop.example\r\n" + spelling + ": newpath\r\n\r\n"
+		if err := in.Read(bufio.NewReader(strings.NewReader(raw))); err != nil {
+			t.Fatal(err)
+		}
+		id := callIdentity{trusted: true, override: name}
+		if allForwardable(&in, &id) {
+			t.Errorf("%s: the one-pass check calls a header with the override clean", spelling)
+		}
+		var out fasthttp.RequestHeader
+		in.CopyTo(&out)
+		scrub(&out, &in, &id, false)
+		if v := out.Peek(spelling); len(v) > 0 {
+			t.Errorf("%s: scrub kept the override header (%q)", spelling, v)
+		}
+	}
+}
