@@ -290,11 +290,8 @@ func (x *exchange) attempt() error {
 		status = 0
 	}
 	endSpan(span, status, err)
-	x.metrics.upstream[x.backend][rolePrimary].Observe(latency.Seconds())
 	failed := err != nil || status >= 500
-	if failed {
-		x.metrics.errors[x.backend][rolePrimary].Inc()
-	}
+	x.metrics.call(x.backend, rolePrimary, latency, failed)
 	if x.bound != nil {
 		p.recordCall(x.bound, x.backend, latency, failed)
 	}

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"runtime"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -195,6 +196,15 @@ type routeMetrics struct {
 	shadow      [2][len(shadowOutcomes)]prometheus.Counter // by target
 	comparisons [len(results)]prometheus.Counter
 	noiseProbes prometheus.Counter
+}
+
+// call records one upstream call to b in role: its latency, and whether
+// it failed (no answer, a 5xx), as the guard's window counts it.
+func (rm *routeMetrics) call(b router.Backend, role int, latency time.Duration, failed bool) {
+	rm.upstream[b][role].Observe(latency.Seconds())
+	if failed {
+		rm.errors[b][role].Inc()
+	}
 }
 
 // forRoute resolves, and so exports at 0, every series of a route whose

@@ -566,11 +566,8 @@ func (p *Proxy) callDone(job *shadowJob, b router.Backend, role int, res *captur
 			res.outcome = outcomeTimeout
 		}
 	}
-	job.route.metrics.upstream[b][role].Observe(latency.Seconds())
 	failed := res.err != nil || res.status >= 500
-	if failed {
-		job.route.metrics.errors[b][role].Inc()
-	}
+	job.route.metrics.call(b, role, latency, failed)
 	endSpan(span, res.status, res.err)
 	p.recordCall(job.route, b, latency, failed)
 }
