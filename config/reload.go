@@ -175,7 +175,8 @@ func (r *Reloader) Reload() error {
 	defer r.mu.Unlock()
 
 	cfg, data, err := Load(r.path)
-	if data != nil || !errors.Is(err, os.ErrNotExist) {
+	missing := data == nil && errors.Is(err, os.ErrNotExist)
+	if !missing {
 		r.missingSince = time.Time{}
 	}
 	if data != nil && err == nil && digest(data) == r.current.Load().SHA256 && r.failure.Load() == nil {
@@ -191,7 +192,7 @@ func (r *Reloader) Reload() error {
 		err = errors.Join(r.checkRestartKeys(cfg), provisionErr)
 	}
 	if err != nil {
-		if data == nil && errors.Is(err, os.ErrNotExist) {
+		if missing {
 			// Mid-swap (an editor's rename dance): the next event or poll
 			// sees the finished file. Not a failed reload, unless it stays
 			// missing.

@@ -159,9 +159,8 @@ func (c *Config) validate() []FieldError {
 	default:
 		add("tracing.exporter", "must be none, otlp or stdout, got %q", c.Tracing.Exporter)
 	}
-	if !(c.Tracing.SampleRatio >= 0 && c.Tracing.SampleRatio <= 1) { // NaN too: NaN != NaN reads as a tracing change on every reload
-		add("tracing.sample_ratio", "must be between 0 and 1, got %v", c.Tracing.SampleRatio)
-	}
+	// NaN too: NaN != NaN would read as a tracing change on every reload.
+	checkRatio(add, "tracing.sample_ratio", c.Tracing.SampleRatio)
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
@@ -356,13 +355,20 @@ func checkHostPort(add func(string, string, ...any), path, addr string) {
 		add(path, "%q is not a host:port address", addr)
 		return
 	}
-	if n, err := strconv.Atoi(port); err == nil {
-		if n < 0 || n > 65535 {
-			add(path, "port %d is out of range (0 to 65535)", n)
-		}
-	} else if _, err := net.LookupPort("tcp", port); err != nil {
+	if n, err := portNumber(port); err != nil {
 		add(path, "%q is neither a port number nor a service name", port)
+	} else if n < 0 || n > 65535 {
+		add(path, "port %d is out of range (0 to 65535)", n)
 	}
+}
+
+// portNumber is a listen address's port as a number: digits, a service
+// name, or "" (0: any free port).
+func portNumber(port string) (int, error) {
+	if n, err := strconv.Atoi(port); err == nil || port == "" {
+		return n, nil
+	}
+	return net.LookupPort("tcp", port)
 }
 
 // sameListener reports whether two listen addresses would take the same
@@ -374,14 +380,9 @@ func sameListener(a, b string) bool {
 	if errA != nil || errB != nil {
 		return false
 	}
-	port := func(p string) int {
-		if n, err := strconv.Atoi(p); err == nil {
-			return n
-		}
-		n, _ := net.LookupPort("tcp", p)
-		return n
-	}
-	if n := port(pa); n == 0 || n != port(pb) {
+	na, errA := portNumber(pa)
+	nb, errB := portNumber(pb)
+	if errA != nil || errB != nil || na == 0 || na != nb {
 		return false
 	}
 	anyHost := func(h string) bool {
@@ -452,12 +453,9 @@ func checkMatcherValues(add func(string, string, ...any), path, matchers string)
 }
 
 func checkGuard(add func(string, string, ...any), path string, g *Guard) {
-	if !(g.MaxErrorRate >= 0 && g.MaxErrorRate <= 1) { // NaN too
-		add(path+".max_error_rate", "must be between 0 and 1, got %v", g.MaxErrorRate)
-	}
-	if !(g.MaxDivergenceRate >= 0 && g.MaxDivergenceRate <= 1) {
-		add(path+".max_divergence_rate", "must be between 0 and 1, got %v", g.MaxDivergenceRate)
-	}
+	// A NaN limit would never trip.
+	checkRatio(add, path+".max_error_rate", g.MaxErrorRate)
+	checkRatio(add, path+".max_divergence_rate", g.MaxDivergenceRate)
 	if g.MinSamples < 1 {
 		add(path+".min_samples", "must be at least 1, got %d", g.MinSamples)
 	}
@@ -535,6 +533,12 @@ func parsePrefixes(add func(string, string, ...any), path string, cidrs []string
 		add(fmt.Sprintf("%s[%d]", path, i), "%q is not a CIDR or an IP address", s)
 	}
 	return out
+}
+
+func checkRatio(add func(string, string, ...any), path string, v float64) {
+	if v < 0 || v > 1 || math.IsNaN(v) {
+		add(path, "must be between 0 and 1, got %v", v)
+	}
 }
 
 func checkPercent(add func(string, string, ...any), path string, v float64) {

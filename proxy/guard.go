@@ -150,9 +150,8 @@ func (p *Proxy) recordComparison(br *boundRoute, result int) {
 // guard rule. Shadowing goes on after a trip, so the window keeps telling
 // the truth. Guards whose source is prometheus are judged by Run instead.
 func (p *Proxy) checkGuard(br *boundRoute, now time.Time) {
-	g := br.cfg.Guard
 	rt := br.rt
-	if g == nil || g.Source == config.GuardSourcePrometheus || rt.guard.tripped.Load() {
+	if !br.judgedLocally() {
 		return
 	}
 	last := rt.guard.lastEval.Load()
@@ -184,17 +183,22 @@ func (p *Proxy) current(rt *routeRuntime) *boundRoute {
 	return nil
 }
 
+// judgedLocally reports whether the route has a guard, judged on its
+// local window, that has not tripped.
+func (br *boundRoute) judgedLocally() bool {
+	g := br.cfg.Guard
+	return g != nil && g.Source != config.GuardSourcePrometheus && !br.rt.guard.tripped.Load()
+}
+
 // evaluateGuard judges the route's local window now, unthrottled: trips
 // the guard when it breaks the rule.
 func (p *Proxy) evaluateGuard(br *boundRoute, now time.Time) {
-	g := br.cfg.Guard
-	rt := br.rt
-	if g == nil || g.Source == config.GuardSourcePrometheus || rt.guard.tripped.Load() {
+	if !br.judgedLocally() {
 		return
 	}
-	rt.guard.lastEval.Store(now.UnixNano())
+	rt := br.rt
 	rearms := rt.guard.rearms.Load()
-	if reason, detail := tripReason(g, rt.win.sum(now).evidence()); reason != "" {
+	if reason, detail := tripReason(br.cfg.Guard, rt.win.sum(now).evidence()); reason != "" {
 		p.trip(br, now, rearms, config.GuardSourceLocal, reason, detail)
 	}
 }
